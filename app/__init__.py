@@ -1,0 +1,3 @@
+"""SAEMI: Size Analysis of Electron Microscopy Images."""
+
+__version__ = "1.0.0"

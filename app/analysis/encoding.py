@@ -1,0 +1,87 @@
+"""Compact, lossless encodings of images for per-session storage (``dcc.Store``) and downloads."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+import numpy as np
+from PIL import Image
+
+from app.analysis.errors import SaemiInputError
+
+#: Largest particle id a 16-bit label PNG can hold.
+MAX_LABEL_ID = 65535
+
+
+def labels_to_png_bytes(label_image: np.ndarray) -> bytes:
+    """Encode an instance label image as a 16-bit grayscale PNG (0 = background).
+
+    Raises
+    ------
+    SaemiInputError
+        If there are more than 65,535 particles.
+
+    Examples
+    --------
+    >>> labels = np.array([[0, 1], [300, 2]])
+    >>> np.array_equal(png_bytes_to_labels(labels_to_png_bytes(labels)), labels)
+    True
+    """
+    labels = np.asarray(label_image)
+    if labels.size and int(labels.max()) > MAX_LABEL_ID:
+        raise SaemiInputError(
+            f"The image holds {int(labels.max())} particles; label images store at most {MAX_LABEL_ID}."
+        )
+    buffer = io.BytesIO()
+    Image.fromarray(labels.astype(np.uint16)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def png_bytes_to_labels(data: bytes) -> np.ndarray:
+    """Decode a label PNG written by :func:`labels_to_png_bytes` into an int32 array."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image).astype(np.int32)
+
+
+def labels_to_png_b64(label_image: np.ndarray) -> str:
+    """Label image as base64 text of a 16-bit PNG."""
+    return base64.b64encode(labels_to_png_bytes(label_image)).decode("ascii")
+
+
+def png_b64_to_labels(text: str) -> np.ndarray:
+    """Inverse of :func:`labels_to_png_b64`."""
+    return png_bytes_to_labels(_b64decode(text))
+
+
+def gray_to_uint8(gray: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] to uint8 with rounding."""
+    return np.clip(np.rint(np.asarray(gray, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def gray_to_png_b64(gray: np.ndarray) -> str:
+    """Float image in [0, 1] as base64 text of an 8-bit PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(gray_to_uint8(gray)).save(buffer, format="PNG", compress_level=1)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def png_b64_to_gray(text: str) -> np.ndarray:
+    """Inverse of :func:`gray_to_png_b64`: float32 in [0, 1]."""
+    with Image.open(io.BytesIO(_b64decode(text))) as image:
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def rgb_to_png_data_url(rgb: np.ndarray) -> str:
+    """An RGB or RGBA uint8 array as a ``data:image/png;base64`` URL (for figures and the canvas)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise SaemiInputError("Stored session data is damaged; please upload the image again.") from exc

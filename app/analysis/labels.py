@@ -1,0 +1,79 @@
+"""Turning a segmenter's raw labels into the particles that are measured."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage import measure, segmentation
+
+
+def finalize_labels(
+    label_image: np.ndarray,
+    *,
+    split_touching: bool = True,
+    min_area_px: int = 0,
+    excluded_rows: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Merge or keep touching particles, drop small ones, blank a data bar and number them 1..n.
+
+    Parameters
+    ----------
+    label_image : ndarray of int
+        Raw instance labels (0 = background).
+    split_touching : bool
+        When False, touching particles are merged into one connected component (8-connectivity).
+    min_area_px : int
+        Particles with fewer pixels are removed.
+    excluded_rows : (int, int), optional
+        Rows ``[start, stop)`` that hold a data bar; their labels are set to 0.
+
+    Returns
+    -------
+    ndarray of int32
+        Sequential labels 1..n in raster order of first appearance.
+
+    Examples
+    --------
+    >>> raw = np.array([[1, 2, 0, 3], [1, 2, 0, 0]])
+    >>> finalize_labels(raw, split_touching=False, min_area_px=2)
+    array([[1, 1, 0, 0],
+           [1, 1, 0, 0]], dtype=int32)
+    """
+    labels = np.asarray(label_image).astype(np.int32, copy=True)
+    if excluded_rows is not None:
+        start, stop = excluded_rows
+        labels[max(0, start) : max(0, stop)] = 0
+    if not split_touching:
+        labels = measure.label(labels > 0, connectivity=2).astype(np.int32)
+    if min_area_px > 1 and labels.max() > 0:
+        areas = np.bincount(labels.ravel())
+        small = areas < min_area_px
+        small[0] = False
+        if small.any():
+            labels[small[labels]] = 0
+    relabelled, _, _ = segmentation.relabel_sequential(labels)
+    return relabelled.astype(np.int32)
+
+
+def edge_touching_ids(label_image: np.ndarray, frame: tuple[int, int] | None = None) -> np.ndarray:
+    """Ids of particles touching the image frame.
+
+    Parameters
+    ----------
+    label_image : ndarray of int
+        Instance labels.
+    frame : (int, int), optional
+        Rows ``[start, stop)`` of the analysed region (the rest is a data bar); the first and last of
+        these rows count as edges. Defaults to the whole image.
+
+    Returns
+    -------
+    ndarray of int
+        Sorted unique ids (0 excluded).
+    """
+    start, stop = frame if frame is not None else (0, label_image.shape[0])
+    region = label_image[start:stop]
+    if region.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    border = np.concatenate([region[0], region[-1], region[:, 0], region[:, -1]])
+    ids = np.unique(border)
+    return ids[ids > 0]

@@ -1,0 +1,313 @@
+"""One analysis entry point shared by the web app and the command line.
+
+``decoded image → calibration, data bar → segmentation → labels → per-particle table``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from app.analysis import calibration as _cal
+from app.analysis import databar as _databar
+from app.analysis import scalebar as _scalebar
+from app.analysis import stats as _stats
+from app.analysis.errors import SaemiInputError
+from app.analysis.imageio import DecodedImage
+from app.analysis.labels import finalize_labels
+from app.analysis.measure import measure_particles
+from app.analysis.segmentation import ProgressCallback, Segmenter
+
+EDGE_MODES = ("exclude", "include", "miles-lantuejoul")
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    """Every user setting that changes the result.
+
+    Attributes
+    ----------
+    segmenter : str
+        Name of the segmenter (``"unet"``, ``"classical"``).
+    split_touching : bool
+        Keep touching particles apart (True) or merge them into connected components (False).
+    min_area_px : int
+        Particles with fewer pixels are dropped.
+    edge_mode : str
+        Treatment of particles touching the frame in the statistics: ``"exclude"``, ``"include"`` or
+        ``"miles-lantuejoul"``. Edge particles are always kept in the label image and the CSV.
+    nm_per_px : float or None
+        Manual pixel size; overrides every other calibration source.
+    data_bar : str
+        ``"auto"`` (detect), ``"off"`` or ``"y0:y1"`` (rows to exclude).
+    scale_bar_label : str or None
+        The user's reading of the scale bar label (``"500 nm"``), used when OCR cannot read it.
+    """
+
+    segmenter: str = "classical"
+    split_touching: bool = True
+    min_area_px: int = 10
+    edge_mode: str = "exclude"
+    nm_per_px: float | None = None
+    data_bar: str = "auto"
+    scale_bar_label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.edge_mode not in EDGE_MODES:
+            raise SaemiInputError(f"Edge handling must be one of {', '.join(EDGE_MODES)}.")
+        if not (isinstance(self.min_area_px, (int, np.integer)) and self.min_area_px >= 0):
+            raise SaemiInputError("The minimum particle area must be a whole number of pixels, 0 or more.")
+        if self.nm_per_px is not None and not (math.isfinite(self.nm_per_px) and self.nm_per_px > 0):
+            raise SaemiInputError("The pixel size must be a positive number of nanometres per pixel.")
+
+    def to_dict(self) -> dict:
+        """JSON-ready settings."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> AnalysisParams:
+        """Settings from a (possibly partial) mapping; unknown keys are ignored."""
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known and v is not None}
+        try:
+            if "min_area_px" in kwargs:
+                kwargs["min_area_px"] = int(kwargs["min_area_px"])
+            if "nm_per_px" in kwargs:
+                kwargs["nm_per_px"] = float(kwargs["nm_per_px"])
+        except (TypeError, ValueError) as exc:
+            raise SaemiInputError("Settings must be numbers where numbers are asked for.") from exc
+        return cls(**kwargs)
+
+
+@dataclass
+class AnalysisResult:
+    """Everything one analysis produced."""
+
+    decoded: DecodedImage
+    label_image: np.ndarray
+    particles: pd.DataFrame
+    calibration: _cal.Calibration
+    data_bar: _databar.DataBar | None
+    scale_bar: _scalebar.ScaleBar | None
+    segmenter_name: str
+    segmenter_version: str
+    params: AnalysisParams
+    notes: list[str] = field(default_factory=list)
+    analysed_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def frame(self) -> tuple[int, int]:
+        """Rows [start, stop) analysed (the image without its data bar)."""
+        return analysed_rows(self.decoded.shape[0], self.data_bar)
+
+    def provenance(self) -> dict[str, str]:
+        """Provenance for report headers."""
+        return build_provenance(
+            filename=self.decoded.filename,
+            sha256=self.decoded.sha256,
+            shape=self.decoded.shape,
+            segmenter=f"{self.segmenter_name} {self.segmenter_version}",
+            params=self.params,
+            calibration=self.calibration,
+            data_bar=self.data_bar,
+            analysed_at=self.analysed_at,
+        )
+
+    def summary(self) -> dict[str, object]:
+        """Summary row (counts and size statistics) for this image."""
+        return summary_row(self.decoded.filename, self.particles, self.params, self.calibration,
+                           self.decoded.shape, self.frame)
+
+
+def analysed_rows(height: int, data_bar: _databar.DataBar | None) -> tuple[int, int]:
+    """Rows [start, stop) left for analysis once the data bar is removed."""
+    if data_bar is None:
+        return (0, height)
+    if data_bar.y0 <= 0:
+        return (min(data_bar.y1, height), height)
+    return (0, max(0, min(data_bar.y0, height)))
+
+
+def build_provenance(
+    *,
+    filename: str,
+    sha256: str,
+    shape: tuple[int, int],
+    segmenter: str,
+    params: AnalysisParams,
+    calibration: _cal.Calibration,
+    data_bar: _databar.DataBar | None,
+    analysed_at: str,
+) -> dict[str, str]:
+    """Provenance for CSV headers: what was analysed, how, and with which calibration."""
+    from app import __version__
+
+    prov = {
+        "software": f"SAEMI {__version__}",
+        "file": filename,
+        "sha256": sha256,
+        "image_size_px": f"{shape[1]} x {shape[0]} (width x height)",
+        "segmenter": segmenter,
+        "calibration_source": calibration.source,
+        "nm_per_px": "" if calibration.nm_per_px is None else f"{calibration.nm_per_px:.6g}",
+        "calibration_detail": calibration.detail,
+        "data_bar_rows": "none" if data_bar is None else f"{data_bar.y0}:{data_bar.y1}",
+        "analysed_at": analysed_at,
+    }
+    for key, value in params.to_dict().items():
+        prov[f"param_{key}"] = "" if value is None else str(value)
+    return prov
+
+
+def decide_data_bar(decoded: DecodedImage, spec: str) -> _databar.DataBar | None:
+    """The data bar to exclude, from the user's setting (``auto``, ``off`` or ``y0:y1``)."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "off":
+        return None
+    if spec == "auto":
+        fei_height = _cal.fei_image_height_px(decoded.data) if decoded.data else None
+        return _databar.detect_data_bar(decoded.gray, fei_height_px=fei_height)
+    return _databar.parse_data_bar_spec(spec, decoded.shape[0])
+
+
+def decide_calibration(
+    decoded: DecodedImage,
+    params: AnalysisParams,
+    data_bar: _databar.DataBar | None,
+    *,
+    metadata_calibration: _cal.Calibration | None = None,
+) -> tuple[_cal.Calibration, _scalebar.ScaleBar | None, list[str]]:
+    """Pixel size from metadata, the scale bar and the user's override, with disagreement warnings."""
+    candidates = []
+    if metadata_calibration is not None:
+        candidates.append(metadata_calibration)
+    elif decoded.data:
+        candidates.append(_cal.read_metadata_calibration(decoded.data, decoded.filename))
+    bar = _scalebar.find_scale_bar(decoded.gray, search_rows=data_bar)
+    notes: list[str] = []
+    if bar is not None:
+        bar_cal = _scalebar.calibration_from_scale_bar(bar, params.scale_bar_label)
+        candidates.append(bar_cal)
+        if bar_cal.nm_per_px is None and params.nm_per_px is None:
+            notes.append(
+                f"A scale bar {bar.length_px} px long was found but its label could not be read; "
+                "type the label (for example '200 nm') or a pixel size to calibrate."
+            )
+    calibration, warnings = _cal.resolve_calibration(candidates, params.nm_per_px)
+    return calibration, bar, notes + warnings
+
+
+def analyze_decoded(
+    decoded: DecodedImage,
+    params: AnalysisParams,
+    *,
+    segmenter: Segmenter,
+    progress: ProgressCallback | None = None,
+    metadata_calibration: _cal.Calibration | None = None,
+) -> AnalysisResult:
+    """Calibrate, segment and measure one decoded image.
+
+    Parameters
+    ----------
+    decoded : DecodedImage
+        From :func:`app.analysis.imageio.decode_image`.
+    params : AnalysisParams
+        User settings.
+    segmenter : Segmenter
+        The segmenter to run (see :mod:`app.segmenters`).
+    progress : callable, optional
+        ``progress(fraction, message)``.
+    metadata_calibration : Calibration, optional
+        Calibration already read from the file's metadata (when ``decoded.data`` is not kept).
+
+    Returns
+    -------
+    AnalysisResult
+    """
+    data_bar = decide_data_bar(decoded, params.data_bar)
+    calibration, scale_bar, notes = decide_calibration(
+        decoded, params, data_bar, metadata_calibration=metadata_calibration
+    )
+    start, stop = analysed_rows(decoded.shape[0], data_bar)
+    labels = np.zeros(decoded.shape, dtype=np.int32)
+    if stop - start >= 2:
+        region = decoded.gray[start:stop]
+        labels[start:stop] = segmenter.segment(region, progress=progress)
+    labels = finalize_labels(labels, split_touching=params.split_touching, min_area_px=params.min_area_px)
+    particles = measure_particles(
+        labels, intensity_image=decoded.gray, nm_per_px=calibration.nm_per_px, frame=(start, stop)
+    )
+    return AnalysisResult(
+        decoded=decoded,
+        label_image=labels,
+        particles=particles,
+        calibration=calibration,
+        data_bar=data_bar,
+        scale_bar=scale_bar,
+        segmenter_name=segmenter.name,
+        segmenter_version=segmenter.version,
+        params=params,
+        notes=list(decoded.notes) + notes,
+    )
+
+
+def remeasure(
+    label_image: np.ndarray,
+    gray: np.ndarray,
+    params: AnalysisParams,
+    calibration: _cal.Calibration,
+    data_bar: _databar.DataBar | None,
+) -> pd.DataFrame:
+    """Measure an edited label image with the same settings (after canvas strokes)."""
+    frame = analysed_rows(label_image.shape[0], data_bar)
+    labels = np.asarray(label_image, dtype=np.int32).copy()
+    labels[: frame[0]] = 0
+    labels[frame[1] :] = 0
+    labels = finalize_labels(labels, split_touching=True, min_area_px=params.min_area_px)
+    return measure_particles(labels, intensity_image=gray, nm_per_px=calibration.nm_per_px, frame=frame)
+
+
+def size_column(particles: pd.DataFrame) -> tuple[str, str]:
+    """The ECD column to report and its unit: nm when calibrated, px otherwise."""
+    return ("ecd_nm", "nm") if "ecd_nm" in particles.columns else ("ecd_px", "px")
+
+
+def summary_row(
+    image_name: str,
+    particles: pd.DataFrame,
+    params: AnalysisParams,
+    calibration: _cal.Calibration,
+    shape: tuple[int, int],
+    frame: tuple[int, int],
+) -> dict[str, object]:
+    """One row of ``summary.csv``: counts and ECD statistics after the edge treatment."""
+    selected, weights = _stats.edge_selection(particles, params.edge_mode, image_shape=shape, frame=frame)
+    column, unit = size_column(particles)
+    values = selected[column].to_numpy(dtype=float) if len(selected) else np.zeros(0)
+    stats = _stats.summarize(values, weights)
+    row: dict[str, object] = {
+        "image": image_name,
+        "n_particles": int(stats["count"]),
+        "n_detected": int(len(particles)),
+        "n_edge": int(particles["touches_edge"].sum()) if len(particles) else 0,
+        "edge_mode": params.edge_mode,
+        "nm_per_px": calibration.nm_per_px,
+        "calibration_source": calibration.source,
+    }
+    for key in ("mean", "median", "std", "cv", "min", "max", "d10", "d50", "d90", "geo_mean"):
+        name = "cv_ecd" if key == "cv" else f"{key}_ecd_{unit}"
+        row[name] = stats[key]
+    row["gsd"] = stats["gsd"]
+    for key in ("mean_ci95", "d50_ci95"):
+        low, high = stats[key]
+        base = key.replace("_ci95", "")
+        row[f"{base}_ecd_{unit}_ci95_low"] = low
+        row[f"{base}_ecd_{unit}_ci95_high"] = high
+    return row

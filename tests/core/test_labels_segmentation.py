@@ -1,0 +1,69 @@
+"""Classical segmentation, polarity, splitting and label finalisation on hand-built images."""
+
+import numpy as np
+import pytest
+
+from app.analysis.labels import edge_touching_ids, finalize_labels
+from app.analysis.segmentation import ClassicalSegmenter, Segmenter, split_touching
+
+
+def _discs(shape, centres, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, bool)
+    for cy, cx in centres:
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    return mask
+
+
+@pytest.mark.parametrize("bright", [True, False])
+def test_classical_finds_discs_in_both_polarities(bright):
+    mask = _discs((120, 160), [(30, 30), (30, 100), (90, 60)], 12)
+    rng = np.random.default_rng(1)
+    image = np.where(mask, 0.8, 0.2) if bright else np.where(mask, 0.2, 0.8)
+    image = (image + rng.normal(0, 0.03, mask.shape)).astype(np.float32)
+    seg = ClassicalSegmenter()
+    assert isinstance(seg, Segmenter)
+    labels = seg.segment(image)
+    assert labels.max() == 3
+    overlap = (labels > 0) & mask
+    assert overlap.sum() / mask.sum() > 0.95
+
+
+def test_touching_discs_are_split_and_merged_on_request():
+    mask = _discs((80, 120), [(40, 40), (40, 64)], 13)  # overlapping pair
+    assert split_touching(mask).max() == 2
+    merged = finalize_labels(split_touching(mask), split_touching=False)
+    assert merged.max() == 1
+
+
+def test_hollow_particle_is_filled():
+    outer = _discs((60, 60), [(30, 30)], 15)
+    inner = _discs((60, 60), [(30, 30)], 8)
+    image = np.where(outer & ~inner, 0.9, 0.1).astype(np.float32)  # a bright rim only (SEM edge effect)
+    labels = ClassicalSegmenter(smoothing_px=0.5).segment(image)
+    assert labels.max() == 1
+    assert labels[30, 30] == 1
+
+
+def test_blank_image_gives_no_particles():
+    assert ClassicalSegmenter().segment(np.zeros((40, 40), np.float32)).max() == 0
+
+
+def test_finalize_drops_small_and_blanks_data_bar_and_is_sequential():
+    labels = np.zeros((20, 20), np.int32)
+    labels[1:3, 1:3] = 7  # 4 px
+    labels[5:10, 5:10] = 3  # 25 px
+    labels[15:20, 0:5] = 9  # in the data bar rows 15..20
+    out = finalize_labels(labels, min_area_px=5, excluded_rows=(15, 20))
+    assert out.max() == 1
+    assert (out[5:10, 5:10] == 1).all()
+    assert out[15:].max() == 0 and out[1:3, 1:3].max() == 0
+
+
+def test_edge_ids_respect_the_frame():
+    labels = np.zeros((10, 10), np.int32)
+    labels[0, 4] = 1
+    labels[4, 4] = 2
+    labels[7, 4] = 3  # touches the frame's last row (row 7) when rows 8.. are a data bar
+    assert list(edge_touching_ids(labels)) == [1]
+    assert list(edge_touching_ids(labels, frame=(0, 8))) == [1, 3]
