@@ -1,0 +1,218 @@
+"""Tests of the synthetic SEM/TEM generator: exact labels, appearance and burned-in decorations."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.measure import label as connected_components
+
+from app.analysis.errors import SaemiInputError
+from app.analysis.synthetic import (
+    format_length,
+    generate_crop,
+    generate_sample,
+    nice_scale_length_nm,
+    render_data_bar,
+    render_panel_letter,
+    render_scale_bar,
+)
+
+DECORATED = {"data_bar": True, "letters": True}
+PLAIN = {"data_bar": False, "scale_bar": False, "letters": False}
+
+
+def _touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
+    """Pairs of distinct non-zero ids that are 4-neighbours somewhere."""
+    pairs = set()
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        differ = (a != b) & (a > 0) & (b > 0)
+        for i, j in zip(a[differ].tolist(), b[differ].tolist()):
+            pairs.add((min(i, j), max(i, j)))
+    return pairs
+
+
+def _box_is_unlabelled(labels: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+    x0, y0, x1, y1 = box
+    return not labels[y0:y1, x0:x1].any()
+
+
+def test_same_arguments_give_the_same_sample_and_another_seed_does_not():
+    first = generate_sample(11, 160, 200, modality=None)
+    again = generate_sample(11, 160, 200, modality=None)
+    other = generate_sample(12, 160, 200, modality=None)
+    np.testing.assert_array_equal(first.image, again.image)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    assert first.nm_per_px == again.nm_per_px
+    assert not np.array_equal(first.image, other.image)
+
+
+def test_generate_crop_is_reproducible_from_the_generator_state():
+    image_a, labels_a = generate_crop(np.random.default_rng(4), size=96)
+    image_b, labels_b = generate_crop(np.random.default_rng(4), size=96)
+    assert image_a.shape == labels_a.shape == (96, 96)
+    assert image_a.dtype == np.uint8 and labels_a.dtype == np.uint16
+    np.testing.assert_array_equal(image_a, image_b)
+    np.testing.assert_array_equal(labels_a, labels_b)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("modality", ["sem", "tem"])
+def test_labels_are_contiguous_connected_and_absent_from_decorations(seed, modality):
+    sample = generate_sample(seed, 256, 320, modality=modality, **DECORATED)
+    labels = sample.labels
+    assert sample.image.shape == labels.shape == (256, 320)
+    assert sample.image.dtype == np.uint8 and labels.dtype == np.uint16
+    n = int(labels.max())
+    assert n > 0
+    np.testing.assert_array_equal(np.unique(labels), np.arange(n + 1))
+    assert connected_components(labels, background=0, connectivity=1).max() == n
+    y0, y1 = sample.data_bar_rows
+    assert y1 - y0 >= 0.06 * 256 - 1 and (y0 == 0 or y1 == 256)
+    assert not labels[y0:y1].any()
+    assert sample.scale_bar["in_data_bar"]
+    assert y0 <= sample.scale_bar["y0"] < sample.scale_bar["y1"] <= y1
+    assert _box_is_unlabelled(labels, sample.letter["bbox"])
+    areas_px = np.bincount(labels.ravel())[1:]
+    np.testing.assert_allclose(sample.true_ecd_px, np.sqrt(4 * areas_px / math.pi))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_free_scale_bar_and_letter_cover_no_particle(seed):
+    sample = generate_sample(seed, 256, 320, modality=None, data_bar=False, scale_bar=True, letters=True)
+    assert sample.data_bar_rows is None
+    assert not sample.scale_bar["in_data_bar"]
+    assert _box_is_unlabelled(sample.labels, sample.scale_bar["bbox"])
+    assert _box_is_unlabelled(sample.labels, sample.letter["bbox"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sem_particles_are_brighter_and_tem_particles_darker_than_the_substrate(seed):
+    sem = generate_sample(seed, 192, 256, modality="sem", **PLAIN)
+    tem = generate_sample(seed, 192, 256, modality="tem", **PLAIN)
+    for sample, sign in ((sem, 1), (tem, -1)):
+        image = sample.image.astype(float)
+        inside = sample.labels > 0
+        contrast = image[inside].mean() - image[~inside].mean()
+        assert sign * contrast > 10, (sample.modality, contrast)
+
+
+def test_tem_thicker_particle_centres_are_darker_than_their_rims():
+    sample = generate_sample(3, 256, 320, modality="tem", shape="round", arrangement="isolated",
+                             n_particles=20, median_diameter_px=40, sigma_log=0.05, **PLAIN)
+    depth = ndimage.distance_transform_edt(sample.labels > 0)
+    image = sample.image.astype(float)
+    assert image[depth > 12].mean() < image[(depth > 0) & (depth <= 3)].mean() - 5
+
+
+@pytest.mark.parametrize("shape", ["round", "faceted", "irregular"])
+def test_equivalent_diameters_follow_the_requested_log_normal_law(shape):
+    median_px, sigma_log = 20.0, 0.25
+    sample = generate_sample(1, 512, 640, modality="sem", shape=shape, arrangement="isolated",
+                             n_particles=250, median_diameter_px=median_px, sigma_log=sigma_log, **PLAIN)
+    ecd_px = sample.true_ecd_px[~sample.touches_border]
+    assert ecd_px.size > 150
+    assert abs(np.median(ecd_px) / median_px - 1) < 0.1
+    assert abs(np.std(np.log(ecd_px)) - sigma_log) < 0.05
+
+
+def test_particles_of_hundreds_of_pixels_and_of_a_few_pixels_can_be_drawn():
+    big = generate_sample(2, 512, 512, shape="round", n_particles=1, median_diameter_px=400,
+                          sigma_log=0.0, arrangement="isolated", **PLAIN)
+    assert big.true_ecd_px.max() > 250
+    small = generate_sample(2, 128, 128, shape="round", n_particles=60, median_diameter_px=5,
+                            sigma_log=0.0, arrangement="isolated", **PLAIN)
+    inner = small.true_ecd_px[~small.touches_border]
+    assert inner.size > 30 and abs(np.median(inner) - 5) < 1
+
+
+def test_touching_arrangement_makes_touching_pairs_and_isolated_does_not():
+    common = {"modality": "sem", "shape": "mixed", "n_particles": 60, "median_diameter_px": 24, **PLAIN}
+    touching = generate_sample(5, 256, 320, arrangement="touching", **common)
+    isolated = generate_sample(5, 256, 320, arrangement="isolated", **common)
+    assert len(_touching_pairs(touching.labels)) >= touching.labels.max() // 2
+    assert len(_touching_pairs(isolated.labels)) == 0
+
+
+def test_clustered_arrangement_forms_agglomerates():
+    sample = generate_sample(6, 256, 320, modality="tem", shape="round", arrangement="clustered",
+                             n_particles=80, median_diameter_px=14, **PLAIN)
+    clumps = connected_components(sample.labels > 0, connectivity=1)
+    assert clumps.max() < sample.labels.max() / 3
+
+
+@pytest.mark.parametrize("nm_per_px", [0.37, 2.0, 12.5, 55.0])
+def test_generated_scale_bar_length_matches_the_pixel_size(nm_per_px):
+    sample = generate_sample(8, 300, 400, nm_per_px=nm_per_px, data_bar=True, scale_bar=True)
+    bar = sample.scale_bar
+    assert abs(bar["length_px"] - bar["length_nm"] / nm_per_px) <= 0.5
+    assert bar["x1"] - bar["x0"] == bar["length_px"]
+    assert 0.1 * 400 <= bar["length_px"] <= 0.25 * 400 + 1
+    row = sample.image[bar["y"]]
+    assert np.all(row[bar["x0"] : bar["x1"]] == row[bar["x0"]])  # the bar is one uniform stroke
+    assert row[bar["x0"] - 1] != row[bar["x0"]] and row[bar["x1"]] != row[bar["x0"]]
+    assert bar["label"] == format_length(bar["length_nm"])
+
+
+def test_render_scale_bar_draws_a_bar_of_the_stated_length():
+    image, info = render_scale_bar(np.zeros((200, 300), np.uint8), 2.5, length_nm=200, corner="bottom-left")
+    assert info["length_px"] == 80 and info["label"] == "200 nm"
+    bright_columns = np.nonzero(image[info["y"]] == 255)[0]
+    assert bright_columns.min() == info["x0"] and bright_columns.max() == info["x1"] - 1
+    assert bright_columns.size == 80
+    x0, y0, x1, y1 = info["bbox"]
+    assert image[:y0].max() == 0 and image[y1:].max() == 0
+    assert y0 < info["y0"]  # the label sits above the bar
+    assert x0 < 150  # bottom-left corner
+
+
+def test_render_scale_bar_keeps_float_images_float_and_boxes_the_bar():
+    gray = np.full((120, 160), 0.5, np.float32)
+    image, info = render_scale_bar(gray, 1.0, length_nm=20, box=True, bright=False)
+    assert image.dtype == np.float32
+    x0, y0, x1, y1 = info["bbox"]
+    assert image[y0:y1, x0:x1].max() == 1.0 and image[info["y"], info["x0"]] == 0.0
+    outside = np.ones(image.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.all(image[outside] == 0.5)
+
+
+def test_render_data_bar_fills_the_bottom_rows_with_a_uniform_strip_and_text():
+    image, info = render_data_bar(np.full((400, 500), 128, np.uint8), 5.0, height_px=32, dark=True)
+    y0, y1 = info["rows"]
+    assert (y0, y1) == (368, 400)
+    strip = image[y0:y1]
+    assert np.mean(strip == 20) > 0.7  # mostly the uniform background
+    assert np.any(strip > 200)  # light text and scale bar
+    assert np.all(image[:y0] == 128)
+    assert info["scale_bar"]["length_px"] == round(info["scale_bar"]["length_nm"] / 5.0)
+    assert "mag" in info["text"]
+    top, top_info = render_data_bar(np.zeros((100, 200), np.uint8), 1.0, position="top", dark=False)
+    assert top_info["rows"][0] == 0 and np.mean(top[: top_info["rows"][1]] == 230) > 0.5
+
+
+def test_render_panel_letter_stays_in_its_corner():
+    image, info = render_panel_letter(np.zeros((200, 200), np.uint8), "b)", corner="top-right")
+    x0, y0, x1, y1 = info["bbox"]
+    assert x0 > 100 and y1 < 100
+    assert image[y0:y1, x0:x1].max() > 200
+    assert image.sum() == image[y0:y1, x0:x1].sum()
+
+
+def test_nice_scale_lengths_are_round_and_fit_the_width():
+    for nm_per_px in (0.11, 0.9, 3.3, 17.0, 240.0):
+        length_nm = nice_scale_length_nm(nm_per_px, 1024)
+        mantissa = length_nm / 10 ** math.floor(math.log10(length_nm))
+        assert round(mantissa, 6) in (1.0, 2.0, 5.0)
+        assert 0.1 <= length_nm / nm_per_px / 1024 <= 0.25
+    assert format_length(500) == "500 nm"
+    assert format_length(2000) == "2 µm"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"modality": "xray"}, {"shape": "blob"}, {"arrangement": "stacked"}, {"median_diameter_px": -3.0}],
+)
+def test_bad_arguments_raise_a_clear_error(kwargs):
+    with pytest.raises(SaemiInputError):
+        generate_sample(0, 64, 64, **kwargs)
