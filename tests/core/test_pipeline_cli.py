@@ -1,0 +1,115 @@
+"""The shared pipeline and the ``python -m app analyze`` command on generated images."""
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from app.analysis.errors import SaemiInputError
+from app.analysis.imageio import decode_image
+from app.analysis.pipeline import AnalysisParams, analyze_decoded, remeasure
+from app.analysis.segmentation import ClassicalSegmenter
+from app.analysis.synthetic import generate_sample
+from app.config import REPO_ROOT
+
+
+def _png_bytes(array):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return generate_sample(3, 384, 512, modality="sem", arrangement="isolated", data_bar=True,
+                           scale_bar=True, letters=False, shape="round", n_particles=25,
+                           median_diameter_px=24)
+
+
+def test_pipeline_counts_particles_and_excludes_the_data_bar(sample):
+    decoded = decode_image(_png_bytes(sample.image), "synthetic.png")
+    params = AnalysisParams(segmenter="classical", nm_per_px=2.0)
+    result = analyze_decoded(decoded, params, segmenter=ClassicalSegmenter())
+    true_count = int(sample.labels.max())
+    assert abs(len(result.particles) - true_count) <= max(2, 0.1 * true_count)
+    assert result.data_bar is not None
+    y0, y1 = sample.data_bar_rows
+    assert abs(result.data_bar.y0 - y0) <= 3
+    assert result.label_image[result.data_bar.y0 : result.data_bar.y1].max() == 0
+    assert result.calibration.source == "manual" and result.calibration.nm_per_px == 2.0
+    assert "ecd_nm" in result.particles.columns
+    np.testing.assert_allclose(result.particles["ecd_nm"], 2.0 * result.particles["ecd_px"])
+    prov = result.provenance()
+    assert prov["sha256"] == decoded.sha256 and prov["param_nm_per_px"] == "2.0"
+    summary = result.summary()
+    assert summary["n_particles"] == int((~result.particles["touches_edge"]).sum())
+    assert summary["calibration_source"] == "manual"
+
+
+def test_no_split_merges_and_min_area_drops():
+    touching = generate_sample(5, 256, 256, modality="tem", arrangement="touching", data_bar=False,
+                               scale_bar=False, letters=False, shape="round", n_particles=12,
+                               median_diameter_px=30)
+    decoded = decode_image(_png_bytes(touching.image), "t.png")
+    split = analyze_decoded(decoded, AnalysisParams(), segmenter=ClassicalSegmenter())
+    merged = analyze_decoded(decoded, AnalysisParams(split_touching=False), segmenter=ClassicalSegmenter())
+    assert len(merged.particles) < len(split.particles)
+    huge_min = analyze_decoded(decoded, AnalysisParams(min_area_px=10**6), segmenter=ClassicalSegmenter())
+    assert len(huge_min.particles) == 0
+
+
+def test_black_image_is_an_empty_result_not_an_error():
+    decoded = decode_image(_png_bytes(np.zeros((64, 64), np.uint8)), "black.png")
+    result = analyze_decoded(decoded, AnalysisParams(), segmenter=ClassicalSegmenter())
+    assert len(result.particles) == 0 and "area_px" in result.particles.columns
+    assert result.summary()["n_particles"] == 0
+
+
+def test_remeasure_after_edit(sample):
+    decoded = decode_image(_png_bytes(sample.image), "s.png")
+    result = analyze_decoded(decoded, AnalysisParams(), segmenter=ClassicalSegmenter())
+    edited = result.label_image.copy()
+    edited[edited == 1] = 0
+    table = remeasure(edited, decoded.gray, result.params, result.calibration, result.data_bar)
+    assert len(table) == len(result.particles) - 1
+
+
+def test_params_validation():
+    with pytest.raises(SaemiInputError):
+        AnalysisParams(nm_per_px=-1.0)
+    with pytest.raises(SaemiInputError):
+        AnalysisParams.from_dict({"min_area_px": "many"})
+    assert AnalysisParams.from_dict({"min_area_px": "12", "junk": 1}).min_area_px == 12
+
+
+def test_cli_writes_labels_csvs_and_reports_bad_files(tmp_path, sample):
+    good = tmp_path / "good.png"
+    good.write_bytes(_png_bytes(sample.image))
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not an image")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "analyze", str(good), str(bad), "--out", str(out),
+         "--segmenter", "classical", "--min-area", "5", "--nm-per-px", "1.5"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "notes.png" in proc.stderr and "not an image" in proc.stderr
+    labels = np.array(Image.open(out / "good_labels.png"))
+    assert labels.shape == sample.image.shape and labels.dtype == np.uint16
+    table = pd.read_csv(out / "good_particles.csv", comment="#")
+    assert len(table) == labels.max()
+    for column in ("particle_id", "area_px", "ecd_px", "centroid_x_px", "centroid_y_px", "touches_edge",
+                   "ecd_nm"):
+        assert column in table.columns
+    header = (out / "good_particles.csv").read_text().splitlines()[:20]
+    assert any(line.startswith("# sha256:") for line in header)
+    assert any(line.startswith("# param_min_area_px: 5") for line in header)
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["image"]) == ["good.png"]
+    assert summary.loc[0, "nm_per_px"] == 1.5
+    assert summary.loc[0, "calibration_source"] == "manual"
