@@ -1,0 +1,246 @@
+"""Plotly figures built from arrays: the size histogram and the segmentation overlay.
+
+These functions take plain numpy arrays and return ``plotly.graph_objects.Figure`` objects; they
+hold no state and know nothing about Dash, so callbacks and tests call them directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+from skimage.segmentation import find_boundaries
+
+from app.analysis.stats import histogram, lognormal_fit, lognormal_pdf
+
+__all__ = ["PALETTE", "histogram_figure", "label_colour_image", "overlay_figure"]
+
+#: Fixed particle colours (RGB), reused in turn by particle id.
+PALETTE = np.array(
+    [
+        (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+        (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+        (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+        (170, 255, 195),
+    ],
+    dtype=np.uint8,
+)
+
+_BASIS_WORDS = {"number": "number", "area": "area", "volume": "volume"}
+_FIT_POINTS = 200
+
+
+def histogram_figure(
+    values,
+    *,
+    bin_width,
+    weights=None,
+    quantity_label="ECD",
+    unit="px",
+    basis="number",
+    fit=True,
+    cumulative=True,
+):
+    """Histogram of a particle quantity with a log-normal fit and a cumulative curve.
+
+    Parameters
+    ----------
+    values : array_like
+        One value per particle, in ``unit``.
+    bin_width : float
+        Width of the bins, in ``unit``.
+    weights : array_like, optional
+        Final weight of each particle: the basis weights of
+        :func:`app.analysis.stats.distribution_weights` times any edge-correction weights. When
+        None, the bars show particle counts; otherwise percentages of the total weight.
+    quantity_label : str, optional
+        Name of the quantity for the axis and the hover text ("ECD", "Area", ...).
+    unit : str, optional
+        Unit of the values ("px", "nm", "nm²", or "" for ratios).
+    basis : {"number", "area", "volume"}, optional
+        Names the weighting in the y-axis title; the weights themselves come in ``weights``.
+    fit : bool, optional
+        Draw the log-normal fit (same weights), scaled to the bars.
+    cumulative : bool, optional
+        Draw the cumulative distribution (%) on a secondary y axis.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Without finite values, an empty figure annotated "No particles found".
+    """
+    unit_suffix = f" ({unit})" if unit else ""
+    unit_text = f" {unit}" if unit else ""
+    fig = go.Figure()
+    fig.update_layout(
+        template="plotly_white",
+        bargap=0.02,
+        margin={"l": 60, "r": 60, "t": 30, "b": 50},
+        legend={"orientation": "h", "y": 1.08, "x": 0},
+        xaxis_title=f"{quantity_label}{unit_suffix}",
+    )
+    result = histogram(values, bin_width, weights)
+    if result.heights.size == 0:
+        fig.add_annotation(
+            text="No particles found", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+            font={"size": 16},
+        )
+        fig.update_layout(yaxis_title="Particles", xaxis={"visible": True}, yaxis={"visible": True})
+        return fig
+
+    by_count = weights is None and basis == "number"
+    scale = float(result.counts.sum()) if by_count else 100.0
+    heights = result.heights * scale
+    edges = result.edges
+    percent = result.heights * 100.0
+    customdata = np.column_stack([edges[:-1], edges[1:], result.counts, percent])
+    weight_word = _BASIS_WORDS.get(basis, basis)
+    fig.add_trace(
+        go.Bar(
+            x=(edges[:-1] + edges[1:]) / 2.0,
+            y=heights,
+            width=np.full(heights.size, bin_width),
+            customdata=customdata,
+            name="Particles" if by_count else f"% by {weight_word}",
+            marker={"color": "#4c78a8"},
+            hovertemplate=(
+                f"{quantity_label} %{{customdata[0]:.4g}}–%{{customdata[1]:.4g}}{unit_text}<br>"
+                "Particles: %{customdata[2]:d}<br>"
+                f"Fraction by {weight_word}: %{{customdata[3]:.1f}}%<extra></extra>"
+            ),
+        )
+    )
+    fig.update_yaxes(
+        title_text="Particles" if by_count else f"Fraction by {weight_word} (%)", rangemode="tozero"
+    )
+
+    if fit:
+        mu, sigma = lognormal_fit(values, weights)
+        if np.isfinite(mu) and np.isfinite(sigma) and sigma > 0:
+            x = np.linspace(max(edges[0], 0.0), edges[-1], _FIT_POINTS)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=lognormal_pdf(x, mu, sigma) * scale * bin_width,
+                    mode="lines",
+                    name=f"Log-normal fit (median {np.exp(mu):.3g}{unit_text}, σ {sigma:.2f})",
+                    line={"color": "#e45756", "width": 2},
+                    hoverinfo="skip",
+                )
+            )
+
+    if cumulative:
+        fig.add_trace(
+            go.Scatter(
+                x=edges,
+                y=np.r_[0.0, result.cumulative * 100.0],
+                mode="lines",
+                name="Cumulative",
+                yaxis="y2",
+                line={"color": "#54a24b", "width": 2, "dash": "dot"},
+                hovertemplate=f"≤ %{{x:.4g}}{unit_text}: %{{y:.1f}}%<extra></extra>",
+            )
+        )
+        fig.update_layout(
+            yaxis2={
+                "title": {"text": "Cumulative (%)"},
+                "overlaying": "y",
+                "side": "right",
+                "range": [0, 100.5],
+                "showgrid": False,
+            }
+        )
+    return fig
+
+
+def label_colour_image(label_image, mode="bw"):
+    """RGB picture of a label image, for the paint canvas background.
+
+    Parameters
+    ----------
+    label_image : (H, W) ndarray of int
+        0 = background.
+    mode : {"bw", "colour"}, optional
+        White particles on black, or each particle in a colour of :data:`PALETTE` by id.
+
+    Returns
+    -------
+    (H, W, 3) ndarray of uint8
+    """
+    labels = np.asarray(label_image)
+    if mode == "bw":
+        return np.repeat(((labels > 0) * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    if mode == "colour":
+        rgb = PALETTE[(labels.astype(np.int64) - 1) % len(PALETTE)]
+        rgb[labels == 0] = 0
+        return rgb
+    raise ValueError(f"mode must be 'bw' or 'colour', not {mode!r}.")
+
+
+def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline"):
+    """The image with the segmentation drawn over it, zoomable with equal aspect.
+
+    Parameters
+    ----------
+    gray_uint8 : (H, W) ndarray of uint8
+        The image.
+    label_image : (H, W) ndarray of int
+        Particle ids, 0 = background.
+    opacity : float
+        Opacity of the overlay, 0 to 1 (the ``opacity`` of its trace, so a slider can change it
+        without redrawing).
+    mode : {"outline", "fill"}, optional
+        Particle boundaries only, or whole particles, each in its palette colour.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Two ``go.Image`` traces with PNG sources: the image, then the RGBA overlay.
+    """
+    gray = np.asarray(gray_uint8)
+    labels = np.asarray(label_image)
+    if gray.shape[:2] != labels.shape:
+        raise ValueError(f"Image {gray.shape[:2]} and labels {labels.shape} differ in size.")
+    if mode == "outline":
+        painted = find_boundaries(labels, mode="inner") & (labels > 0)
+    elif mode == "fill":
+        painted = labels > 0
+    else:
+        raise ValueError(f"mode must be 'outline' or 'fill', not {mode!r}.")
+    overlay = np.zeros(labels.shape + (4,), dtype=np.uint8)
+    overlay[..., :3] = label_colour_image(labels, "colour")
+    overlay[..., 3] = painted * np.uint8(255)
+
+    height, width = labels.shape
+    fig = go.Figure()
+    fig.add_trace(
+        go.Image(
+            source=_png_data_uri(gray), name="image", hovertemplate="x %{x}, y %{y}<extra></extra>"
+        )
+    )
+    fig.add_trace(
+        go.Image(
+            source=_png_data_uri(overlay), name="particles", opacity=float(opacity),
+            hoverinfo="skip",
+        )
+    )
+    fig.update_xaxes(
+        range=[-0.5, width - 0.5], showticklabels=False, showgrid=False, zeroline=False
+    )
+    fig.update_yaxes(
+        range=[height - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False,
+        scaleanchor="x", scaleratio=1, constrain="domain",
+    )
+    fig.update_layout(
+        margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="zoom", template="plotly_white"
+    )
+    return fig
+
+
+def _png_data_uri(array):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
