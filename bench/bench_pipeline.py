@@ -1,0 +1,96 @@
+"""Server-side latency of the two interactive paths, on a generated 1024 x 768 SEM image.
+
+1. Upload: data-URL bytes -> decode -> calibration/data bar -> segmentation -> measurement -> store
+   payloads -> histogram figure + statistics (what the upload callbacks do, without the network).
+2. Stroke: one canvas save -> edit history -> replay on the labels -> re-measure -> histogram, statistics,
+   overlay and canvas image.
+
+Goals on 2 cores: upload at most 1.0 s, stroke at most 150 ms. Prints medians over repeated runs.
+
+    .venv/bin/python bench/bench_pipeline.py [--segmenter unet|classical] [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from PIL import Image  # noqa: E402
+
+from app import session  # noqa: E402
+from app.analysis.strokes import TOOL_COLOURS  # noqa: E402
+from app.analysis.synthetic import generate_sample  # noqa: E402
+from app.segmenters import default_segmenter_name, get_segmenter  # noqa: E402
+
+
+def _timed(func, runs: int) -> tuple[float, object]:
+    times, value = [], None
+    for _ in range(runs):
+        start = time.perf_counter()
+        value = func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--segmenter", default=default_segmenter_name())
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+
+    sample = generate_sample(11, 768, 1024, modality="sem", arrangement="touching", data_bar=True)
+    buffer = io.BytesIO()
+    Image.fromarray(sample.image).save(buffer, format="PNG")
+    contents = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    settings = {"segmenter": args.segmenter, "split_touching": True, "min_area_px": 10}
+    view = session.ViewOptions()
+
+    segmenter = get_segmenter(args.segmenter)
+    start = time.perf_counter()
+    if hasattr(segmenter, "warm_up"):
+        segmenter.warm_up()
+    session.start_from_upload(contents, "bench.png", settings)  # loads the model once per process
+    first = time.perf_counter() - start
+
+    def upload():
+        stores = session.start_from_upload(contents, "bench.png", settings)
+        results = session.compute_results(stores["analysis"], stores["gray"], stores["edits"], None)
+        session.histogram_outputs(results, stores["analysis"], view)
+        return stores
+
+    upload_s, stores = _timed(upload, args.runs)
+    analysis, gray = stores["analysis"], stores["gray"]
+    n_particles = len(session.table_from_json(analysis["particles"]))
+
+    canvas_width = 800
+    scale = canvas_width / 1024
+    stroke = {"objects": [{"type": "image", "scaleX": scale},
+                          {"type": "path", "stroke": TOOL_COLOURS["draw"], "strokeWidth": 6,
+                           "path": [["M", 40 * scale, 40 * scale], ["L", 90 * scale, 60 * scale]]}]}
+    json_data = json.dumps(stroke)
+
+    def stroke_path():
+        edits = session.apply_canvas(stores["edits"], analysis, json_data, canvas_width)
+        results = session.compute_results(analysis, gray, edits, None)
+        session.histogram_outputs(results, analysis, view)
+        session.overlay(results, gray, 0.5, "outline", analysis["data_bar"])
+        session.canvas_image(results, "bw")
+        return results
+
+    stroke_s, _ = _timed(stroke_path, args.runs)
+    print(f"segmenter: {args.segmenter}; image 1024 x 768; {n_particles} particles; runs: {args.runs}")
+    print(f"first request (includes model load): {first:.3f} s")
+    print(f"upload -> histogram, median: {upload_s:.3f} s   (goal <= 1.0 s)")
+    print(f"stroke -> results,   median: {stroke_s * 1000:.0f} ms  (goal <= 150 ms)")
+
+
+if __name__ == "__main__":
+    main()
