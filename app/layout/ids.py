@@ -1,0 +1,61 @@
+"""Component ids, defined once; layout and callbacks import them from here."""
+
+# Input
+UPLOAD = "upload"
+DEMO_BUTTON = "demo-button"
+FILE_INFO = "file-info"
+ALERT = "alert"
+NOTES = "notes"
+
+# Segmentation settings (a change reruns the analysis)
+SEGMENTER = "segmenter"
+SPLIT_TOUCHING = "split-touching"
+MIN_AREA = "min-area-px"
+DATA_BAR_MODE = "data-bar-mode"
+DATA_BAR_ROWS = "data-bar-rows"
+
+# Measurement settings (a change re-measures, no segmentation)
+NM_PER_PX = "nm-per-px"
+SCALE_BAR_LABEL = "scale-bar-label"
+CALIBRATION_INFO = "calibration-info"
+
+# View settings (a change redraws only)
+QUANTITY = "quantity"
+BASIS = "basis"
+BIN_WIDTH = "bin-width"
+BIN_WIDTH_HINT = "bin-width-hint"
+EDGE_MODE = "edge-mode"
+MIN_ECD = "min-ecd"
+MAX_ECD = "max-ecd"
+MIN_CIRCULARITY = "min-circularity"
+FILTER_INFO = "filter-info"
+
+# Results
+RESULTS_LOADING = "results-loading"
+HISTOGRAM = "histogram"
+STATS_TABLE = "stats-table"
+OVERLAY = "overlay"
+OVERLAY_OPACITY = "overlay-opacity"
+OVERLAY_MODE = "overlay-mode"
+
+# Paint canvas
+CANVAS = "canvas"
+CANVAS_TOOL = "canvas-tool"
+CANVAS_BRUSH = "canvas-brush"
+CANVAS_COLOUR = "canvas-colour"
+UNDO = "undo-button"
+REDO = "redo-button"
+EDIT_INFO = "edit-info"
+
+# Downloads
+DOWNLOAD_CSV_BUTTON = "download-csv-button"
+DOWNLOAD_LABELS_BUTTON = "download-labels-button"
+DOWNLOAD_SUMMARY_BUTTON = "download-summary-button"
+DOWNLOAD = "download"
+
+# Per-session stores
+STORE_SOURCE = "store-source"
+STORE_ANALYSIS = "store-analysis"
+STORE_GRAY = "store-gray"
+STORE_EDITS = "store-edits"
+STORE_RESULTS = "store-results"

@@ -1,0 +1,37 @@
+"""The Dash application factory."""
+
+from __future__ import annotations
+
+import dash
+
+from app.callbacks import analysis, canvas, downloads, views
+from app.config import REPO_ROOT
+from app.layout.main import build_layout
+from app.segmenters import default_segmenter_name
+
+
+def create_app(*, default_segmenter: str | None = None) -> dash.Dash:
+    """Build the SAEMI Dash app.
+
+    Parameters
+    ----------
+    default_segmenter : str, optional
+        Segmenter selected when the page opens; default from :func:`app.segmenters.default_segmenter_name`.
+
+    Returns
+    -------
+    dash.Dash
+        The app; ``app.server`` is the Flask server for gunicorn.
+    """
+    app = dash.Dash(
+        __name__,
+        title="SAEMI",
+        assets_folder=str(REPO_ROOT / "assets"),
+        suppress_callback_exceptions=False,
+    )
+    app.layout = build_layout(default_segmenter or default_segmenter_name())
+    # Callbacks are attached to this app, not to Dash's global registry: the first app created in a
+    # process empties that registry, so a second app (tests, several apps) would get none.
+    for module in (analysis, views, canvas, downloads):
+        module.register(app)
+    return app

@@ -1,0 +1,54 @@
+"""Shared fixtures: small generated test images and the headless Chromium setup for dash_duo."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+#: Centres (row, col) and radius of the bright discs in :func:`disc_image`.
+DISC_CENTRES = ((60, 60), (60, 160), (60, 260), (180, 60), (180, 160), (180, 260))
+DISC_RADIUS_PX = 14
+DISC_SHAPE = (256, 320)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "browser: needs headless Chromium and chromedriver (dash_duo)")
+
+
+def pytest_setup_options():
+    """Chrome options for dash_duo: headless and sandbox-free, as on a CI container."""
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--window-size=1400,1800"):
+        options.add_argument(argument)
+    return options
+
+
+def disc_image(seed: int = 0) -> np.ndarray:
+    """Six separate bright discs (radius 14 px) on a dark, slightly noisy 320 x 256 background, uint8."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[: DISC_SHAPE[0], : DISC_SHAPE[1]]
+    image = np.full(DISC_SHAPE, 40.0) + rng.normal(0.0, 4.0, DISC_SHAPE)
+    for row, col in DISC_CENTRES:
+        image[(rows - row) ** 2 + (cols - col) ** 2 <= DISC_RADIUS_PX**2] = 200.0
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """Encode an array as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def disc_png(tmp_path):
+    """Path of :func:`disc_image` saved as PNG."""
+    path = tmp_path / "discs.png"
+    path.write_bytes(png_bytes(disc_image()))
+    return path
