@@ -39,8 +39,6 @@ from app.analysis import calibration as cal
 from app.analysis import encoding, imageio, pipeline, report, stats, strokes
 from app.analysis.databar import DataBar
 from app.analysis.errors import ModelLoadError, SaemiInputError
-from app.analysis.labels import finalize_labels
-from app.analysis.measure import measure_particles
 from app.figures import histogram_figure, label_colour_image, overlay_figure
 from app.segmenters import get_segmenter
 
@@ -292,13 +290,10 @@ def compute_results(analysis: Mapping[str, Any], gray: Mapping[str, Any] | None,
     if cursor == 0 and nm_per_px is None:
         labels_png, particles = analysis["labels_png"], analysis["particles"]
     else:
-        labels = current_labels(analysis, edits)
         intensity = encoding.png_b64_to_gray(gray["png"]) if gray else None
-        bar = analysis.get("data_bar")
-        labels = finalize_labels(labels, split_touching=True, min_area_px=int(analysis["params"]["min_area_px"]),
-                                 excluded_rows=tuple(bar) if bar else None)
-        table = measure_particles(labels, intensity_image=intensity, nm_per_px=calibration.nm_per_px,
-                                  frame=tuple(analysis["frame"]))
+        params = pipeline.AnalysisParams.from_dict(analysis["params"])
+        labels, table = pipeline.remeasure(current_labels(analysis, edits), intensity, params, calibration,
+                                           _data_bar(analysis))
         labels_png, particles = encoding.labels_to_png_b64(labels), table_to_json(table)
     return {
         "labels_png": labels_png,

@@ -260,18 +260,28 @@ def analyze_decoded(
 
 def remeasure(
     label_image: np.ndarray,
-    gray: np.ndarray,
+    gray: np.ndarray | None,
     params: AnalysisParams,
     calibration: _cal.Calibration,
     data_bar: _databar.DataBar | None,
-) -> pd.DataFrame:
-    """Measure an edited label image with the same settings (after canvas strokes)."""
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Clean and measure an edited label image with the same settings (after canvas strokes).
+
+    Returns
+    -------
+    label_image : ndarray of int32
+        Sequential labels (the data bar blanked, particles under the minimum area dropped); its ids are
+        the ``particle_id`` values of the table.
+    particles : DataFrame
+        As from :func:`app.analysis.measure.measure_particles`.
+    """
     frame = analysed_rows(label_image.shape[0], data_bar)
     labels = np.asarray(label_image, dtype=np.int32).copy()
     labels[: frame[0]] = 0
     labels[frame[1] :] = 0
     labels = finalize_labels(labels, split_touching=True, min_area_px=params.min_area_px)
-    return measure_particles(labels, intensity_image=gray, nm_per_px=calibration.nm_per_px, frame=frame)
+    table = measure_particles(labels, intensity_image=gray, nm_per_px=calibration.nm_per_px, frame=frame)
+    return labels, table
 
 
 def size_column(particles: pd.DataFrame) -> tuple[str, str]:

@@ -74,8 +74,10 @@ def test_remeasure_after_edit(sample):
     result = analyze_decoded(decoded, AnalysisParams(), segmenter=ClassicalSegmenter())
     edited = result.label_image.copy()
     edited[edited == 1] = 0
-    table = remeasure(edited, decoded.gray, result.params, result.calibration, result.data_bar)
+    labels, table = remeasure(edited, decoded.gray, result.params, result.calibration, result.data_bar)
     assert len(table) == len(result.particles) - 1
+    assert labels.max() == len(table)
+    assert list(table["particle_id"]) == list(range(1, len(table) + 1))
 
 
 def test_params_validation():
