@@ -1,0 +1,130 @@
+"""Segmentation metrics of SAEMI's model issue, in pure numpy.
+
+All functions take integer instance label images (0 = background) of equal shape. Particles under
+``min_area_px`` pixels are removed from both sides before scoring (:func:`drop_small`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Particles smaller than this (in pixels) are ignored on both sides.
+MIN_AREA_PX = 10
+
+
+def drop_small(labels: np.ndarray, min_area_px: int = MIN_AREA_PX) -> np.ndarray:
+    """Return a copy of ``labels`` (int64) with particles under ``min_area_px`` pixels set to 0."""
+    labels = np.asarray(labels, dtype=np.int64)
+    areas_px = np.bincount(labels.ravel())
+    small = areas_px < min_area_px
+    small[0] = False
+    return np.where(small[labels], 0, labels)
+
+
+def dice(true_labels: np.ndarray, pred_labels: np.ndarray) -> float:
+    """Pixel F1 (Dice) of the particle class; 1.0 when both images have no particle."""
+    true_fg = np.asarray(true_labels) > 0
+    pred_fg = np.asarray(pred_labels) > 0
+    total = int(true_fg.sum()) + int(pred_fg.sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(true_fg, pred_fg).sum()) / total
+
+
+def match_instances(true_labels: np.ndarray, pred_labels: np.ndarray,
+                    iou_threshold: float = 0.5) -> list[tuple[int, int, float]]:
+    """Match true and predicted particles one to one where their IoU is at least ``iou_threshold``.
+
+    Pairs are taken greedily in order of decreasing IoU, so each particle matches at most once.
+
+    Returns
+    -------
+    list of (int, int, float)
+        ``(true_id, pred_id, iou)`` for every match.
+    """
+    true_labels = np.asarray(true_labels, dtype=np.int64).ravel()
+    pred_labels = np.asarray(pred_labels, dtype=np.int64).ravel()
+    true_area = np.bincount(true_labels)
+    pred_area = np.bincount(pred_labels)
+    both = (true_labels > 0) & (pred_labels > 0)
+    if not both.any():
+        return []
+    pair_key = true_labels[both] * (int(pred_labels.max()) + 1) + pred_labels[both]
+    keys, overlap = np.unique(pair_key, return_counts=True)
+    true_ids = keys // (int(pred_labels.max()) + 1)
+    pred_ids = keys % (int(pred_labels.max()) + 1)
+    iou = overlap / (true_area[true_ids] + pred_area[pred_ids] - overlap)
+    order = np.argsort(-iou, kind="stable")
+    used_true: set[int] = set()
+    used_pred: set[int] = set()
+    matches = []
+    for k in order:
+        if iou[k] < iou_threshold:
+            break
+        t, p = int(true_ids[k]), int(pred_ids[k])
+        if t in used_true or p in used_pred:
+            continue
+        used_true.add(t)
+        used_pred.add(p)
+        matches.append((t, p, float(iou[k])))
+    return matches
+
+
+def _count(labels: np.ndarray) -> int:
+    return int(np.count_nonzero(np.bincount(np.asarray(labels, dtype=np.int64).ravel())[1:]))
+
+
+def obj_f1(true_labels: np.ndarray, pred_labels: np.ndarray, iou_threshold: float = 0.5) -> float:
+    """Instance F1: ``2 * matches / (n_true + n_pred)``; 1.0 when both sides are empty."""
+    n_true, n_pred = _count(true_labels), _count(pred_labels)
+    if n_true + n_pred == 0:
+        return 1.0
+    return 2.0 * len(match_instances(true_labels, pred_labels, iou_threshold)) / (n_true + n_pred)
+
+
+def count_err(true_labels: np.ndarray, pred_labels: np.ndarray) -> float:
+    """``|n_pred - n_true| / n_true``; with no true particle, 0.0 if none is predicted, else 1.0."""
+    n_true, n_pred = _count(true_labels), _count(pred_labels)
+    if n_true == 0:
+        return 0.0 if n_pred == 0 else 1.0
+    return abs(n_pred - n_true) / n_true
+
+
+def mean_ecd_px(labels: np.ndarray) -> float:
+    """Mean equivalent circular diameter (px) of the labelled particles; NaN when there are none."""
+    areas_px = np.bincount(np.asarray(labels, dtype=np.int64).ravel())[1:]
+    areas_px = areas_px[areas_px > 0]
+    if areas_px.size == 0:
+        return float("nan")
+    return float(np.mean(2.0 * np.sqrt(areas_px / np.pi)))
+
+
+def ecd_err(true_labels: np.ndarray, pred_labels: np.ndarray) -> float:
+    """Relative error of the mean ECD; 1.0 when one side is empty and the other not, 0.0 if both are."""
+    true_mean, pred_mean = mean_ecd_px(true_labels), mean_ecd_px(pred_labels)
+    if np.isnan(true_mean) or np.isnan(pred_mean):
+        return 0.0 if np.isnan(true_mean) and np.isnan(pred_mean) else 1.0
+    return abs(pred_mean - true_mean) / true_mean
+
+
+def score_image(true_labels: np.ndarray, pred_labels: np.ndarray,
+                min_area_px: int = MIN_AREA_PX) -> dict[str, float]:
+    """All metrics for one image, after dropping particles under ``min_area_px`` on both sides.
+
+    Returns
+    -------
+    dict
+        ``dice``, ``obj_f1``, ``count_err``, ``ecd_err``, ``n_true``, ``n_pred``.
+    """
+    if np.shape(true_labels) != np.shape(pred_labels):
+        raise ValueError(f"Label images differ in shape: {np.shape(true_labels)} and {np.shape(pred_labels)}.")
+    true_labels = drop_small(true_labels, min_area_px)
+    pred_labels = drop_small(pred_labels, min_area_px)
+    return {
+        "dice": dice(true_labels, pred_labels),
+        "obj_f1": obj_f1(true_labels, pred_labels),
+        "count_err": count_err(true_labels, pred_labels),
+        "ecd_err": ecd_err(true_labels, pred_labels),
+        "n_true": _count(true_labels),
+        "n_pred": _count(pred_labels),
+    }

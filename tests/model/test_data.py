@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from model import data
+from model.preprocess import TARGET_DIAMETER_PX, median_diameter_px, normalize_percentile
+from tests.model.conftest import two_touching_discs
+
+
+def test_committed_split_is_disjoint_and_a_fifth():
+    train, val = data.read_split("train"), data.read_split("val")
+    assert not set(train) & set(val)
+    assert len(val) >= 0.2 * (len(train) + len(val))
+
+
+def test_split_is_reproducible_from_its_seed():
+    names = [f"img{i:03d}" for i in range(50)]
+    first = data.make_split(names, seed=0)
+    assert first == data.make_split(names, seed=0)
+    assert first != data.make_split(names, seed=1)
+    assert len(first[1]) == 10
+
+
+def test_committed_split_matches_the_dataset_when_present():
+    root = data.data_root()
+    if not (root / data.EMPS_FOLDER).is_dir():
+        pytest.skip(f"dataset folder {root / data.EMPS_FOLDER} not present on this machine")
+    train, val = data.make_split(data.list_names(root), seed=0)
+    assert (train, val) == (data.read_split("train"), data.read_split("val"))
+
+
+def test_prepared_sample_has_target_particle_size():
+    labels = two_touching_discs(shape=(200, 300), radius=40)
+    image = (labels > 0).astype(np.float32) * 200 + 20
+    sample = data.prepare_sample(image, labels, "discs", min_side_px=256)
+    assert min(sample.image.shape) >= 256
+    assert abs(median_diameter_px(sample.labels) - TARGET_DIAMETER_PX) < 0.15 * TARGET_DIAMETER_PX
+    assert sample.targets.shape == sample.image.shape + (2,)
+
+
+def test_crops_are_augmented_and_shaped():
+    labels = two_touching_discs(shape=(300, 300), radius=30)
+    sample = data.prepare_sample((labels > 0) * 1.0, labels, "discs", min_side_px=256)
+    rng = np.random.default_rng(0)
+    crops = [data.random_crop(sample, rng, 64) for _ in range(8)]
+    assert all(x.shape == (64, 64, 1) and y.shape == (64, 64, 2) for x, y in crops)
+    assert all(0.0 <= x.min() and x.max() <= 1.0 for x, _ in crops)
+    assert len({float(x.mean()) for x, _ in crops}) == 8
+
+
+def test_normalisation_maps_percentiles_to_unit_range():
+    image = np.linspace(0, 1000, 10_000, dtype=np.float32).reshape(100, 100)
+    normalised = normalize_percentile(image)
+    assert normalised.min() == 0.0 and normalised.max() == 1.0
+    assert normalised[50, 0] == pytest.approx(0.5, abs=0.01)
+    assert normalize_percentile(np.full((5, 5), 3.0)).max() == 0.0
+
+
+def test_data_root_follows_argument_then_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.DATA_ROOT_ENV, str(tmp_path))
+    assert data.data_root() == tmp_path
+    assert data.data_root("/elsewhere") == data.Path("/elsewhere")
+    monkeypatch.delenv(data.DATA_ROOT_ENV)
+    assert data.data_root() == data.REPO_ROOT.parent / "shared" / "datasets"

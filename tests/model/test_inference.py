@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from model.inference import blend_window, predict_at_scale, predict_tiled, predict_whole
+
+
+def smooth_image(shape, seed=0):
+    image = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), 3)
+    image = (image - image.min()) / (image.max() - image.min())
+    return image.astype(np.float32)
+
+
+def test_tiled_and_whole_image_inference_agree(tiny_model):
+    image = smooth_image((150, 230))
+    whole = predict_whole(tiny_model, image)
+    tiled = predict_tiled(tiny_model, image, tile=64, overlap=32, batch_size=3)
+    assert tiled.shape == whole.shape == (150, 230, 2)
+    assert np.abs(tiled - whole).mean() < 0.001
+    assert np.abs(tiled - whole).max() < 0.01
+
+
+def test_tiles_without_overlap_show_seams_that_blending_removes(tiny_model):
+    image = smooth_image((128, 128), seed=1)
+    whole = predict_whole(tiny_model, image)
+    blended = predict_tiled(tiny_model, image, tile=64, overlap=32)
+    hard = predict_tiled(tiny_model, image, tile=64, overlap=0)
+    assert np.abs(blended - whole).max() < np.abs(hard - whole).max()
+
+
+def test_image_smaller_than_a_tile(tiny_model):
+    image = smooth_image((20, 37))
+    out = predict_tiled(tiny_model, image, tile=64, overlap=16)
+    assert out.shape == (20, 37, 2)
+    assert np.isfinite(out).all()
+
+
+def test_rescaled_prediction_returns_maps_at_image_resolution(tiny_model):
+    image = smooth_image((90, 70))
+    assert predict_at_scale(tiny_model, image, 0.5, tile=64, overlap=16).shape == (90, 70, 2)
+    assert predict_at_scale(tiny_model, image, 1.7, tile=64, overlap=16).shape == (90, 70, 2)
+
+
+def test_blend_window_is_one_inside_and_tapers_at_edges():
+    window = blend_window(64, 16)
+    assert window[32, 32] == 1.0
+    assert window[0, 32] < 0.01
+    assert np.all(np.diff(window[:16, 32]) > 0)
+
+
+def test_overlap_must_be_smaller_than_tile(tiny_model):
+    with pytest.raises(ValueError, match="overlap"):
+        predict_tiled(tiny_model, smooth_image((32, 32)), tile=32, overlap=32)

@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pytest
+
+from app.analysis.errors import ModelLoadError
+from model.segmenter import CONFIG_NAME, WEIGHTS_NAME, UNetSegmenter, default_model_dir
+
+
+def test_missing_weights_give_a_clear_error(tmp_path):
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"weights": WEIGHTS_NAME}))
+    with pytest.raises(ModelLoadError, match="weights .* are missing"):
+        UNetSegmenter(tmp_path).load()
+
+
+def test_corrupted_weights_give_a_clear_error(tmp_path):
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"weights": WEIGHTS_NAME}))
+    (tmp_path / WEIGHTS_NAME).write_bytes(b"PK\x03\x04 this is not a keras archive")
+    with pytest.raises(ModelLoadError, match="corrupted or unreadable"):
+        UNetSegmenter(tmp_path).segment(np.zeros((32, 32), np.float32))
+
+
+def test_missing_or_broken_config_gives_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="settings file .* is missing"):
+        UNetSegmenter(tmp_path).load()
+    (tmp_path / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(ModelLoadError, match="corrupted"):
+        UNetSegmenter(tmp_path / "").load()
+
+
+def test_segmenter_runs_end_to_end_with_any_network(tiny_model_dir):
+    segmenter = UNetSegmenter(tiny_model_dir)
+    gray = np.random.default_rng(0).random((70, 90)).astype(np.float32)
+    calls = []
+    labels = segmenter.segment(gray, progress=lambda fraction, message: calls.append(fraction))
+    assert labels.shape == gray.shape and labels.dtype == np.int32
+    assert segmenter.name == "unet" and segmenter.version == "1.0.0"
+    assert calls and calls[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in calls)
+    assert segmenter.load() is UNetSegmenter(tiny_model_dir).load()  # loaded once per process
+
+
+def test_shipped_model_separates_particles_on_generated_images():
+    if not (default_model_dir() / WEIGHTS_NAME).is_file():
+        pytest.skip(f"shipped weights {default_model_dir() / WEIGHTS_NAME} are absent")
+    from app.analysis.synthetic import generate_sample
+    from model.metrics import score_image
+
+    segmenter = UNetSegmenter()
+    scores = []
+    for seed in (11, 12, 13, 14):
+        sample = generate_sample(seed, height=384, width=384, modality=("sem", "tem")[seed % 2])
+        predicted = segmenter.segment(sample.image.astype(np.float32) / 255.0)
+        scores.append(score_image(sample.labels, predicted)["obj_f1"])
+    assert np.mean(scores) >= 0.9, scores
