@@ -36,7 +36,7 @@ from PIL import Image, PngImagePlugin
 
 from app import config
 from app.analysis import calibration as cal
-from app.analysis import encoding, imageio, pipeline, report, stats, strokes
+from app.analysis import encoding, imageio, linecal, pipeline, report, stats, strokes
 from app.analysis.databar import DataBar
 from app.analysis.errors import ModelLoadError, SaemiInputError
 from app.figures import histogram_figure, label_colour_image, overlay_figure
@@ -60,6 +60,10 @@ QUANTITIES: dict[str, tuple[str, str, str | None, str]] = {
     "aspect_ratio": ("Aspect ratio", "aspect_ratio", None, "none"),
     "circularity": ("Circularity", "circularity", None, "none"),
 }
+#: What a mouse drag on the overlay does: zoom, or draw the calibration line.
+DRAG_MODES = ("zoom", "drawline")
+#: Colour of the calibration line on the overlay.
+LINE_COLOUR = "#00e5ff"
 _UNITS = {("length", True): "nm", ("length", False): "px", ("area", True): "nm²", ("area", False): "px²"}
 
 
@@ -273,9 +277,15 @@ def edit_info(edits: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- results
 def effective_calibration(analysis: Mapping[str, Any], nm_per_px: float | None) -> tuple[cal.Calibration, list[str]]:
-    """The calibration in force: the user's value when given, else the one found in the image."""
+    """The calibration in force: the user's value when given, else a drawn line, else the one found in the image.
+
+    A message about an incomplete line measurement (see :func:`measure_line`) is added to the warnings.
+    """
     found = calibration_from_dict(analysis["calibration"])
-    return cal.resolve_calibration([found], nm_per_px)
+    measured = analysis.get("measured_line") or {}
+    line = calibration_from_dict(measured["calibration"]) if measured.get("calibration") else None
+    calibration, warnings = linecal.combine_calibrations(found, line, nm_per_px)
+    return calibration, [*warnings, *([measured["message"]] if measured.get("message") else [])]
 
 
 def compute_results(analysis: Mapping[str, Any], gray: Mapping[str, Any] | None,
@@ -287,7 +297,7 @@ def compute_results(analysis: Mapping[str, Any], gray: Mapping[str, Any] | None,
     edits = edits or new_edits()
     calibration, warnings = effective_calibration(analysis, nm_per_px)
     cursor = int(edits.get("cursor", 0))
-    if cursor == 0 and nm_per_px is None:
+    if cursor == 0 and nm_per_px is None and not (analysis.get("measured_line") or {}).get("calibration"):
         labels_png, particles = analysis["labels_png"], analysis["particles"]
     else:
         intensity = encoding.png_b64_to_gray(gray["png"]) if gray else None
@@ -321,6 +331,31 @@ def calibration_text(results: Mapping[str, Any]) -> list[str]:
     else:
         head = f"Pixel size {calibration['nm_per_px']:.4g} nm/px, source: {calibration['source']}."
     return [head, calibration["detail"], *results.get("warnings", [])]
+
+
+def measure_line(analysis: Mapping[str, Any], relayout: Mapping[str, Any] | None,
+                 length_text: str | None) -> dict[str, Any] | None:
+    """The analysis payload with the line calibration updated from the overlay and the typed length.
+
+    The line comes from ``relayout`` (the overlay's ``relayoutData``) when it carries one, else the line
+    measured before is kept. ``analysis["measured_line"]`` becomes ``{"line_px", "length", "calibration",
+    "message"}``: the calibration when both a line and a readable length are given, else a sentence saying
+    what is missing. Returns None when nothing changed (a zoom, say), so the results are not recomputed.
+    """
+    previous = analysis.get("measured_line")
+    line = linecal.line_from_relayout(relayout) or (tuple(previous["line_px"]) if previous and
+                                                    previous.get("line_px") else None)
+    text = (length_text or "").strip()
+    if line is None and not text:
+        measured = None
+    else:
+        outcome = guarded(linecal.line_calibration, line, text)
+        measured = {"line_px": None if line is None else [float(value) for value in line], "length": text,
+                    "calibration": None if outcome.message else calibration_to_dict(outcome.value),
+                    "message": outcome.message}
+    if measured == previous:
+        return None
+    return {**analysis, "measured_line": measured}
 
 
 # ------------------------------------------------------------------------------------------------- view
@@ -536,8 +571,13 @@ def histogram_outputs(results: Mapping[str, Any], analysis: Mapping[str, Any],
 
 
 def overlay(results: Mapping[str, Any], gray: Mapping[str, Any], opacity: float | None, mode: str | None,
-            data_bar: list[int] | None = None):
-    """Overlay figure of the current labels over the image, with the data bar (if any) framed."""
+            data_bar: list[int] | None = None, measured_line: Mapping[str, Any] | None = None,
+            dragmode: str | None = None):
+    """Overlay figure of the current labels over the image, with the data bar (if any) framed.
+
+    The line measured for the calibration (if any) is drawn, editable, and ``dragmode`` (``"zoom"`` or
+    ``"drawline"``) says what a mouse drag does.
+    """
     labels = encoding.png_b64_to_labels(results["labels_png"])
     figure = overlay_figure(gray_uint8(gray), labels, opacity=0.5 if opacity is None else float(opacity),
                             mode=mode or "outline")
@@ -546,4 +586,10 @@ def overlay(results: Mapping[str, Any], gray: Mapping[str, Any], opacity: float 
                          y1=data_bar[1] - 0.5, line={"color": "#ffbf00", "width": 2, "dash": "dash"})
         figure.add_annotation(x=0, y=data_bar[0], xanchor="left", yanchor="bottom", showarrow=False,
                               text="data bar (not analysed)", font={"color": "#ffbf00"})
+    line = (measured_line or {}).get("line_px")
+    if line:
+        figure.add_shape(type="line", x0=line[0], y0=line[1], x1=line[2], y1=line[3], editable=True,
+                         line={"color": LINE_COLOUR, "width": 2})
+    figure.update_layout(dragmode=dragmode if dragmode in DRAG_MODES else "zoom",
+                         newshape={"line": {"color": LINE_COLOUR, "width": 2}})
     return figure

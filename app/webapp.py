@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dash
 
-from app.callbacks import analysis, canvas, downloads, views
+from app.callbacks import analysis, canvas, downloads, linecal, views
 from app.config import REPO_ROOT
 from app.layout.main import build_layout
 from app.segmenters import default_segmenter_name
@@ -32,6 +32,6 @@ def create_app(*, default_segmenter: str | None = None) -> dash.Dash:
     app.layout = build_layout(default_segmenter or default_segmenter_name())
     # Callbacks are attached to this app, not to Dash's global registry: the first app created in a
     # process empties that registry, so a second app (tests, several apps) would get none.
-    for module in (analysis, views, canvas, downloads):
+    for module in (analysis, views, canvas, downloads, linecal):
         module.register(app)
     return app

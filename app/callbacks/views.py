@@ -28,7 +28,7 @@ def reset_bin_width(_quantity, _nm_per_px, _analysis):
     return None
 
 
-def overlay(results, opacity, mode, gray, analysis):
+def overlay(results, opacity, mode, gray, analysis, drag_mode=None):
     """The current labels over the image."""
     if not results or not gray:
         return no_update
@@ -36,7 +36,9 @@ def overlay(results, opacity, mode, gray, analysis):
         patch = Patch()
         patch["data"][1]["opacity"] = opacity  # the particles trace; the image is not sent again
         return patch
-    outcome = session.guarded(session.overlay, results, gray, opacity, mode, (analysis or {}).get("data_bar"))
+    analysis = analysis or {}
+    outcome = session.guarded(session.overlay, results, gray, opacity, mode, analysis.get("data_bar"),
+                              analysis.get("measured_line"), drag_mode)
     return no_update if outcome.message else outcome.value
 
 
@@ -72,5 +74,6 @@ def register(app: dash.Dash) -> None:
         Input(ids.OVERLAY_MODE, "value"),
         State(ids.STORE_GRAY, "data"),
         State(ids.STORE_ANALYSIS, "data"),
+        State(ids.LINE_MODE, "value"),
         prevent_initial_call=True,
     )(overlay)

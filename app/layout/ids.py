@@ -37,6 +37,8 @@ STATS_TABLE = "stats-table"
 OVERLAY = "overlay"
 OVERLAY_OPACITY = "overlay-opacity"
 OVERLAY_MODE = "overlay-mode"
+LINE_MODE = "line-mode"
+LINE_LENGTH = "line-length"
 
 # Paint canvas
 CANVAS = "canvas"

@@ -187,6 +187,13 @@ def overlay_panel() -> html.Div:
                 _field("Show", dcc.RadioItems(id=ids.OVERLAY_MODE, inline=True, value="outline",
                                               options=[{"label": "outlines", "value": "outline"},
                                                        {"label": "filled", "value": "fill"}])),
+                _field("Mouse drag", dcc.RadioItems(id=ids.LINE_MODE, inline=True, value="zoom",
+                                                    options=[{"label": "zoom", "value": "zoom"},
+                                                             {"label": "Measure a length", "value": "drawline"}])),
+                _field("Real length of the line", dcc.Input(id=ids.LINE_LENGTH, type="text", debounce=True,
+                                                            placeholder="e.g. 500 nm", className="short-input"),
+                       "Draw a line over the scale bar, type its length: it sets nm/px (source scalebar:user) "
+                       "unless a pixel size override is typed, which wins."),
             ], className="controls"),
             dcc.Graph(id=ids.OVERLAY, className="overlay", config={"scrollZoom": True, "displaylogo": False}),
         ],

@@ -124,4 +124,4 @@ def test_every_app_gets_all_callbacks():
     from app.webapp import create_app
 
     first, second = create_app(default_segmenter="classical"), create_app(default_segmenter="classical")
-    assert len(first.callback_map) == len(second.callback_map) == 10
+    assert len(first.callback_map) == len(second.callback_map) == 12
