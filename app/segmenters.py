@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import zipfile
+from pathlib import Path
 
 from app import config
-from app.analysis.errors import SaemiInputError
+from app.analysis.errors import ModelLoadError, SaemiInputError
 from app.analysis.segmentation import ClassicalSegmenter, Segmenter
 
 SEGMENTER_CHOICES: list[tuple[str, str]] = [
@@ -15,16 +17,48 @@ SEGMENTER_CHOICES: list[tuple[str, str]] = [
 SEGMENTER_NAMES = tuple(name for name, _ in SEGMENTER_CHOICES)
 
 
-def shipped_model_present() -> bool:
-    """True when the shipped U-Net weights and their config are in the model folder."""
-    return (config.MODEL_DIR / "saemi_unet.keras").is_file() and (config.MODEL_DIR / "config.json").is_file()
+def model_problem(model_dir: Path | None = None) -> str | None:
+    """Check the shipped model files without importing TensorFlow.
+
+    Reads ``config.json`` and verifies that the ``.keras`` archive it names exists and passes its CRC
+    checks. Loading the network itself stays lazy (once per worker process).
+
+    Parameters
+    ----------
+    model_dir : Path, optional
+        Folder with ``config.json`` and the weights; default ``app.config.MODEL_DIR``.
+
+    Returns
+    -------
+    str or None
+        A sentence for the log and the page when the model cannot be used, else None.
+    """
+    from model.segmenter import WEIGHTS_NAME, read_config
+
+    folder = Path(model_dir) if model_dir is not None else config.MODEL_DIR
+    try:
+        weights = folder / str(read_config(folder).get("weights", WEIGHTS_NAME))
+    except ModelLoadError as exc:
+        return f"{exc} The classical segmenter is used instead."
+    if not weights.is_file():
+        return (f"The U-Net weights {weights} are missing; the classical segmenter is used instead. "
+                "Reinstall the model folder to restore the U-Net.")
+    try:
+        with zipfile.ZipFile(weights) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError):
+        damaged = weights.name
+    if damaged is not None:
+        return (f"The U-Net weights {weights} are corrupted; the classical segmenter is used instead. "
+                "Reinstall the model folder to restore the U-Net.")
+    return None
 
 
-def default_segmenter_name() -> str:
-    """``SAEMI_SEGMENTER`` if set, else ``unet`` when its weights ship, else ``classical``."""
+def default_segmenter_name(model_dir: Path | None = None) -> str:
+    """``SAEMI_SEGMENTER`` if set, else ``unet`` when its files are sound, else ``classical``."""
     if config.SEGMENTER_OVERRIDE:
         return config.SEGMENTER_OVERRIDE
-    return "unet" if shipped_model_present() else "classical"
+    return "unet" if model_problem(model_dir) is None else "classical"
 
 
 @functools.lru_cache(maxsize=None)

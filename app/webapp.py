@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import dash
 
 from app.callbacks import analysis, canvas, downloads, linecal, views
 from app.config import REPO_ROOT
 from app.layout.main import build_layout
-from app.segmenters import default_segmenter_name
+from app.segmenters import default_segmenter_name, model_problem
+
+logger = logging.getLogger(__name__)
 
 
-def create_app(*, default_segmenter: str | None = None) -> dash.Dash:
+def create_app(*, default_segmenter: str | None = None, model_dir: Path | None = None) -> dash.Dash:
     """Build the SAEMI Dash app.
 
     Parameters
     ----------
     default_segmenter : str, optional
         Segmenter selected when the page opens; default from :func:`app.segmenters.default_segmenter_name`.
+    model_dir : Path, optional
+        Folder of the shipped U-Net, checked at start-up (default ``app.config.MODEL_DIR``). A missing or
+        corrupted model is logged as an error and announced on the page; the app then serves with the
+        classical segmenter.
 
     Returns
     -------
@@ -29,7 +38,10 @@ def create_app(*, default_segmenter: str | None = None) -> dash.Dash:
         assets_folder=str(REPO_ROOT / "assets"),
         suppress_callback_exceptions=False,
     )
-    app.layout = build_layout(default_segmenter or default_segmenter_name())
+    problem = model_problem(model_dir)
+    if problem:
+        logger.error(problem)
+    app.layout = build_layout(default_segmenter or default_segmenter_name(model_dir), notice=problem)
     # Callbacks are attached to this app, not to Dash's global registry: the first app created in a
     # process empties that registry, so a second app (tests, several apps) would get none.
     for module in (analysis, views, canvas, downloads, linecal):

@@ -247,8 +247,11 @@ def download_panel() -> html.Div:
     )
 
 
-def build_layout(default_segmenter: str) -> html.Div:
-    """The whole page; per-session state lives only in the ``dcc.Store`` components at the end."""
+def build_layout(default_segmenter: str, notice: str | None = None) -> html.Div:
+    """The whole page; per-session state lives only in the ``dcc.Store`` components at the end.
+
+    ``notice`` is a start-up problem (such as missing model weights) shown at the top of the page.
+    """
     results = dcc.Loading(
         id=ids.RESULTS_LOADING, type="circle",
         children=html.Div([histogram_panel(), overlay_panel()]),
@@ -257,6 +260,7 @@ def build_layout(default_segmenter: str) -> html.Div:
         [
             html.Header([html.H1("SAEMI"), html.Span("particle sizes from electron-microscopy images",
                                                      className="subtitle")]),
+            html.Div(notice or "", id=ids.STARTUP_NOTICE, role="alert", className="alert"),
             instructions(),
             html.Div([upload_panel(), settings_panel(default_segmenter)], className="top-row"),
             results,

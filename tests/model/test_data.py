@@ -61,3 +61,13 @@ def test_data_root_follows_argument_then_environment(monkeypatch, tmp_path):
     assert data.data_root("/elsewhere") == data.Path("/elsewhere")
     monkeypatch.delenv(data.DATA_ROOT_ENV)
     assert data.data_root() == data.REPO_ROOT.parent / "shared" / "datasets"
+
+
+def test_area_weighted_median_resists_many_tiny_detections():
+    labels = np.zeros((100, 100), np.int32)
+    labels[10:50, 10:50] = 1  # one 40 x 40 particle
+    for k in range(5):  # five 4 x 4 specks
+        labels[60:64, 10 * k:10 * k + 4] = k + 2
+    assert median_diameter_px(labels, min_area_px=4) == pytest.approx(2 * np.sqrt(16 / np.pi))
+    assert median_diameter_px(labels, min_area_px=4, area_weighted=True) == pytest.approx(2 * np.sqrt(1600 / np.pi))
+    assert median_diameter_px(np.zeros((5, 5), np.int32)) is None

@@ -1,0 +1,53 @@
+"""A missing or corrupted model is a clear error at start-up, and the app still serves."""
+
+import json
+import logging
+
+import pytest
+
+from app.layout import ids
+from app.segmenters import default_segmenter_name, model_problem
+from app.webapp import create_app
+
+
+def _find(component, component_id):
+    if getattr(component, "id", None) == component_id:
+        return component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        if child is not None and not isinstance(child, str):
+            found = _find(child, component_id)
+            if found is not None:
+                return found
+    return None
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"weights": "saemi_unet.keras", "version": "t"}))
+    return tmp_path
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "bad-config"])
+def test_broken_model_is_reported_at_startup(model_dir, damage, caplog):
+    if damage == "garbage":
+        (model_dir / "saemi_unet.keras").write_bytes(b"PK\x03\x04 this is not a keras archive")
+    elif damage == "bad-config":
+        (model_dir / "config.json").write_text("{ not json")
+    problem = model_problem(model_dir)
+    assert problem is not None and "classical segmenter" in problem
+    assert default_segmenter_name(model_dir) == "classical"
+    with caplog.at_level(logging.ERROR, logger="app.webapp"):
+        app = create_app(model_dir=model_dir)
+    assert any("classical segmenter" in record.getMessage() for record in caplog.records)
+    notice = _find(app.layout, ids.STARTUP_NOTICE)
+    assert notice.children == problem
+    assert _find(app.layout, ids.SEGMENTER).value == "classical"
+
+
+def test_sound_archive_passes_the_check(model_dir):
+    import zipfile
+
+    with zipfile.ZipFile(model_dir / "saemi_unet.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    assert model_problem(model_dir) is None
