@@ -185,8 +185,9 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline"):
 
     Parameters
     ----------
-    gray_uint8 : (H, W) ndarray of uint8
-        The image.
+    gray_uint8 : (H, W) ndarray of uint8, or str
+        The image, or its PNG as a ``data:image/png;base64,...`` URL (reused as it is, which saves
+        re-encoding it on every update).
     label_image : (H, W) ndarray of int
         Particle ids, 0 = background.
     opacity : float
@@ -200,10 +201,14 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline"):
     plotly.graph_objects.Figure
         Two ``go.Image`` traces with PNG sources: the image, then the RGBA overlay.
     """
-    gray = np.asarray(gray_uint8)
     labels = np.asarray(label_image)
-    if gray.shape[:2] != labels.shape:
-        raise ValueError(f"Image {gray.shape[:2]} and labels {labels.shape} differ in size.")
+    if isinstance(gray_uint8, str):
+        image_source = gray_uint8
+    else:
+        gray = np.asarray(gray_uint8)
+        if gray.shape[:2] != labels.shape:
+            raise ValueError(f"Image {gray.shape[:2]} and labels {labels.shape} differ in size.")
+        image_source = _png_data_uri(gray)
     if mode == "outline":
         painted = find_boundaries(labels, mode="inner") & (labels > 0)
     elif mode == "fill":
@@ -218,7 +223,7 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline"):
     fig = go.Figure()
     fig.add_trace(
         go.Image(
-            source=_png_data_uri(gray), name="image", hovertemplate="x %{x}, y %{y}<extra></extra>"
+            source=image_source, name="image", hovertemplate="x %{x}, y %{y}<extra></extra>"
         )
     )
     fig.add_trace(

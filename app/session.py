@@ -485,11 +485,6 @@ def filter_text(view: HistogramView) -> str:
 
 
 # ------------------------------------------------------------------------------------------ images
-def gray_uint8(gray: Mapping[str, Any]) -> np.ndarray:
-    """The stored image as uint8."""
-    return encoding.gray_to_uint8(encoding.png_b64_to_gray(gray["png"]))
-
-
 def canvas_image(results: Mapping[str, Any], colour_mode: str) -> str:
     """PNG data URL of the mask for the paint canvas, at full resolution.
 
@@ -579,7 +574,8 @@ def overlay(results: Mapping[str, Any], gray: Mapping[str, Any], opacity: float 
     ``"drawline"``) says what a mouse drag does.
     """
     labels = encoding.png_b64_to_labels(results["labels_png"])
-    figure = overlay_figure(gray_uint8(gray), labels, opacity=0.5 if opacity is None else float(opacity),
+    figure = overlay_figure("data:image/png;base64," + gray["png"], labels,
+                            opacity=0.5 if opacity is None else float(opacity),
                             mode=mode or "outline")
     if data_bar:
         figure.add_shape(type="rect", x0=-0.5, x1=labels.shape[1] - 0.5, y0=data_bar[0] - 0.5,

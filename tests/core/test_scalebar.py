@@ -1,6 +1,5 @@
 """Scale-bar detection, length measurement and OCR of its label."""
 
-import numpy as np
 import pytest
 
 from app.analysis.calibration import NO_CALIBRATION
