@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 run: install
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --timeout 300 app.wsgi:server
+	$(BIN)/gunicorn -c python:app.gunicorn_conf --bind $(HOST):$(PORT) --workers $(WORKERS) --timeout 300 app.wsgi:server
 
 test: install
 	$(BIN)/python -m pytest --headless -q -p no:cacheprovider tests
