@@ -21,6 +21,7 @@ from app.analysis.pipeline import EDGE_MODES, AnalysisParams, analyze_decoded
 from app.analysis.report import particles_csv, summary_csv
 
 SIDECAR_SUFFIXES = (".txt", ".TXT")
+logger = logging.getLogger("app.cli")
 
 
 def _analyze_parser(sub: argparse._SubParsersAction) -> None:
@@ -69,8 +70,14 @@ def run_analyze(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, failures = [], 0
+    rows, failures, stems = [], 0, set()
     for path in tqdm(args.images, desc="Analysing", unit="image", disable=None):
+        if path.stem in stems:
+            failures += 1
+            print(f"{path}: skipped, another input is also named '{path.stem}' and its results would be "
+                  "overwritten; rename one of them.", file=sys.stderr)
+            continue
+        stems.add(path.stem)
         try:
             data = path.read_bytes()
             decoded = decode_image(data, path.name)
@@ -88,6 +95,11 @@ def run_analyze(args: argparse.Namespace) -> int:
         except (SaemiInputError, ModelLoadError) as exc:
             failures += 1
             print(f"{path}: {exc}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - one bad file must not stop the batch; logged in full
+            failures += 1
+            logger.exception("Unexpected failure on %s", path)
+            print(f"{path}: SAEMI failed on this file unexpectedly; the details are in the log above.",
+                  file=sys.stderr)
     if rows:
         (args.out / "summary.csv").write_text(summary_csv(rows), encoding="utf-8")
     print(f"Analysed {len(rows)} of {len(args.images)} images; results in {args.out}")

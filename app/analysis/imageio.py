@@ -187,6 +187,8 @@ def _read_tiff(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, str
                 height, width = shape[-2], shape[-1]
             _check_pixels(int(width), int(height), name, max_pixels)
             array = page.asarray()
+            if array.dtype == np.bool_:  # bilevel (1-bit) image
+                array = array.astype(np.uint8) * np.uint8(255)
             photometric = getattr(page.photometric, "name", str(page.photometric))
     except SaemiInputError:
         raise
@@ -292,10 +294,12 @@ def _scale_to_unit(gray: np.ndarray, source_dtype: str) -> tuple[np.ndarray, str
         return gray.astype(np.float32), ""
     values = gray.astype(np.float64)
     finite = np.isfinite(values)
+    if not finite.any():
+        raise SaemiInputError("The image holds no valid intensities (every pixel is NaN or infinite).")
     if not finite.all():
         values = np.where(finite, values, np.nan)
-    low = float(np.nanmin(values)) if finite.any() else 0.0
-    high = float(np.nanmax(values)) if finite.any() else 0.0
+    low = float(np.nanmin(values))
+    high = float(np.nanmax(values))
     if high > low:
         scaled = (values - low) / (high - low)
     else:

@@ -284,11 +284,6 @@ def remeasure(
     return labels, table
 
 
-def size_column(particles: pd.DataFrame) -> tuple[str, str]:
-    """The ECD column to report and its unit: nm when calibrated, px otherwise."""
-    return ("ecd_nm", "nm") if "ecd_nm" in particles.columns else ("ecd_px", "px")
-
-
 def summary_row(
     image_name: str,
     particles: pd.DataFrame,
@@ -297,27 +292,36 @@ def summary_row(
     shape: tuple[int, int],
     frame: tuple[int, int],
 ) -> dict[str, object]:
-    """One row of ``summary.csv``: counts and ECD statistics after the edge treatment."""
+    """One row of ``summary.csv``: counts and ECD statistics after the edge treatment.
+
+    The pixel statistics are always present and the nanometre ones are added when the image is
+    calibrated, so a batch mixing both keeps one set of columns. ``n_particles`` counts the particles
+    in the statistics (edge particles excluded unless ``edge_mode`` keeps them).
+    """
     selected, weights = _stats.edge_selection(particles, params.edge_mode, image_shape=shape, frame=frame)
-    column, unit = size_column(particles)
-    values = selected[column].to_numpy(dtype=float) if len(selected) else np.zeros(0)
-    stats = _stats.summarize(values, weights)
     row: dict[str, object] = {
         "image": image_name,
-        "n_particles": int(stats["count"]),
+        "n_particles": 0,
         "n_detected": int(len(particles)),
         "n_edge": int(particles["touches_edge"].sum()) if len(particles) else 0,
         "edge_mode": params.edge_mode,
         "nm_per_px": calibration.nm_per_px,
         "calibration_source": calibration.source,
     }
-    for key in ("mean", "median", "std", "cv", "min", "max", "d10", "d50", "d90", "geo_mean"):
-        name = "cv_ecd" if key == "cv" else f"{key}_ecd_{unit}"
-        row[name] = stats[key]
-    row["gsd"] = stats["gsd"]
-    for key in ("mean_ci95", "d50_ci95"):
-        low, high = stats[key]
-        base = key.replace("_ci95", "")
-        row[f"{base}_ecd_{unit}_ci95_low"] = low
-        row[f"{base}_ecd_{unit}_ci95_high"] = high
+    units = ["px", "nm"] if calibration.nm_per_px is not None and "ecd_nm" in particles.columns else ["px"]
+    for unit in units:
+        column = f"ecd_{unit}"
+        values = selected[column].to_numpy(dtype=float) if len(selected) else np.zeros(0)
+        stats = _stats.summarize(values, weights)
+        for key in ("mean", "median", "std", "min", "max", "d10", "d50", "d90", "geo_mean"):
+            row[f"{key}_ecd_{unit}"] = stats[key]
+        for key in ("mean_ci95", "d50_ci95"):
+            low, high = stats[key]
+            base = key.replace("_ci95", "")
+            row[f"{base}_ecd_{unit}_ci95_low"] = low
+            row[f"{base}_ecd_{unit}_ci95_high"] = high
+        row["cv_ecd"] = stats["cv"]
+        row["gsd"] = stats["gsd"]
+        row["ci_note"] = stats["ci_note"]
+        row["n_particles"] = int(stats["count"])
     return row

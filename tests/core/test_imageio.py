@@ -133,3 +133,17 @@ def test_data_url():
         decode_data_url("not a data url")
     with pytest.raises(SaemiInputError):
         decode_data_url("data:image/png;base64,@@@")
+
+
+def test_bilevel_tiff_and_all_nan_tiff():
+    bits = np.zeros((40, 40), bool)
+    bits[10:20, 10:20] = True
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, bits)
+    decoded = decode_image(buf.getvalue(), "bits.tif")
+    # tifffile stores bilevel images as MINISWHITE (0 = white), so the True square is shown black.
+    assert decoded.gray[15, 15] == 0.0 and decoded.gray[0, 0] == 1.0
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.full((20, 20), np.nan, np.float32))
+    with pytest.raises(SaemiInputError, match="no valid intensities"):
+        decode_image(buf.getvalue(), "nan.tif")

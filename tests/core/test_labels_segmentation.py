@@ -67,3 +67,17 @@ def test_edge_ids_respect_the_frame():
     labels[7, 4] = 3  # touches the frame's last row (row 7) when rows 8.. are a data bar
     assert list(edge_touching_ids(labels)) == [1]
     assert list(edge_touching_ids(labels, frame=(0, 8))) == [1, 3]
+
+
+@pytest.mark.parametrize("noise", [0.01, 0.05, 0.15])
+def test_bare_noisy_substrate_has_no_particles(noise):
+    rng = np.random.default_rng(7)
+    substrate = np.clip(0.5 + rng.normal(0, noise, (256, 320)), 0, 1).astype(np.float32)
+    assert ClassicalSegmenter().segment(substrate).max() == 0
+
+
+def test_faint_but_real_particles_survive_the_noise_check():
+    mask = _discs((128, 128), [(40, 40), (90, 80)], 10)
+    rng = np.random.default_rng(3)
+    image = (0.5 + 0.08 * mask + rng.normal(0, 0.04, mask.shape)).astype(np.float32)  # contrast 2 sigma
+    assert ClassicalSegmenter().segment(image).max() == 2

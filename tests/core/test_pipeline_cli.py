@@ -115,3 +115,32 @@ def test_cli_writes_labels_csvs_and_reports_bad_files(tmp_path, sample):
     assert list(summary["image"]) == ["good.png"]
     assert summary.loc[0, "nm_per_px"] == 1.5
     assert summary.loc[0, "calibration_source"] == "manual"
+
+
+def test_cli_survives_unexpected_failures_and_duplicate_names(tmp_path, sample, monkeypatch, capsys):
+    from app import cli
+
+    first = tmp_path / "a" / "same.png"
+    second = tmp_path / "b" / "same.png"
+    third = tmp_path / "boom.png"
+    for path in (first, second, third):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(_png_bytes(sample.image))
+    real = cli.decode_image
+
+    def flaky(data, name, **kwargs):
+        if name == "boom.png":
+            raise RuntimeError("simulated bug")
+        return real(data, name, **kwargs)
+
+    monkeypatch.setattr(cli, "decode_image", flaky)
+    out = tmp_path / "out"
+    status = cli.main(["analyze", str(third), str(first), str(second), "--out", str(out),
+                       "--segmenter", "classical"])
+    assert status == 1
+    errors = capsys.readouterr().err
+    assert "boom.png: SAEMI failed on this file unexpectedly" in errors
+    assert f"{second}: skipped" in errors
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["image"]) == ["same.png"]
+    assert (out / "same_labels.png").is_file() and not (out / "boom_labels.png").exists()
