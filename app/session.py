@@ -115,7 +115,8 @@ def settings_to_params(settings: Mapping[str, Any]) -> pipeline.AnalysisParams:
     )
 
 
-def start_session(data: bytes, filename: str, settings: Mapping[str, Any]) -> dict[str, dict]:
+def start_session(data: bytes, filename: str, settings: Mapping[str, Any],
+                  sidecar_text: str | None = None) -> dict[str, dict]:
     """Decode and analyse an uploaded image.
 
     Parameters
@@ -127,6 +128,8 @@ def start_session(data: bytes, filename: str, settings: Mapping[str, Any]) -> di
     settings : mapping
         ``segmenter``, ``split_touching``, ``min_area_px``, ``data_bar_mode`` (auto, off, manual),
         ``data_bar_rows``, ``scale_bar_label``.
+    sidecar_text : str, optional
+        The JEOL or Hitachi ``.txt`` file uploaded with the image; its pixel size calibrates the image.
 
     Returns
     -------
@@ -140,9 +143,13 @@ def start_session(data: bytes, filename: str, settings: Mapping[str, Any]) -> di
     """
     params = settings_to_params(settings)
     decoded = imageio.decode_image(data, filename)
-    result = pipeline.analyze_decoded(decoded, params, segmenter=get_segmenter(params.segmenter))
+    metadata = cal.read_metadata_calibration(data, filename, sidecar_text)
+    result = pipeline.analyze_decoded(decoded, params, segmenter=get_segmenter(params.segmenter),
+                                      metadata_calibration=metadata)
     bar = result.data_bar
     notes = list(result.notes)
+    if sidecar_text is not None and metadata.nm_per_px is None:
+        notes.append("The .txt file uploaded with the image holds no JEOL or Hitachi pixel size; it was ignored.")
     if bar is not None:
         notes.append(f"Data bar in rows {bar.y0}:{bar.y1} is kept out of the analysis (change it under Data bar).")
     analysis = {
@@ -164,9 +171,89 @@ def start_session(data: bytes, filename: str, settings: Mapping[str, Any]) -> di
     return {"analysis": analysis, "gray": {"png": encoding.gray_to_png_b64(decoded.gray)}, "edits": new_edits()}
 
 
-def start_from_upload(contents: str, filename: str, settings: Mapping[str, Any]) -> dict[str, dict]:
-    """:func:`start_session` for the ``contents`` data URL of a ``dcc.Upload``."""
-    return start_session(imageio.decode_data_url(contents), filename or "upload", settings)
+@dataclass(frozen=True)
+class UploadFiles:
+    """The files of one upload: the image's data URL and name, and the sidecar's data URL (if any)."""
+
+    image_url: str
+    image_name: str
+    sidecar_url: str | None = None
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def is_sidecar_name(filename: str | None) -> bool:
+    """Whether an uploaded file is a microscope sidecar text (its name ends with ``.txt``)."""
+    return str(filename or "").lower().endswith(".txt")
+
+
+def image_filename(filenames: str | list[str] | None) -> str:
+    """Name of the image among the uploaded file names (the first that is not a ``.txt``)."""
+    names = [str(name) for name in _as_list(filenames)]
+    return next((name for name in names if not is_sidecar_name(name)), "upload")
+
+
+def split_upload(contents: str | list[str] | None, filenames: str | list[str] | None) -> UploadFiles:
+    """Tell the image from the JEOL/Hitachi sidecar among the files of a ``dcc.Upload`` (``multiple=True``).
+
+    Parameters
+    ----------
+    contents : str or list of str
+        The data URL(s) of the uploaded file(s).
+    filenames : str or list of str
+        Their names, in the same order.
+
+    Returns
+    -------
+    UploadFiles
+
+    Raises
+    ------
+    SaemiInputError
+        When no image, more than one image or more than one ``.txt`` file was uploaded.
+    """
+    urls = _as_list(contents)
+    names = [str(name) for name in _as_list(filenames)]
+    names += ["upload"] * (len(urls) - len(names))
+    images = [(url, name) for url, name in zip(urls, names) if not is_sidecar_name(name)]
+    sidecars = [(url, name) for url, name in zip(urls, names) if is_sidecar_name(name)]
+    if len(images) > 1:
+        raise SaemiInputError(
+            f"{len(images)} images were uploaded together ({', '.join(name for _, name in images)}); upload one "
+            "image at a time, with at most its JEOL or Hitachi .txt file."
+        )
+    if not images:
+        raise SaemiInputError("Only a .txt file was uploaded; drop the image together with its .txt file.")
+    if len(sidecars) > 1:
+        raise SaemiInputError(
+            f"{len(sidecars)} .txt files were uploaded ({', '.join(name for _, name in sidecars)}); drop only the "
+            "one the microscope saved with the image."
+        )
+    image_url, image_name = images[0]
+    return UploadFiles(image_url, image_name, sidecars[0][0] if sidecars else None)
+
+
+def _sidecar_text(data: bytes) -> str:
+    """Text of a sidecar file: UTF-8, or Latin-1 for the bytes UTF-8 cannot read (older JEOL files)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def start_from_upload(contents: str | list[str], filename: str | list[str] | None,
+                      settings: Mapping[str, Any]) -> dict[str, dict]:
+    """:func:`start_session` for the ``contents`` data URL(s) of a ``dcc.Upload``.
+
+    The upload may hold the image and a JEOL/Hitachi sidecar ``.txt`` (see :func:`split_upload`).
+    """
+    files = split_upload(contents, filename)
+    sidecar = None if files.sidecar_url is None else _sidecar_text(imageio.decode_data_url(files.sidecar_url))
+    return start_session(imageio.decode_data_url(files.image_url), files.image_name, settings, sidecar)
 
 
 def start_demo(settings: Mapping[str, Any]) -> dict[str, dict]:
@@ -176,26 +263,44 @@ def start_demo(settings: Mapping[str, Any]) -> dict[str, dict]:
     return start_session(DEMO_IMAGE.read_bytes(), DEMO_IMAGE.name, settings)
 
 
-def choose_source(trigger: str | None, filename: str | None, source: Mapping[str, Any] | None) -> dict | None:
+def choose_source(trigger: str | None, filename: str | list[str] | None,
+                  source: Mapping[str, Any] | None) -> dict | None:
     """Which image to analyse: a new upload, the demo, or (for a settings change) the current one.
 
-    ``trigger`` is ``"upload"``, ``"demo"`` or anything else for a settings change. Returns None when
-    there is no image yet.
+    ``trigger`` is ``"upload"``, ``"demo"`` or anything else for a settings change; ``filename`` is the
+    upload's file name(s). Returns None when there is no image yet.
     """
     if trigger == "upload":
-        return {"kind": "upload", "filename": filename or "upload"}
+        return {"kind": "upload", "filename": image_filename(filename)}
     if trigger == "demo":
         return {"kind": "demo", "filename": DEMO_IMAGE.name}
     return dict(source) if source else None
 
 
-def run_analysis(source: Mapping[str, Any], contents: str | None, settings: Mapping[str, Any]) -> dict[str, dict]:
-    """Analyse the image that ``source`` names (the upload's ``contents`` for an upload)."""
+def run_analysis(source: Mapping[str, Any], contents: str | list[str] | None, settings: Mapping[str, Any],
+                 filenames: str | list[str] | None = None) -> dict[str, dict]:
+    """Analyse the image that ``source`` names.
+
+    For an upload, ``contents`` and ``filenames`` are the ``dcc.Upload``'s data URL(s) and file name(s)
+    (the image and, optionally, its sidecar ``.txt``); without ``filenames`` the source's name is used.
+    """
     if source["kind"] == "demo":
         return start_demo(settings)
     if not contents:
         raise SaemiInputError("The uploaded file is no longer available; please upload it again.")
-    return start_from_upload(contents, source.get("filename", "upload"), settings)
+    return start_from_upload(contents, filenames or source.get("filename", "upload"), settings)
+
+
+def keep_measured_line(analysis: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The new analysis with the line calibration of the previous one, when both are of the same image.
+
+    A segmentation setting change rebuilds the analysis payload; the line drawn on the image (and the
+    length typed for it) still hold for the same pixels, identified by the file's SHA-256.
+    """
+    measured = (previous or {}).get("measured_line")
+    if not measured or previous.get("sha256") != analysis.get("sha256"):
+        return dict(analysis)
+    return {**analysis, "measured_line": measured}
 
 
 def file_info(analysis: Mapping[str, Any]) -> str:
@@ -474,6 +579,8 @@ def stats_rows(view: HistogramView) -> list[tuple[str, str]]:
         low, high = s[key]
         rows.append((name, f"{_fmt(low)} – {_fmt(high)}{unit}"))
     rows.append(("Weighting", view.basis))
+    if s.get("ci_note"):
+        rows.append(("Note", s["ci_note"]))
     return rows
 
 

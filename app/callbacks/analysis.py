@@ -11,20 +11,25 @@ from app.layout import ids
 SOURCE_TRIGGERS = {ids.UPLOAD: "upload", ids.DEMO_BUTTON: "demo"}
 
 
-def analyse(contents, _demo, segmenter, split, min_area, bar_mode, bar_rows, bar_label, filename, source):
-    """Segment and measure the uploaded or demo image, or rerun it when a segmentation setting changes."""
+def analyse(contents, _demo, segmenter, split, min_area, bar_mode, bar_rows, bar_label, filename, source,
+            previous=None):
+    """Segment and measure the uploaded or demo image, or rerun it when a segmentation setting changes.
+
+    The upload may hold the image and its JEOL/Hitachi ``.txt`` sidecar. A line calibration drawn on the
+    same image is kept across a rerun.
+    """
     source = session.choose_source(SOURCE_TRIGGERS.get(ctx.triggered_id), filename, source)
     if source is None:
         return (no_update,) * 7
     settings = {"segmenter": segmenter, "split_touching": bool(split), "min_area_px": min_area,
                 "data_bar_mode": bar_mode, "data_bar_rows": bar_rows, "scale_bar_label": bar_label}
-    outcome = session.guarded(session.run_analysis, source, contents, settings)
+    outcome = session.guarded(session.run_analysis, source, contents, settings, filename)
     if outcome.message:
         return (no_update,) * 6 + (outcome.message,)
     stores = outcome.value
-    notes = [html.Li(note) for note in stores["analysis"]["notes"]]
-    return (source, stores["analysis"], stores["gray"], stores["edits"],
-            session.file_info(stores["analysis"]), notes, "")
+    analysis = session.keep_measured_line(stores["analysis"], previous)
+    notes = [html.Li(note) for note in analysis["notes"]]
+    return (source, analysis, stores["gray"], stores["edits"], session.file_info(analysis), notes, "")
 
 
 def results(analysis, edits, nm_per_px, gray):
@@ -58,6 +63,7 @@ def register(app: dash.Dash) -> None:
         Input(ids.SCALE_BAR_LABEL, "value"),
         State(ids.UPLOAD, "filename"),
         State(ids.STORE_SOURCE, "data"),
+        State(ids.STORE_ANALYSIS, "data"),
     )(analyse)
     app.callback(
         Output(ids.STORE_RESULTS, "data"),

@@ -22,11 +22,14 @@ def brush_width(width):
 
 
 def canvas_image(results, colour_mode):
-    """Show the current mask on the canvas (this also clears the strokes already applied)."""
+    """Show the current mask on the canvas (this also clears the strokes already applied).
+
+    Returns the image and, when it could not be drawn, the sentence for the alert.
+    """
     if not results:
-        return no_update
+        return no_update, no_update
     outcome = session.guarded(session.canvas_image, results, colour_mode)
-    return no_update if outcome.message else outcome.value
+    return (no_update, outcome.message) if outcome.message else (outcome.value, no_update)
 
 
 def edit(_saves, _undo, _redo, json_data, edits, analysis):
@@ -48,6 +51,7 @@ def register(app: dash.Dash) -> None:
     app.callback(Output(ids.CANVAS, "lineWidth"), Input(ids.CANVAS_BRUSH, "value"))(brush_width)
     app.callback(
         Output(ids.CANVAS, "image_content"),
+        Output(ids.ALERT, "children", allow_duplicate=True),
         Input(ids.STORE_RESULTS, "data"),
         Input(ids.CANVAS_COLOUR, "value"),
         prevent_initial_call=True,

@@ -29,17 +29,17 @@ def reset_bin_width(_quantity, _nm_per_px, _analysis):
 
 
 def overlay(results, opacity, mode, gray, analysis, drag_mode=None):
-    """The current labels over the image."""
+    """The current labels over the image, and the sentence for the alert when it could not be drawn."""
     if not results or not gray:
-        return no_update
+        return no_update, no_update
     if ctx.triggered_id == ids.OVERLAY_OPACITY:
         patch = Patch()
         patch["data"][1]["opacity"] = opacity  # the particles trace; the image is not sent again
-        return patch
+        return patch, no_update
     analysis = analysis or {}
     outcome = session.guarded(session.overlay, results, gray, opacity, mode, analysis.get("data_bar"),
                               analysis.get("measured_line"), drag_mode)
-    return no_update if outcome.message else outcome.value
+    return (no_update, outcome.message) if outcome.message else (outcome.value, no_update)
 
 
 def register(app: dash.Dash) -> None:
@@ -69,6 +69,7 @@ def register(app: dash.Dash) -> None:
     )(reset_bin_width)
     app.callback(
         Output(ids.OVERLAY, "figure"),
+        Output(ids.ALERT, "children", allow_duplicate=True),
         Input(ids.STORE_RESULTS, "data"),
         Input(ids.OVERLAY_OPACITY, "value"),
         Input(ids.OVERLAY_MODE, "value"),

@@ -56,7 +56,8 @@ def instructions() -> html.Details:
     """The instructions panel."""
     steps = [
         "Upload an SEM or TEM image (PNG, JPEG, TIFF or BMP) by clicking or dropping it on the upload area, "
-        "or press “Try the demo”.",
+        "or press “Try the demo”. For a JEOL or Hitachi image, drop the .txt file the microscope saved "
+        "with it together with the image: its pixel size calibrates the image.",
         "The server segments the image at full resolution and measures every particle. Change a "
         "segmentation setting and the analysis reruns on the same image.",
         "Check the pixel size: it is read from the microscope's metadata or the scale bar when possible; "
@@ -77,15 +78,17 @@ def instructions() -> html.Details:
 def upload_panel() -> html.Div:
     """Upload area, demo button, file information and messages."""
     limit = (f"Up to {config.MAX_UPLOAD_BYTES / 1e6:.0f} MB and {config.MAX_PIXELS / 1e6:.0f} megapixels; "
-             "PNG, JPEG, TIFF (8/16-bit, float) or BMP.")
+             "PNG, JPEG, TIFF (8/16-bit, float) or BMP. A JEOL or Hitachi .txt file may be dropped together "
+             "with the image for its pixel size.")
     return html.Div(
         [
             dcc.Upload(
                 id=ids.UPLOAD,
-                children=html.Div(["Drag and drop an image here, or ", html.A("click to choose a file")]),
+                children=html.Div(["Drag and drop an image (and its JEOL/Hitachi .txt, if any) here, or ",
+                                   html.A("click to choose the files")]),
                 className="upload",
-                multiple=False,
-                accept="image/*,.tif,.tiff",
+                multiple=True,
+                accept="image/*,.tif,.tiff,.txt",
             ),
             html.Div(limit, className="hint"),
             html.Div(

@@ -96,7 +96,8 @@ def test_overlay_draws_the_stored_line_and_follows_the_drag_mode(stores):
         context_value.set(AttributeDict(triggered_inputs=[{"prop_id": f"{ids.STORE_RESULTS}.data", "value": None}]))
         return views_cb.overlay(results, 0.7, "outline", stores["gray"], updated, "drawline")
 
-    figure = copy_context().run(run)
+    figure, alert = copy_context().run(run)
+    assert alert is no_update
     lines = [shape for shape in figure.layout.shapes if shape.type == "line"]
     assert [(s.x0, s.y0, s.x1, s.y1) for s in lines] == [(10.0, 5.0, 52.0, 5.0)]
     assert figure.layout.dragmode == "drawline"

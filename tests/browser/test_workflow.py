@@ -16,6 +16,7 @@ import tifffile
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
+from app.analysis.scalebar import tesseract_available
 from app.analysis.strokes import TOOL_COLOURS
 from app.layout import ids
 from app.webapp import create_app
@@ -48,8 +49,19 @@ def wait(duo, predicate, message):
     raise AssertionError(message)
 
 
+def choose_files(duo, *paths):
+    """Choose ``paths`` in the upload's file input, as one selection replacing the previous one.
+
+    The input takes several files (``multiple``), and chromedriver appends to its current selection, so
+    the selection is emptied first, as a new choice in the file dialog would.
+    """
+    field = duo.find_element(f"#{ids.UPLOAD} input[type=file]")
+    duo.driver.execute_script("arguments[0].value = '';", field)
+    field.send_keys("\n".join(str(path) for path in paths))
+
+
 def upload(duo, path, expected_info):
-    duo.find_element(f"#{ids.UPLOAD} input[type=file]").send_keys(str(path))
+    choose_files(duo, path)
     duo.wait_for_contains_text(f"#{ids.FILE_INFO}", expected_info, timeout=TIMEOUT_S)
 
 
@@ -71,6 +83,13 @@ def graph(duo, graph_id, expression):
 
 def n_bars(duo):
     return graph(duo, ids.HISTOGRAM, "gd._fullData && gd._fullData.length ? gd._fullData[0].x.length : null")
+
+
+def bar_heights(duo) -> list[float] | None:
+    """Heights of the histogram bars as the browser holds them."""
+    # _fullData holds the decoded arrays (gd.data may keep plotly.py's base64 form)
+    heights = graph(duo, ids.HISTOGRAM, "gd._fullData && gd._fullData.length ? Array.from(gd._fullData[0].y) : null")
+    return None if heights is None else [float(h) for h in heights]
 
 
 def axis_title(duo, axis):
@@ -120,8 +139,14 @@ def test_demo_button_loads_the_synthetic_demo(duo):
     duo.wait_for_contains_text(f"#{ids.FILE_INFO}", "demo_sem.png: 1024 × 768 px", timeout=TIMEOUT_S)
     wait(duo, lambda: (detected(duo) or 0) > 20, "the demo image gave too few particles")
     wait(duo, lambda: n_bars(duo), "no histogram for the demo")
-    assert "source:" in duo.find_element(f"#{ids.CALIBRATION_INFO}").text or "Not calibrated" in duo.find_element(
-        f"#{ids.CALIBRATION_INFO}").text
+    info = duo.find_element(f"#{ids.CALIBRATION_INFO}").text
+    if tesseract_available():
+        # the demo's scale bar reads '500 nm' over 200 px (demo_images/README.md)
+        assert "Pixel size 2.5 nm/px, source: scalebar:ocr" in info
+        assert "(nm)" in axis_title(duo, "xaxis")
+    else:
+        assert "Not calibrated" in info
+        assert "type the label" in duo.find_element(f"#{ids.NOTES}").text
 
 
 def stroke(duo, points):
@@ -202,8 +227,13 @@ def test_manual_pixel_size_quantity_and_weighting(duo, disc_png):
     duo.select_dcc_dropdown(f"#{ids.QUANTITY}", "Area")
     wait(duo, lambda: "Area (nm²)" in (axis_title(duo, "xaxis") or ""), "quantity selector had no effect")
     assert axis_title(duo, "yaxis") == "Particles"
+    number_heights = bar_heights(duo)
+    assert sum(number_heights) == len(DISC_CENTRES)
     duo.find_element(f"#{ids.BASIS} input[value=volume]").click()
     wait(duo, lambda: "volume" in (axis_title(duo, "yaxis") or ""), "weighting selector had no effect")
+    wait(duo, lambda: bar_heights(duo) and bar_heights(duo) != number_heights,
+         f"volume weighting left the bar heights at {number_heights}")
+    assert sum(bar_heights(duo)) == pytest.approx(100.0)  # percent of the volume, not particle counts
 
 
 def test_microscope_calibration_source_is_shown(duo, tmp_path):
@@ -219,10 +249,20 @@ def test_microscope_calibration_source_is_shown(duo, tmp_path):
     wait(duo, lambda: "(nm)" in (axis_title(duo, "xaxis") or ""), "calibrated histogram not in nm")
 
 
+def test_hitachi_sidecar_dropped_with_the_image_calibrates_it(duo, tmp_path, disc_png):
+    sidecar = tmp_path / "discs.txt"
+    sidecar.write_text("[SemImageFile]\nInstructName=S-4800\nPixelSize=2.5\n")
+    choose_files(duo, disc_png, sidecar)
+    duo.wait_for_contains_text(f"#{ids.FILE_INFO}", "discs.png: 320 × 256 px", timeout=TIMEOUT_S)
+    wait(duo, lambda: "metadata:hitachi" in duo.find_element(f"#{ids.CALIBRATION_INFO}").text,
+         "the Hitachi sidecar calibration is not shown")
+    assert "2.5 nm/px" in duo.find_element(f"#{ids.CALIBRATION_INFO}").text
+
+
 def test_bad_upload_shows_a_sentence_and_the_app_keeps_serving(duo, tmp_path, disc_png):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image\n" * 20)
-    duo.find_element(f"#{ids.UPLOAD} input[type=file]").send_keys(str(bad))
+    choose_files(duo, bad)
     duo.wait_for_contains_text(f"#{ids.ALERT}", "notes.png", timeout=TIMEOUT_S)
     assert duo.find_element(f"#{ids.ALERT}").get_attribute("role") == "alert"
     upload(duo, disc_png, "discs.png")

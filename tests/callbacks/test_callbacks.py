@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 from contextvars import copy_context
 
+import numpy as np
 from dash import Patch, no_update
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 
+from app import session
 from app.callbacks import analysis as analysis_cb
 from app.callbacks import canvas as canvas_cb
 from app.callbacks import downloads as downloads_cb
@@ -33,9 +35,9 @@ def upload_url() -> str:
 
 
 def analysed():
-    """Outputs of the analysis callback for an upload of the disc image."""
-    return triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, upload_url(), 0, "classical", ["split"], 10,
-                     "off", None, None, "discs.png", None)
+    """Outputs of the analysis callback for an upload of the disc image (``dcc.Upload(multiple=True)`` lists)."""
+    return triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, [upload_url()], 0, "classical", ["split"], 10,
+                     "off", None, None, ["discs.png"], None)
 
 
 def test_upload_fills_the_stores_and_clears_the_alert():
@@ -61,9 +63,50 @@ def test_settings_change_without_an_image_does_nothing():
 
 def test_settings_change_reanalyses_the_stored_source():
     source, *_ = analysed()
-    outputs = triggered(f"{ids.SPLIT_TOUCHING}.value", analysis_cb.analyse, upload_url(), 0, "classical", [],
-                        5000, "off", None, None, "discs.png", source)
+    outputs = triggered(f"{ids.SPLIT_TOUCHING}.value", analysis_cb.analyse, [upload_url()], 0, "classical", [],
+                        5000, "off", None, None, ["discs.png"], source)
     assert outputs[1]["params"]["min_area_px"] == 5000 and outputs[1]["params"]["split_touching"] is False
+
+
+def test_upload_with_a_hitachi_sidecar_is_calibrated_and_a_rerun_keeps_it():
+    sidecar = "data:text/plain;base64," + base64.b64encode(b"[SemImageFile]\r\nPixelSize=2.5\r\n").decode()
+    contents, names = [sidecar, upload_url()], ["discs.txt", "discs.png"]
+    source, analysis, *_ = triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, contents, 0, "classical",
+                                     ["split"], 10, "off", None, None, names, None)
+    assert source["filename"] == "discs.png"
+    assert analysis["calibration"]["source"] == "metadata:hitachi"
+    rerun = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, contents, 0, "classical", ["split"], 50,
+                      "off", None, None, names, source, analysis)
+    assert rerun[1]["calibration"]["nm_per_px"] == 2.5 and rerun[1]["params"]["min_area_px"] == 50
+
+
+def test_two_images_in_one_upload_get_a_sentence():
+    outputs = triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, [upload_url(), upload_url()], 0,
+                        "classical", ["split"], 10, "off", None, None, ["a.png", "b.png"], None)
+    assert outputs[:6] == (no_update,) * 6
+    assert "2 images" in outputs[6] and "a.png" in outputs[6] and "b.png" in outputs[6]
+
+
+def test_segmentation_change_keeps_the_line_drawn_on_the_same_image():
+    from app.callbacks import linecal as linecal_cb
+
+    source, analysis, *_ = analysed()
+    line = {"shapes": [{"type": "line", "x0": 10.0, "y0": 5.0, "x1": 52.0, "y1": 5.0}]}
+    measured = linecal_cb.measure(line, "84 nm", analysis)
+    assert measured["measured_line"]["calibration"]["nm_per_px"] == 2.0
+    rerun = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, [upload_url()], 0, "classical", ["split"], 50,
+                      "off", None, None, ["discs.png"], source, measured)
+    assert rerun[1]["params"]["min_area_px"] == 50
+    assert rerun[1]["measured_line"] == measured["measured_line"]
+    results, *_ = analysis_cb.results(rerun[1], rerun[3], None, rerun[2])
+    assert results["calibration"] == {**measured["measured_line"]["calibration"], "source": "scalebar:user"}
+    table = session.table_from_json(results["particles"])
+    assert np.allclose(table["ecd_nm"], 2.0 * table["ecd_px"])
+    # a different image does not inherit the line
+    other = {**measured, "sha256": "0" * 64}
+    fresh = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, [upload_url()], 0, "classical", ["split"], 50,
+                      "off", None, None, ["discs.png"], source, other)
+    assert "measured_line" not in fresh[1]
 
 
 def test_results_histogram_overlay_chain():
@@ -72,15 +115,29 @@ def test_results_histogram_overlay_chain():
     assert "Not calibrated" in calibration_info[0].children
     figure, table, hint, _ = views_cb.histogram(results, "ecd", "number", None, "exclude", None, None, None, analysis)
     assert sum(figure.data[0].customdata[:, 2]) == len(DISC_CENTRES)
-    overlay = triggered(f"{ids.STORE_RESULTS}.data", views_cb.overlay, results, 0.5, "outline", gray, analysis)
-    assert overlay.data[1].opacity == 0.5
+    overlay, alert = triggered(f"{ids.STORE_RESULTS}.data", views_cb.overlay, results, 0.5, "outline", gray,
+                               analysis)
+    assert overlay.data[1].opacity == 0.5 and alert is no_update
+    image, alert = canvas_cb.canvas_image(results, "colour")
+    assert image.startswith("data:image/png;base64,") and alert is no_update
+
+
+def test_overlay_and_canvas_failures_show_a_sentence():
+    _, analysis, gray, edits, *_ = analysed()
+    results, *_ = analysis_cb.results(analysis, edits, None, gray)
+    broken = {**results, "labels_png": "not a png"}
+    figure, alert = triggered(f"{ids.STORE_RESULTS}.data", views_cb.overlay, broken, 0.5, "outline", gray, analysis)
+    assert figure is no_update and "damaged" in alert
+    image, alert = triggered(f"{ids.STORE_RESULTS}.data", canvas_cb.canvas_image, broken, "colour")
+    assert image is no_update and "damaged" in alert
 
 
 def test_opacity_change_patches_the_figure_without_redrawing():
     _, analysis, gray, edits, *_ = analysed()
     results, *_ = analysis_cb.results(analysis, edits, None, gray)
-    patch = triggered(f"{ids.OVERLAY_OPACITY}.value", views_cb.overlay, results, 0.8, "outline", gray, analysis)
-    assert isinstance(patch, Patch)
+    patch, alert = triggered(f"{ids.OVERLAY_OPACITY}.value", views_cb.overlay, results, 0.8, "outline", gray,
+                             analysis)
+    assert isinstance(patch, Patch) and alert is no_update
     assert patch.to_plotly_json()["operations"][0]["params"]["value"] == 0.8
 
 

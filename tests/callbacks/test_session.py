@@ -15,6 +15,7 @@ import tifffile
 from PIL import Image
 
 from app import config, session
+from app.analysis import stats
 from app.analysis.strokes import TOOL_COLOURS
 from tests.conftest import DISC_CENTRES, DISC_RADIUS_PX, disc_image, png_bytes
 
@@ -175,7 +176,69 @@ def test_settings_change_keeps_the_source_and_new_upload_replaces_it():
     current = {"kind": "demo", "filename": "demo_sem.png"}
     assert session.choose_source(None, "x.png", current) == current
     assert session.choose_source("upload", "x.png", current) == {"kind": "upload", "filename": "x.png"}
+    assert session.choose_source("upload", ["x.txt", "x.tif"], current) == {"kind": "upload", "filename": "x.tif"}
     assert session.choose_source(None, None, None) is None
+
+
+def _data_url(data: bytes, mime: str = "image/png") -> str:
+    import base64
+
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+HITACHI_SIDECAR = "[SemImageFile]\r\nInstructName=S-4800\r\nPixelSize=2.5\r\nDataSize=320x256\r\n"
+
+
+def test_hitachi_sidecar_calibrates_the_image():
+    stores = session.start_session(png_bytes(disc_image()), "discs.png", SETTINGS, HITACHI_SIDECAR)
+    calibration = stores["analysis"]["calibration"]
+    assert calibration["source"] == "metadata:hitachi" and calibration["nm_per_px"] == 2.5
+    results = session.compute_results(stores["analysis"], stores["gray"], stores["edits"], None)
+    table = session.table_from_json(results["particles"])
+    assert np.allclose(table["ecd_nm"], 2.5 * table["ecd_px"])
+    # without the sidecar the same PNG has no pixel size
+    plain = session.start_session(png_bytes(disc_image()), "discs.png", SETTINGS)
+    assert plain["analysis"]["calibration"]["nm_per_px"] is None
+
+
+def test_sidecar_dropped_with_the_image_in_either_order_is_read():
+    image, sidecar = _data_url(png_bytes(disc_image())), _data_url(HITACHI_SIDECAR.encode(), "text/plain")
+    for contents, names in (([image, sidecar], ["discs.png", "discs.txt"]),
+                            ([sidecar, image], ["DISCS.TXT", "discs.png"])):
+        stores = session.run_analysis({"kind": "upload", "filename": "discs.png"}, contents, SETTINGS, names)
+        assert stores["analysis"]["filename"] == "discs.png"
+        assert stores["analysis"]["calibration"]["source"] == "metadata:hitachi"
+
+
+def test_sidecar_without_a_pixel_size_is_said_and_ignored():
+    image, sidecar = _data_url(png_bytes(disc_image())), _data_url(b"operator notes\n", "text/plain")
+    stores = session.start_from_upload([image, sidecar], ["discs.png", "notes.txt"], SETTINGS)
+    assert stores["analysis"]["calibration"]["nm_per_px"] is None
+    assert any(".txt" in note and "ignored" in note for note in stores["analysis"]["notes"])
+
+
+@pytest.mark.parametrize(("names", "expected"), [
+    (["a.png", "b.png"], "2 images"),
+    (["a.txt"], "Only a .txt file"),
+    (["a.png", "a.txt", "b.txt"], "2 .txt files"),
+])
+def test_upload_of_the_wrong_set_of_files_gets_a_sentence(names, expected):
+    contents = [_data_url(b"x")] * len(names)
+    outcome = session.guarded(session.start_from_upload, contents, names, SETTINGS)
+    assert outcome.value is None and expected in outcome.message
+
+
+def test_measured_line_is_kept_only_for_the_same_image(discs):
+    line = {"shapes": [{"type": "line", "x0": 10.0, "y0": 5.0, "x1": 52.0, "y1": 5.0}]}
+    measured = session.measure_line(discs["analysis"], line, "84 nm")
+    rerun = session.start_session(png_bytes(disc_image()), "discs.png", dict(SETTINGS, min_area_px=50))
+    kept = session.keep_measured_line(rerun["analysis"], measured)
+    assert kept["measured_line"] == measured["measured_line"] and kept["params"]["min_area_px"] == 50
+    results = session.compute_results(kept, rerun["gray"], rerun["edits"], None)
+    assert results["calibration"]["nm_per_px"] == pytest.approx(2.0)
+    other = session.start_session(png_bytes(disc_image(seed=1)), "other.png", SETTINGS)
+    assert "measured_line" not in session.keep_measured_line(other["analysis"], measured)
+    assert "measured_line" not in session.keep_measured_line(rerun["analysis"], None)
 
 
 def test_minimum_area_setting_drops_small_particles():
@@ -273,6 +336,25 @@ def test_quantity_and_weighting_change_the_histogram(discs):
                                          session.ViewOptions(quantity="area", basis="volume"))
     assert "Equivalent" in ecd.layout.xaxis.title.text and "Area (px²)" in area.layout.xaxis.title.text
     assert ecd.layout.yaxis.title.text == "Particles" and "volume" in area.layout.yaxis.title.text
+
+
+def test_small_count_statistics_carry_the_confidence_interval_note(discs):
+    results = session.compute_results(discs["analysis"], discs["gray"], discs["edits"], None)
+    # the largest of the six discs is filtered out: five particles in the statistics
+    table = session.table_from_json(results["particles"])
+    cut = float(table["ecd_px"].max()) - 1e-9
+    _, rows, _, _ = session.histogram_outputs(results, discs["analysis"], session.ViewOptions(max_ecd=cut))
+    rows = dict(rows)
+    assert rows["Count (in statistics)"] == "5"
+    assert "Only 5 particles" in rows["Note"] and "confidence" in rows["Note"]
+
+
+def test_no_confidence_interval_note_for_a_large_count():
+    values = np.linspace(10.0, 50.0, 60)
+    view = session.HistogramView(values=values, weights=None, bin_width=1.0, label="ECD", unit="px",
+                                 basis="number", summary=stats.summarize(values), n_detected=60, n_edge=0,
+                                 removed={})
+    assert "Note" not in dict(session.stats_rows(view))
 
 
 def test_filters_report_what_they_removed(discs):
