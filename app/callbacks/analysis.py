@@ -64,6 +64,10 @@ def register(app: dash.Dash) -> None:
         State(ids.UPLOAD, "filename"),
         State(ids.STORE_SOURCE, "data"),
         State(ids.STORE_ANALYSIS, "data"),
+        running=[
+            (Output(ids.BUSY, "style"), {"display": "flex"}, {"display": "none"}),
+            (Output(ids.DEMO_BUTTON, "disabled"), True, False),
+        ],
     )(analyse)
     app.callback(
         Output(ids.STORE_RESULTS, "data"),

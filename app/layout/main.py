@@ -102,6 +102,12 @@ def upload_panel() -> html.Div:
                 ],
                 className="demo-row",
             ),
+            html.Div(
+                [html.Span(className="spinner"),
+                 "Segmenting and measuring at full resolution; this takes about a second per megapixel "
+                 "on this server."],
+                id=ids.BUSY, role="status", className="busy", style={"display": "none"},
+            ),
             html.Div(id=ids.FILE_INFO, className="file-info"),
             html.Div(id=ids.ALERT, role="alert", className="alert"),
             html.Ul(id=ids.NOTES, className="notes"),

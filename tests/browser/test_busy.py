@@ -1,0 +1,31 @@
+"""While the server segments, the page says so and the demo button cannot be pressed twice."""
+
+import time
+
+import pytest
+
+from app import session
+from app.layout import ids
+from app.webapp import create_app
+
+pytestmark = pytest.mark.browser
+
+
+def test_busy_indicator_shows_while_the_analysis_runs(dash_duo, monkeypatch):
+    real = session.run_analysis
+
+    def slow(*args, **kwargs):
+        time.sleep(2.0)  # the dash_duo server runs in this process, so the delay reaches the callback
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session, "run_analysis", slow)
+    dash_duo.start_server(create_app(default_segmenter="classical"))
+    busy = dash_duo.wait_for_element(f"#{ids.BUSY}")
+    assert not busy.is_displayed()
+    dash_duo.find_element(f"#{ids.DEMO_BUTTON}").click()
+    dash_duo.wait_for_style_to_equal(f"#{ids.BUSY}", "display", "flex", timeout=5)
+    assert "megapixel" in busy.text
+    assert dash_duo.find_element(f"#{ids.DEMO_BUTTON}").get_attribute("disabled") is not None
+    dash_duo.wait_for_contains_text(f"#{ids.FILE_INFO}", "demo_sem.png", timeout=30)
+    dash_duo.wait_for_style_to_equal(f"#{ids.BUSY}", "display", "none", timeout=5)
+    assert dash_duo.find_element(f"#{ids.DEMO_BUTTON}").get_attribute("disabled") is None
