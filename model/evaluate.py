@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 
 from model.metrics import MIN_AREA_PX, score_image
+from model.preprocess import median_diameter_px
+from model.segmenter import UNetSegmenter
 
 METRICS = ("dice", "obj_f1", "count_err", "ecd_err")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -55,8 +57,6 @@ def get_segmenters(names: list[str], model_dir: Path | None) -> dict[str, object
     segmenters = {}
     for name in names:
         if name == "unet" and model_dir is not None:
-            from model.segmenter import UNetSegmenter
-
             segmenters[name] = UNetSegmenter(model_dir)
         else:
             segmenters[name] = get_segmenter(name)
@@ -64,14 +64,21 @@ def get_segmenters(names: list[str], model_dir: Path | None) -> dict[str, object
 
 
 def evaluate(cases, segmenters: dict[str, object], min_area_px: int = MIN_AREA_PX,
-             out=sys.stdout) -> list[dict]:
-    """Segment every case with every segmenter and print one line per image; returns the rows."""
+             out=None, true_diameter: bool = False) -> list[dict]:
+    """Segment every case with every segmenter, print one line per image; return the score rows.
+
+    ``out`` is the stream printed to (default: standard output). With ``true_diameter`` the U-Net
+    is given each image's true median particle diameter instead of estimating it (a diagnostic).
+    """
+    out = sys.stdout if out is None else out
     rows = []
     header = f"{'image':<22}" + "".join(f"{s + ':' + m:>20}" for s in segmenters for m in METRICS)
     print(header, file=out)
     for name, gray, labels in cases:
         line = f"{name:<22}"
         for seg_name, segmenter in segmenters.items():
+            if true_diameter and isinstance(segmenter, UNetSegmenter):
+                segmenter = UNetSegmenter(segmenter.model_dir, diameter_px=median_diameter_px(labels))
             started = time.perf_counter()
             predicted = segmenter.segment(gray)
             seconds = time.perf_counter() - started
@@ -105,6 +112,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="segmenter name (repeatable); default: unet and classical")
     parser.add_argument("--model-dir", type=Path, default=None, help="U-Net folder (default: the shipped model)")
     parser.add_argument("--csv", type=Path, default=None, help="also write the per-image scores here")
+    parser.add_argument("--true-diameter", action="store_true",
+                        help="diagnostic: give the U-Net each image's true median particle diameter")
     args = parser.parse_args(argv)
     if not args.synthetic and (args.images is None or args.masks is None):
         parser.error("give --images and --masks, or --synthetic N")
@@ -125,7 +134,7 @@ def main(argv: list[str]) -> int:
             if args.names is not None:
                 names = [n.strip() for n in args.names.read_text().splitlines() if n.strip()]
             cases = folder_cases(args.images, args.masks, names, args.limit)
-        rows = evaluate(cases, segmenters)
+        rows = evaluate(cases, segmenters, true_diameter=args.true_diameter)
     except (ModelLoadError, SaemiInputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

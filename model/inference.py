@@ -6,7 +6,6 @@ Tiles are processed a batch at a time and accumulated into float32 arrays, so me
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -15,38 +14,41 @@ from model.preprocess import resize_float, scaled_shape
 
 Progress = Callable[[float, str], None]
 
-_PREDICT_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+#: Tile sides are rounded up to a multiple of this (the network's total down-sampling is 8).
+TILE_MULTIPLE_PX = 32
 
 
-def _predict_fn(model):
-    """A compiled forward pass for ``model`` (cached per model; traced once per input shape).
-
-    Shapes stay concrete (bilinear up-sampling needs them), so callers keep the batch shape fixed.
-    """
-    fn = _PREDICT_FUNCTIONS.get(model)
-    if fn is None:
-        import tensorflow as tf
-
-        fn = tf.function(lambda x: model(x, training=False))
-        _PREDICT_FUNCTIONS[model] = fn
-    return fn
+def _forward(model, batch: np.ndarray) -> np.ndarray:
+    """One eager forward pass (no tracing, so tiles of any shape cost nothing extra)."""
+    return np.asarray(model(batch, training=False))
 
 
-def blend_window(tile: int, overlap: int) -> np.ndarray:
-    """Separable weight window: 1 in the middle, raised-cosine ramps over ``overlap`` px at each side."""
-    weights = np.ones(tile, dtype=np.float32)
+def _ramp_weights(length: int, overlap: int) -> np.ndarray:
+    weights = np.ones(length, dtype=np.float32)
     if overlap > 0:
         ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
         weights[:overlap] = ramp
         weights[-overlap:] = ramp[::-1]
-    return np.outer(weights, weights).astype(np.float32)
+    return weights
 
 
-def _tile_starts(length: int, tile: int, overlap: int) -> tuple[list[int], int]:
-    """Tile start offsets covering ``length`` px plus an ``overlap`` margin on both sides, and the padded length."""
+def blend_window(tile_rows: int, overlap: int, tile_cols: int | None = None) -> np.ndarray:
+    """Separable weight window: 1 in the middle, raised-cosine ramps over ``overlap`` px at each side."""
+    return np.outer(_ramp_weights(tile_rows, overlap),
+                    _ramp_weights(tile_rows if tile_cols is None else tile_cols, overlap))
+
+
+def _tile_layout(length: int, max_tile: int, overlap: int) -> tuple[int, list[int], int]:
+    """Tile side, tile starts and padded length covering ``length`` px plus ``overlap // 2`` margins.
+
+    The fewest tiles of at most ``max_tile`` px are used, each shrunk to the smallest multiple of
+    :data:`TILE_MULTIPLE_PX` that still covers the span, so little work is spent on padding.
+    """
+    span = length + 2 * (overlap // 2)
+    n_tiles = max(1, int(np.ceil((span - overlap) / (max_tile - overlap))))
+    tile = int(np.ceil((np.ceil((span - overlap) / n_tiles) + overlap) / TILE_MULTIPLE_PX)) * TILE_MULTIPLE_PX
     stride = tile - overlap
-    n_tiles = max(1, int(np.ceil((length + 2 * overlap - tile) / stride)) + 1)
-    return [i * stride for i in range(n_tiles)], (n_tiles - 1) * stride + tile
+    return tile, [i * stride for i in range(n_tiles)], (n_tiles - 1) * stride + tile
 
 
 def predict_tiled(model, image: np.ndarray, *, tile: int = 256, overlap: int = 64, batch_size: int = 4,
@@ -60,7 +62,9 @@ def predict_tiled(model, image: np.ndarray, *, tile: int = 256, overlap: int = 6
     image : numpy.ndarray
         2-D float32 image, already normalised.
     tile, overlap : int
-        Tile side and overlap between neighbouring tiles, in pixels (``0 <= overlap < tile``).
+        Largest tile side and overlap between neighbouring tiles, in pixels
+        (``0 <= overlap < tile``). The image is reflect-padded by ``overlap // 2`` px; tiles
+        are shrunk (to multiples of 32 px) so that the fewest tiles cover the image snugly.
     batch_size : int
         Tiles per forward pass.
     progress : callable, optional
@@ -74,30 +78,26 @@ def predict_tiled(model, image: np.ndarray, *, tile: int = 256, overlap: int = 6
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, tile): got overlap={overlap}, tile={tile}.")
     rows, cols = image.shape
-    row_starts, padded_rows = _tile_starts(rows, tile, overlap)
-    col_starts, padded_cols = _tile_starts(cols, tile, overlap)
+    margin = overlap // 2
+    tile_rows, row_starts, padded_rows = _tile_layout(rows, tile, overlap)
+    tile_cols, col_starts, padded_cols = _tile_layout(cols, tile, overlap)
     padded = np.pad(np.asarray(image, np.float32),
-                    ((overlap, padded_rows - rows - overlap), (overlap, padded_cols - cols - overlap)),
+                    ((margin, padded_rows - rows - margin), (margin, padded_cols - cols - margin)),
                     mode="reflect")
     n_outputs = model.output_shape[-1]
     accumulated = np.zeros((padded_rows, padded_cols, n_outputs), dtype=np.float32)
     weight_sum = np.zeros((padded_rows, padded_cols), dtype=np.float32)
-    window = blend_window(tile, overlap)
-    predict = _predict_fn(model)
+    window = blend_window(tile_rows, overlap, tile_cols)
     corners = [(r, c) for r in row_starts for c in col_starts]
-    batch_size = min(batch_size, len(corners))
-    batch = np.zeros((batch_size, tile, tile, 1), dtype=np.float32)
     for first in range(0, len(corners), batch_size):
         chunk = corners[first:first + batch_size]
-        for k, (r, c) in enumerate(chunk):
-            batch[k, ..., 0] = padded[r:r + tile, c:c + tile]
-        outputs = np.asarray(predict(batch))
-        for (r, c), out in zip(chunk, outputs):
-            accumulated[r:r + tile, c:c + tile] += out * window[..., None]
-            weight_sum[r:r + tile, c:c + tile] += window
+        batch = np.stack([padded[r:r + tile_rows, c:c + tile_cols] for r, c in chunk])[..., None]
+        for (r, c), out in zip(chunk, _forward(model, batch)):
+            accumulated[r:r + tile_rows, c:c + tile_cols] += out * window[..., None]
+            weight_sum[r:r + tile_rows, c:c + tile_cols] += window
         if progress is not None:
             progress(min(1.0, (first + len(chunk)) / len(corners)), "Running the segmentation model")
-    core = (slice(overlap, overlap + rows), slice(overlap, overlap + cols))
+    core = (slice(margin, margin + rows), slice(margin, margin + cols))
     return accumulated[core] / weight_sum[core][..., None]
 
 
@@ -111,7 +111,7 @@ def predict_whole(model, image: np.ndarray, *, margin: int = 32, multiple: int =
     pad = ((margin, margin + (-(rows + 2 * margin)) % multiple),
            (margin, margin + (-(cols + 2 * margin)) % multiple))
     padded = np.pad(np.asarray(image, np.float32), pad, mode="reflect")
-    outputs = np.asarray(_predict_fn(model)(padded[None, ..., None]))[0]
+    outputs = _forward(model, padded[None, ..., None])[0]
     return outputs[margin:margin + rows, margin:margin + cols]
 
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from app.analysis.errors import ModelLoadError, SaemiInputError
-from model.inference import Progress, predict_at_scale
+from model.inference import Progress, predict_tiled
 from model.postprocess import maps_to_instances
-from model.preprocess import median_diameter_px, normalize_percentile
+from model.preprocess import median_diameter_px, normalize_percentile, resize_float, scaled_shape
 
 logger = logging.getLogger(__name__)
 
@@ -121,12 +122,18 @@ class UNetSegmenter:
     model_dir : str or Path, optional
         Folder with ``saemi_unet.keras`` and ``config.json``; default :func:`default_model_dir`.
         Nothing is read until :meth:`load` or :meth:`segment` is called.
+    diameter_px : float, optional
+        Typical (median) particle diameter in image pixels, when the user knows it. The image is
+        then rescaled directly and the automatic size estimate is skipped.
     """
 
     name = "unet"
 
-    def __init__(self, model_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, model_dir: str | os.PathLike | None = None, diameter_px: float | None = None) -> None:
+        if diameter_px is not None and not diameter_px > 0:
+            raise SaemiInputError(f"The particle diameter must be a positive number of pixels; got {diameter_px}.")
         self.model_dir = str(Path(model_dir)) if model_dir is not None else str(default_model_dir())
+        self.diameter_px = diameter_px
 
     def load(self) -> ShippedModel:
         """Load (once per process) and return the network and its config; raises ``ModelLoadError``."""
@@ -140,9 +147,16 @@ class UNetSegmenter:
     def predict_maps(self, gray: np.ndarray, *, progress: Progress | None = None) -> tuple[np.ndarray, float]:
         """Network output maps at the resolution of ``gray`` and the scale they were computed at.
 
-        A first pass at a reduced scale (longest side about ``first_pass_max_side_px``) gives a
-        particle-size estimate; further passes rescale the image so that the median particle
-        diameter is near the training diameter, until the scale changes by less than the tolerance.
+        The particle size is estimated first, as Cellpose does with its diameter, but without a
+        separate size model: the image is run through the network at a pyramid of scales (from
+        ``estimate_max_scale``, with the longest side at most ``estimate_max_side_px``, halving
+        down to ``min_scale``, at most ``estimate_levels`` passes). At each scale the outputs are
+        turned into instances and two numbers are measured: the mean height of the centre-map peak
+        over the instances (the network's confidence that it sees whole particles; it is highest
+        when particles appear at the size it was trained on) and the area-weighted median particle
+        diameter. The most confident pass sets the final scale, which brings the median particle
+        to ``target_diameter_px``; a last pass runs there unless that pass was already within
+        ``rescale_tolerance`` of it. A ``diameter_px`` given to the constructor replaces the estimate.
 
         Returns
         -------
@@ -154,44 +168,66 @@ class UNetSegmenter:
         shipped = self.load()
         cfg = shipped.config
         scaling = cfg["input_scale"]
+        target_px = scaling["target_diameter_px"]
         image = normalize_percentile(_as_gray(gray), *cfg["normalisation"]["percentiles"])
         rows, cols = image.shape
-        max_scale = min(scaling["max_scale"], np.sqrt(scaling["max_scaled_pixels"] / (rows * cols)))
-        scale = float(np.clip(scaling["first_pass_max_side_px"] / max(rows, cols), scaling["min_scale"], 1.0))
-        scale = min(scale, max_scale)
-        tried: list[float] = []
-        maps = None
-        for pass_index in range(scaling["max_passes"]):
-            def pass_progress(fraction: float, message: str, _i: int = pass_index) -> None:
-                if progress is not None:
-                    progress(min(0.9, (_i + fraction) / scaling["max_passes"]), message)
+        max_scale = min(scaling["max_scale"], float(np.sqrt(scaling["max_scaled_pixels"] / (rows * cols))))
+        n_levels = scaling["estimate_levels"]
 
-            maps = predict_at_scale(shipped.model, image, scale, tile=cfg["tile_px"], overlap=cfg["overlap_px"],
-                                    batch_size=cfg["batch_size"], progress=pass_progress)
-            tried.append(scale)
-            if pass_index + 1 == scaling["max_passes"]:
+        def run(scale: float, first: float, span: float) -> np.ndarray:
+            def report(fraction: float, message: str) -> None:
+                if progress is not None:
+                    progress(first + span * fraction, message)
+
+            scaled = resize_float(image, scaled_shape(image.shape, scale)) if scale != 1.0 else image
+            return predict_tiled(shipped.model, scaled, tile=cfg["tile_px"], overlap=cfg["overlap_px"],
+                                 batch_size=cfg["batch_size"], progress=report)
+
+        if self.diameter_px is not None:
+            scale = float(np.clip(target_px / self.diameter_px, scaling["min_scale"], max_scale))
+            return self._to_image_shape(run(scale, 0.0, 0.9), image.shape), scale
+        scale = min(scaling["estimate_max_side_px"] / max(rows, cols), scaling["estimate_max_scale"], max_scale)
+        estimates = []  # (mean centre peak, scale, area-weighted median diameter in network px, maps)
+        for level in range(n_levels):
+            maps = run(scale, 0.4 * level / n_levels, 0.4 / n_levels)
+            labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
+            diameter_px = median_diameter_px(labels, min_area_px=4, area_weighted=True)
+            if diameter_px is not None:
+                peaks = ndimage.maximum(maps[..., 1], labels, np.arange(1, int(labels.max()) + 1))
+                estimates.append((float(np.mean(peaks)), scale, diameter_px, maps))
+            if scale / 2 < scaling["min_scale"]:
                 break
-            next_scale = self._next_scale(maps, scale, max_scale, cfg)
-            if any(max(next_scale / s, s / next_scale) <= scaling["rescale_tolerance"] for s in tried):
-                break
-            scale = next_scale
-        logger.debug("U-Net passes at scales %s", tried)
-        return maps, scale
+            scale /= 2
+        if not estimates:
+            final_scale = min(1.0, max_scale)
+            maps = run(final_scale, 0.4, 0.5)
+        else:
+            # At the right scale the network is sure where particle centres are: pick the pass
+            # with the highest mean centre peak and rescale from its size estimate.
+            _, estimate_scale, diameter_px, maps = max(estimates, key=lambda e: e[0])
+            final_scale = float(np.clip(estimate_scale * target_px / diameter_px, scaling["min_scale"], max_scale))
+            if max(final_scale / estimate_scale, estimate_scale / final_scale) > scaling["rescale_tolerance"]:
+                maps = run(final_scale, 0.4, 0.5)
+            else:
+                final_scale = estimate_scale
+        logger.debug("U-Net size estimates %s; final scale %.3f",
+                     [(round(e[1], 3), round(e[0], 2), round(e[2], 1)) for e in estimates], final_scale)
+        return self._to_image_shape(maps, image.shape), final_scale
 
     @staticmethod
-    def _next_scale(maps: np.ndarray, scale: float, max_scale: float, cfg: dict) -> float:
-        """Scale that brings the median particle diameter found in ``maps`` to the training diameter."""
-        # Instances at the network's own resolution are enough for a size estimate and cheap to get.
-        step = max(1, int(round(1.0 / scale)))
-        labels = maps_to_instances(maps[::step, ::step, 0], maps[::step, ::step, 1],
-                                   foreground_threshold=cfg["thresholds"]["foreground"],
-                                   centre_threshold=cfg["thresholds"]["centre"])
-        diameter_px = median_diameter_px(labels, min_area_px=4)
-        if diameter_px is None:
-            return min(1.0, max_scale) if scale < 1.0 else scale
-        diameter_px *= step
-        target = cfg["input_scale"]["target_diameter_px"] / diameter_px
-        return float(np.clip(target, cfg["input_scale"]["min_scale"], max_scale))
+    def _to_image_shape(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        if maps.shape[:2] == shape:
+            return maps
+        return np.stack([resize_float(maps[..., k], shape) for k in range(maps.shape[-1])], axis=-1)
+
+    @staticmethod
+    def _threshold_kwargs(cfg: dict, scale: float) -> dict:
+        """Post-processing arguments for maps at image resolution when the network ran at ``scale``."""
+        thresholds = cfg["thresholds"]
+        area_factor = 1.0 / scale ** 2  # network-scale areas to areas in image pixels
+        return {"foreground_threshold": thresholds["foreground"], "centre_threshold": thresholds["centre"],
+                "min_marker_area_px": max(1, int(round(thresholds["min_marker_area_px"] * area_factor))),
+                "min_area_px": max(1, int(round(thresholds["min_area_px"] * area_factor)))}
 
     def segment(self, gray: np.ndarray, *, progress: Progress | None = None) -> np.ndarray:
         """Return int32 instance labels (0 = background) of the same shape as ``gray``.
@@ -210,15 +246,9 @@ class UNetSegmenter:
             When the shipped weights or their config are missing or corrupted.
         """
         maps, scale = self.predict_maps(gray, progress=progress)
-        thresholds = self.load().config["thresholds"]
-        area_factor = 1.0 / scale ** 2  # network-scale areas to areas in image pixels
         if progress is not None:
             progress(0.92, "Separating particles")
-        labels = maps_to_instances(
-            maps[..., 0], maps[..., 1], foreground_threshold=thresholds["foreground"],
-            centre_threshold=thresholds["centre"],
-            min_marker_area_px=max(1, int(round(thresholds["min_marker_area_px"] * area_factor))),
-            min_area_px=max(1, int(round(thresholds["min_area_px"] * area_factor))))
+        labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(self.load().config, scale))
         if progress is not None:
             progress(1.0, "Segmentation done")
         return labels
