@@ -51,3 +51,15 @@ def test_sound_archive_passes_the_check(model_dir):
     with zipfile.ZipFile(model_dir / "saemi_unet.keras", "w") as archive:
         archive.writestr("config.json", "{}")
     assert model_problem(model_dir) is None
+
+
+def test_shipped_model_is_the_default_and_workers_preload_it(monkeypatch):
+    from app import config, gunicorn_conf
+    from model.segmenter import load_shipped_model
+
+    monkeypatch.setattr(config, "SEGMENTER_OVERRIDE", None)
+    assert model_problem() is None
+    assert default_segmenter_name() == "unet"
+    assert _find(create_app().layout, ids.SEGMENTER).value == "unet"
+    gunicorn_conf.post_worker_init(worker=None)
+    assert load_shipped_model.cache_info().currsize >= 1
