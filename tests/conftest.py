@@ -16,6 +16,25 @@ DISC_SHAPE = (256, 320)
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "browser: needs headless Chromium and chromedriver (dash_duo)")
+    _load_plotly_eagerly()
+
+
+def _load_plotly_eagerly():
+    """Build each kind of figure once before any test runs.
+
+    plotly imports its graph-object classes lazily on first use. A dash_duo server thread still
+    answering a callback when the next test starts can import them at the same moment as the test's
+    own thread, and concurrent first imports of plotly's lazy modules can deadlock on Python's import
+    locks (seen here: the suite hung). Importing them once, up front and in one thread, removes the race.
+    """
+    from app.figures import histogram_figure, label_colour_image, overlay_figure
+
+    labels = np.zeros((8, 8), np.int32)
+    labels[2:5, 2:5] = 1
+    histogram_figure(np.array([1.0, 2.0, 2.5, 3.0]), bin_width=0.5, unit="nm")
+    histogram_figure(np.zeros(0), bin_width=1.0)
+    overlay_figure(np.zeros((8, 8), np.uint8), labels, opacity=0.5, mode="fill")
+    label_colour_image(labels, mode="colour")
 
 
 def pytest_setup_options():

@@ -29,3 +29,5 @@ def test_busy_indicator_shows_while_the_analysis_runs(dash_duo, monkeypatch):
     dash_duo.wait_for_contains_text(f"#{ids.FILE_INFO}", "demo_sem.png", timeout=30)
     dash_duo.wait_for_style_to_equal(f"#{ids.BUSY}", "display", "none", timeout=5)
     assert dash_duo.find_element(f"#{ids.DEMO_BUTTON}").get_attribute("disabled") is None
+    # Let the results callbacks finish before the server is stopped.
+    dash_duo.wait_for_contains_text(f"#{ids.STATS_TABLE}", "Particles detected", timeout=30)
