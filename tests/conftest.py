@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -71,3 +72,20 @@ def disc_png(tmp_path):
     path = tmp_path / "discs.png"
     path.write_bytes(png_bytes(disc_image()))
     return path
+
+
+def poll(predicate, message: str, timeout_s: float = 30.0):
+    """Return ``predicate()`` once it is truthy, retrying every 0.1 s; fail with ``message`` after ``timeout_s``.
+
+    Exceptions count as "not yet": the page may be re-rendering the element being read.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except Exception:  # noqa: BLE001 - retried until the deadline
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(message)

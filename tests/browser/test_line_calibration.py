@@ -6,7 +6,6 @@ Only the last test needs a browser (``pytest --headless``); the others call the 
 from __future__ import annotations
 
 import re
-import time
 from contextvars import copy_context
 
 import numpy as np
@@ -22,7 +21,7 @@ from app.callbacks import linecal as linecal_cb
 from app.callbacks import views as views_cb
 from app.layout import ids
 from app.webapp import create_app
-from tests.conftest import disc_image, png_bytes
+from tests.conftest import poll, disc_image, png_bytes
 
 TIMEOUT_S = 30
 #: A horizontal line of 42 px: "84 nm" along it means 2 nm/px.
@@ -109,16 +108,7 @@ def test_overlay_draws_the_stored_line_and_follows_the_drag_mode(stores):
 
 # ------------------------------------------------------------------------------------------------ browser
 def wait(predicate, message):
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception:  # noqa: BLE001 - the page may be re-rendering; retry until the deadline
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(message)
+    return poll(predicate, message, TIMEOUT_S)
 
 
 def overlay_js(duo, expression):

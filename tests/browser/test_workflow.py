@@ -20,7 +20,7 @@ from app.analysis.scalebar import tesseract_available
 from app.analysis.strokes import TOOL_COLOURS
 from app.layout import ids
 from app.webapp import create_app
-from tests.conftest import DISC_CENTRES, disc_image
+from tests.conftest import poll, DISC_CENTRES, disc_image
 
 pytestmark = pytest.mark.browser
 
@@ -37,16 +37,7 @@ def duo(dash_duo):
 
 def wait(duo, predicate, message):
     """Wait until ``predicate()`` is truthy, failing with ``message``."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception:  # noqa: BLE001 - the page may be re-rendering; retry until the deadline
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(message)
+    return poll(predicate, message, TIMEOUT_S)
 
 
 def choose_files(duo, *paths):
