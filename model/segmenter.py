@@ -154,8 +154,11 @@ class UNetSegmenter:
         turned into instances and two numbers are measured: the mean height of the centre-map peak
         over the instances (the network's confidence that it sees whole particles; it is highest
         when particles appear at the size it was trained on) and the area-weighted median particle
-        diameter. The most confident pass sets the final scale, which brings the median particle
-        to ``target_diameter_px``; a last pass runs there unless that pass was already within
+        diameter. The pyramid stops early at a pass whose mean peak is at least ``accept_peak``
+        and whose median diameter is within ``rescale_tolerance`` of ``target_diameter_px``, so an
+        image whose particles already appear at about the trained size costs one pass. Otherwise
+        the most confident pass sets the final scale, which brings the median particle to
+        ``target_diameter_px``; a last pass runs there unless that pass was already within
         ``rescale_tolerance`` of it. A ``diameter_px`` given to the constructor replaces the estimate.
 
         Returns
@@ -195,6 +198,12 @@ class UNetSegmenter:
             if diameter_px is not None:
                 peaks = ndimage.maximum(maps[..., 1], labels, np.arange(1, int(labels.max()) + 1))
                 estimates.append((float(np.mean(peaks)), scale, diameter_px, maps))
+                if (estimates[-1][0] >= scaling["accept_peak"]
+                        and max(diameter_px / target_px, target_px / diameter_px) <= scaling["rescale_tolerance"]):
+                    # Confident, and particles already appear at the trained size: smaller
+                    # scales cannot do better, so the pyramid stops here (one pass in the usual case).
+                    estimates = estimates[-1:]
+                    break
             if scale / 2 < scaling["min_scale"]:
                 break
             scale /= 2

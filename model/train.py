@@ -96,6 +96,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--convs-per-block", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.keras exists")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from the weights of this .keras model (for example one made by "
+                             "model.prune) instead of a new network; --filters is then ignored")
     return parser.parse_args(argv)
 
 
@@ -125,10 +128,14 @@ def main(argv: list[str]) -> int:
         model = keras.saving.load_model(last_path, custom_objects={"segmentation_loss": segmentation_loss})
         logger.info("Resuming from %s after epoch %d", last_path, state["epoch"])
     else:
-        from model.unet import build_unet
+        if args.init is not None:
+            model = keras.saving.load_model(args.init, safe_mode=True, compile=False)
+            logger.info("Starting from the weights of %s", args.init)
+        else:
+            from model.unet import build_unet
 
-        model = build_unet(filters=tuple(int(f) for f in args.filters.split(",")),
-                           convs_per_block=args.convs_per_block)
+            model = build_unet(filters=tuple(int(f) for f in args.filters.split(",")),
+                               convs_per_block=args.convs_per_block)
         schedule = keras.optimizers.schedules.CosineDecay(
             args.learning_rate, decay_steps=args.epochs * args.steps_per_epoch, alpha=0.05)
         model.compile(optimizer=keras.optimizers.Adam(schedule), loss=segmentation_loss)

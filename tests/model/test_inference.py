@@ -51,3 +51,15 @@ def test_blend_window_is_one_inside_and_tapers_at_edges():
 def test_overlap_must_be_smaller_than_tile(tiny_model):
     with pytest.raises(ValueError, match="overlap"):
         predict_tiled(tiny_model, smooth_image((32, 32)), tile=32, overlap=32)
+
+
+def test_traced_forward_matches_the_keras_model_for_any_tile_shape(tiny_model):
+    from model.inference import _forward, _traced_forward
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 32, 48, 1), (3, 64, 32, 1), (2, 96, 160, 1)]:
+        batch = rng.random(shape, dtype=np.float32)
+        assert np.allclose(_forward(tiny_model, batch), np.asarray(tiny_model(batch, training=False)), atol=1e-5)
+    # One trace serves every shape: the function object is built once per model.
+    assert _traced_forward(tiny_model) is _traced_forward(tiny_model)
+    assert len(_traced_forward(tiny_model)._list_all_concrete_functions()) == 1
