@@ -150,7 +150,9 @@ class UNetSegmenter:
         The particle size is estimated first, as Cellpose does with its diameter, but without a
         separate size model: the image is run through the network at a pyramid of scales (from
         ``estimate_max_scale``, with the longest side at most ``estimate_max_side_px``, halving
-        down to ``min_scale``, at most ``estimate_levels`` passes). At each scale the outputs are
+        down to ``min_scale``, at most ``estimate_levels`` passes, and no pass whose shorter side
+        is under ``estimate_min_side_px`` once an estimate exists: in a thumbnail a few dozen
+        pixels across, clutter looks like confident large particles). At each scale the outputs are
         turned into instances and two numbers are measured: the mean height of the centre-map peak
         over the instances (the network's confidence that it sees whole particles; it is highest
         when particles appear at the size it was trained on) and the area-weighted median particle
@@ -204,7 +206,8 @@ class UNetSegmenter:
                     # scales cannot do better, so the pyramid stops here (one pass in the usual case).
                     estimates = estimates[-1:]
                     break
-            if scale / 2 < scaling["min_scale"]:
+            too_small = min(scaled_shape(image.shape, scale / 2)) < scaling["estimate_min_side_px"]
+            if scale / 2 < scaling["min_scale"] or (too_small and estimates):
                 break
             scale /= 2
         if not estimates:
