@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from app.analysis.errors import ModelLoadError, SaemiInputError
 from model.inference import Progress, predict_tiled
@@ -105,6 +104,14 @@ def load_shipped_model(model_dir: str | None = None) -> ShippedModel:
     return ShippedModel(model, config)
 
 
+def mean_peak(centre: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the instances of ``labels`` of the highest centre-map value inside each."""
+    inside = labels > 0
+    peaks = np.zeros(int(labels.max()) + 1, dtype=np.float32)
+    np.maximum.at(peaks, labels[inside], centre[inside])
+    return float(peaks[1:].mean()) if peaks.size > 1 else 0.0
+
+
 def _as_gray(gray: np.ndarray) -> np.ndarray:
     gray = np.asarray(gray)
     if gray.ndim == 3 and gray.shape[-1] in (3, 4):
@@ -147,6 +154,15 @@ class UNetSegmenter:
     def predict_maps(self, gray: np.ndarray, *, progress: Progress | None = None) -> tuple[np.ndarray, float]:
         """Network output maps at the resolution of ``gray`` and the scale they were computed at.
 
+        See :meth:`_predict` for how the scale is chosen.
+        """
+        maps, scale, _ = self._predict(gray, progress=progress)
+        return maps, scale
+
+    def _predict(self, gray: np.ndarray, *,
+                 progress: Progress | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """Network output maps at the resolution of ``gray`` and the scale they were computed at.
+
         The particle size is estimated first, as Cellpose does with its diameter, but without a
         separate size model: the image is run through the network at a pyramid of scales (from
         ``estimate_max_scale``, with the longest side at most ``estimate_max_side_px``, halving
@@ -169,6 +185,9 @@ class UNetSegmenter:
             float32 (rows, cols, 2): particle probability and centre map.
         scale : float
             The scale factor of the final pass.
+        labels : numpy.ndarray or None
+            Instances already computed from ``maps`` when the final pass ran at scale 1 (they are
+            what :meth:`segment` would compute), else None.
         """
         shipped = self.load()
         cfg = shipped.config
@@ -190,16 +209,15 @@ class UNetSegmenter:
 
         if self.diameter_px is not None:
             scale = float(np.clip(target_px / self.diameter_px, scaling["min_scale"], max_scale))
-            return self._to_image_shape(run(scale, 0.0, 0.9), image.shape), scale
+            return self._to_image_shape(run(scale, 0.0, 0.9), image.shape), scale, None
         scale = min(scaling["estimate_max_side_px"] / max(rows, cols), scaling["estimate_max_scale"], max_scale)
-        estimates = []  # (mean centre peak, scale, area-weighted median diameter in network px, maps)
+        estimates = []  # (mean centre peak, scale, area-weighted median diameter in network px, maps, labels)
         for level in range(n_levels):
             maps = run(scale, 0.4 * level / n_levels, 0.4 / n_levels)
             labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
             diameter_px = median_diameter_px(labels, min_area_px=4, area_weighted=True)
             if diameter_px is not None:
-                peaks = ndimage.maximum(maps[..., 1], labels, np.arange(1, int(labels.max()) + 1))
-                estimates.append((float(np.mean(peaks)), scale, diameter_px, maps))
+                estimates.append((mean_peak(maps[..., 1], labels), scale, diameter_px, maps, labels))
                 if (estimates[-1][0] >= scaling["accept_peak"]
                         and max(diameter_px / target_px, target_px / diameter_px) <= scaling["rescale_tolerance"]):
                     # Confident, and particles already appear at the trained size: smaller
@@ -210,21 +228,22 @@ class UNetSegmenter:
             if scale / 2 < scaling["min_scale"] or (too_small and estimates):
                 break
             scale /= 2
+        labels = None
         if not estimates:
             final_scale = min(1.0, max_scale)
             maps = run(final_scale, 0.4, 0.5)
         else:
             # At the right scale the network is sure where particle centres are: pick the pass
             # with the highest mean centre peak and rescale from its size estimate.
-            _, estimate_scale, diameter_px, maps = max(estimates, key=lambda e: e[0])
+            _, estimate_scale, diameter_px, maps, labels = max(estimates, key=lambda e: e[0])
             final_scale = float(np.clip(estimate_scale * target_px / diameter_px, scaling["min_scale"], max_scale))
             if max(final_scale / estimate_scale, estimate_scale / final_scale) > scaling["rescale_tolerance"]:
-                maps = run(final_scale, 0.4, 0.5)
+                maps, labels = run(final_scale, 0.4, 0.5), None
             else:
                 final_scale = estimate_scale
         logger.debug("U-Net size estimates %s; final scale %.3f",
                      [(round(e[1], 3), round(e[0], 2), round(e[2], 1)) for e in estimates], final_scale)
-        return self._to_image_shape(maps, image.shape), final_scale
+        return self._to_image_shape(maps, image.shape), final_scale, labels if final_scale == 1.0 else None
 
     @staticmethod
     def _to_image_shape(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -257,10 +276,11 @@ class UNetSegmenter:
         ModelLoadError
             When the shipped weights or their config are missing or corrupted.
         """
-        maps, scale = self.predict_maps(gray, progress=progress)
+        maps, scale, labels = self._predict(gray, progress=progress)
         if progress is not None:
             progress(0.92, "Separating particles")
-        labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(self.load().config, scale))
+        if labels is None:
+            labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(self.load().config, scale))
         if progress is not None:
             progress(1.0, "Segmentation done")
         return labels

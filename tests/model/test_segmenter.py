@@ -67,3 +67,18 @@ def test_known_diameter_sets_the_scale_and_bad_values_are_refused(tiny_model_dir
 
     with pytest.raises(SaemiInputError, match="positive"):
         UNetSegmenter(tiny_model_dir, diameter_px=0)
+
+
+def test_segment_gives_the_instances_of_its_own_maps(tiny_model_dir):
+    """Whether the labels of the size-estimate pass are reused or recomputed, they are the same."""
+    from model.postprocess import maps_to_instances
+
+    gray = np.zeros((96, 128), np.float32)
+    rows, cols = np.indices(gray.shape)
+    for r, c in [(30, 30), (60, 90), (40, 70)]:
+        gray[(rows - r) ** 2 + (cols - c) ** 2 < 14 ** 2] = 1.0
+    segmenter = UNetSegmenter(tiny_model_dir)
+    maps, scale = segmenter.predict_maps(gray)
+    expected = maps_to_instances(maps[..., 0], maps[..., 1],
+                                 **segmenter._threshold_kwargs(segmenter.load().config, scale))
+    assert np.array_equal(segmenter.segment(gray), expected)
