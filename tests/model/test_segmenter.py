@@ -69,16 +69,25 @@ def test_known_diameter_sets_the_scale_and_bad_values_are_refused(tiny_model_dir
         UNetSegmenter(tiny_model_dir, diameter_px=0)
 
 
-def test_segment_gives_the_instances_of_its_own_maps(tiny_model_dir):
+@pytest.mark.parametrize("accept_first_pass", [False, True])
+def test_segment_gives_the_instances_of_its_own_maps(tiny_model_dir, accept_first_pass):
     """Whether the labels of the size-estimate pass are reused or recomputed, they are the same."""
+    import json
+
     from model.postprocess import maps_to_instances
 
+    if accept_first_pass:  # the first pass runs at scale 1 and is accepted whatever it finds
+        config = json.loads((tiny_model_dir / "config.json").read_text())
+        config["input_scale"].update(estimate_max_scale=1.0, accept_peak=0.0, rescale_tolerance=1e6)
+        config["thresholds"].update(foreground=0.3, centre=0.3)
+        (tiny_model_dir / "config.json").write_text(json.dumps(config))
     gray = np.zeros((96, 128), np.float32)
     rows, cols = np.indices(gray.shape)
     for r, c in [(30, 30), (60, 90), (40, 70)]:
         gray[(rows - r) ** 2 + (cols - c) ** 2 < 14 ** 2] = 1.0
     segmenter = UNetSegmenter(tiny_model_dir)
-    maps, scale = segmenter.predict_maps(gray)
+    maps, scale, reused = segmenter._predict(gray)
+    assert (reused is not None) == accept_first_pass
     expected = maps_to_instances(maps[..., 0], maps[..., 1],
                                  **segmenter._threshold_kwargs(segmenter.load().config, scale))
     assert np.array_equal(segmenter.segment(gray), expected)
