@@ -41,6 +41,8 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
                    help="edge particles in the statistics (default %(default)s)")
     p.add_argument("--data-bar", default="auto", help="'auto', 'off' or rows 'y0:y1' to exclude")
     p.add_argument("--scale-bar-label", default=None, help="scale bar label, e.g. '500 nm', if OCR fails")
+    p.add_argument("--diameter-px", type=float, default=None, metavar="FLOAT",
+                   help="typical particle diameter in pixels for the U-Net (default: estimated automatically)")
 
 
 def _read_sidecar(image_path: Path) -> str | None:
@@ -64,8 +66,9 @@ def run_analyze(args: argparse.Namespace) -> int:
             nm_per_px=args.nm_per_px,
             data_bar=args.data_bar,
             scale_bar_label=args.scale_bar_label,
+            diameter_px=args.diameter_px,
         )
-        segmenter = get_segmenter(params.segmenter)
+        segmenter = get_segmenter(params.segmenter, params.diameter_px)
     except (SaemiInputError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -62,18 +62,27 @@ def default_segmenter_name(model_dir: Path | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def get_segmenter(name: str) -> Segmenter:
-    """The segmenter called ``name``, built once per process (the U-Net loads its weights lazily).
+def get_segmenter(name: str, diameter_px: float | None = None) -> Segmenter:
+    """The segmenter called ``name``, built once per process and diameter (the U-Net loads its weights lazily).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`SEGMENTER_NAMES`.
+    diameter_px : float, optional
+        Typical particle diameter in image pixels; the U-Net then skips its automatic size estimate.
+        The classical segmenter ignores it. The network weights are cached per model folder, so each
+        diameter costs only a small object.
 
     Raises
     ------
     SaemiInputError
-        For an unknown name.
+        For an unknown name, or a diameter that is not a positive number (U-Net).
     """
     if name == "classical":
         return ClassicalSegmenter()
     if name == "unet":
         from model.segmenter import UNetSegmenter
 
-        return UNetSegmenter()
+        return UNetSegmenter(diameter_px=diameter_px)
     raise SaemiInputError(f"Unknown segmenter '{name}'; choose one of: {', '.join(SEGMENTER_NAMES)}.")

@@ -111,6 +111,7 @@ def settings_to_params(settings: Mapping[str, Any]) -> pipeline.AnalysisParams:
             "min_area_px": settings.get("min_area_px") if settings.get("min_area_px") is not None else 0,
             "data_bar": data_bar,
             "scale_bar_label": label,
+            "diameter_px": settings.get("diameter_px"),
         }
     )
 
@@ -127,7 +128,7 @@ def start_session(data: bytes, filename: str, settings: Mapping[str, Any],
         The file's name.
     settings : mapping
         ``segmenter``, ``split_touching``, ``min_area_px``, ``data_bar_mode`` (auto, off, manual),
-        ``data_bar_rows``, ``scale_bar_label``.
+        ``data_bar_rows``, ``scale_bar_label``, ``diameter_px`` (None: the U-Net estimates it).
     sidecar_text : str, optional
         The JEOL or Hitachi ``.txt`` file uploaded with the image; its pixel size calibrates the image.
 
@@ -144,7 +145,7 @@ def start_session(data: bytes, filename: str, settings: Mapping[str, Any],
     params = settings_to_params(settings)
     decoded = imageio.decode_image(data, filename)
     metadata = cal.read_metadata_calibration(data, filename, sidecar_text)
-    result = pipeline.analyze_decoded(decoded, params, segmenter=get_segmenter(params.segmenter),
+    result = pipeline.analyze_decoded(decoded, params, segmenter=get_segmenter(params.segmenter, params.diameter_px),
                                       metadata_calibration=metadata)
     bar = result.data_bar
     notes = list(result.notes)

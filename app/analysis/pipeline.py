@@ -27,6 +27,13 @@ from app.analysis.segmentation import ProgressCallback, Segmenter
 EDGE_MODES = ("exclude", "include", "miles-lantuejoul")
 
 
+def _is_positive_number(value: object) -> bool:
+    """Whether ``value`` is a finite real number above zero (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return math.isfinite(value) and value > 0
+
+
 @dataclass(frozen=True)
 class AnalysisParams:
     """Every user setting that changes the result.
@@ -48,6 +55,9 @@ class AnalysisParams:
         ``"auto"`` (detect), ``"off"`` or ``"y0:y1"`` (rows to exclude).
     scale_bar_label : str or None
         The user's reading of the scale bar label (``"500 nm"``), used when OCR cannot read it.
+    diameter_px : float or None
+        Typical particle diameter in image pixels given by the user; the U-Net then skips its automatic
+        size estimate. Ignored by the classical segmenter.
     """
 
     segmenter: str = "classical"
@@ -57,6 +67,7 @@ class AnalysisParams:
     nm_per_px: float | None = None
     data_bar: str = "auto"
     scale_bar_label: str | None = None
+    diameter_px: float | None = None
 
     def __post_init__(self) -> None:
         if self.edge_mode not in EDGE_MODES:
@@ -65,6 +76,11 @@ class AnalysisParams:
             raise SaemiInputError("The minimum particle area must be a whole number of pixels, 0 or more.")
         if self.nm_per_px is not None and not (math.isfinite(self.nm_per_px) and self.nm_per_px > 0):
             raise SaemiInputError("The pixel size must be a positive number of nanometres per pixel.")
+        if self.diameter_px is not None and not _is_positive_number(self.diameter_px):
+            raise SaemiInputError(
+                f"The typical particle diameter must be a positive number of pixels (got {self.diameter_px}); "
+                "leave it empty to let the U-Net estimate it."
+            )
 
     def to_dict(self) -> dict:
         """JSON-ready settings."""
@@ -79,8 +95,9 @@ class AnalysisParams:
         try:
             if "min_area_px" in kwargs:
                 kwargs["min_area_px"] = int(kwargs["min_area_px"])
-            if "nm_per_px" in kwargs:
-                kwargs["nm_per_px"] = float(kwargs["nm_per_px"])
+            for key in ("nm_per_px", "diameter_px"):
+                if key in kwargs:
+                    kwargs[key] = float(kwargs[key])
         except (TypeError, ValueError) as exc:
             raise SaemiInputError("Settings must be numbers where numbers are asked for.") from exc
         return cls(**kwargs)

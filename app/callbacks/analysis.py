@@ -11,8 +11,8 @@ from app.layout import ids
 SOURCE_TRIGGERS = {ids.UPLOAD: "upload", ids.DEMO_BUTTON: "demo"}
 
 
-def analyse(contents, _demo, segmenter, split, min_area, bar_mode, bar_rows, bar_label, filename, source,
-            previous=None):
+def analyse(contents, _demo, segmenter, diameter_px, split, min_area, bar_mode, bar_rows, bar_label, filename,
+            source, previous=None):
     """Segment and measure the uploaded or demo image, or rerun it when a segmentation setting changes.
 
     The upload may hold the image and its JEOL/Hitachi ``.txt`` sidecar. A line calibration drawn on the
@@ -21,8 +21,9 @@ def analyse(contents, _demo, segmenter, split, min_area, bar_mode, bar_rows, bar
     source = session.choose_source(SOURCE_TRIGGERS.get(ctx.triggered_id), filename, source)
     if source is None:
         return (no_update,) * 7
-    settings = {"segmenter": segmenter, "split_touching": bool(split), "min_area_px": min_area,
-                "data_bar_mode": bar_mode, "data_bar_rows": bar_rows, "scale_bar_label": bar_label}
+    settings = {"segmenter": segmenter, "diameter_px": diameter_px, "split_touching": bool(split),
+                "min_area_px": min_area, "data_bar_mode": bar_mode, "data_bar_rows": bar_rows,
+                "scale_bar_label": bar_label}
     outcome = session.guarded(session.run_analysis, source, contents, settings, filename)
     if outcome.message:
         return (no_update,) * 6 + (outcome.message,)
@@ -56,6 +57,7 @@ def register(app: dash.Dash) -> None:
         Input(ids.UPLOAD, "contents"),
         Input(ids.DEMO_BUTTON, "n_clicks"),
         Input(ids.SEGMENTER, "value"),
+        Input(ids.DIAMETER_PX, "value"),
         Input(ids.SPLIT_TOUCHING, "value"),
         Input(ids.MIN_AREA, "value"),
         Input(ids.DATA_BAR_MODE, "value"),

@@ -9,6 +9,7 @@ NOTES = "notes"
 
 # Segmentation settings (a change reruns the analysis)
 SEGMENTER = "segmenter"
+DIAMETER_PX = "diameter-px"
 SPLIT_TOUCHING = "split-touching"
 MIN_AREA = "min-area-px"
 DATA_BAR_MODE = "data-bar-mode"

@@ -124,6 +124,11 @@ def settings_panel(default_segmenter: str) -> html.Div:
             _field("Segmenter", dcc.Dropdown(
                 id=ids.SEGMENTER, options=[{"label": lab, "value": val} for val, lab in SEGMENTER_CHOICES],
                 value=default_segmenter, clearable=False)),
+            # No ``min``: dcc.Input sends None for a number outside its range, which would silently mean
+            # "automatic"; without it a 0 or a negative value reaches the server and gets a sentence.
+            _field("Typical particle diameter (px)",
+                   dcc.Input(id=ids.DIAMETER_PX, type="number", placeholder="auto", debounce=True),
+                   "Optional, used by the U-Net only: leave empty to let it estimate the particle size."),
             dcc.Checklist(id=ids.SPLIT_TOUCHING, options=[{"label": " Split touching particles", "value": "split"}],
                           value=["split"]),
             _field("Minimum area (px)", dcc.Input(id=ids.MIN_AREA, type="number", min=0, step=1,

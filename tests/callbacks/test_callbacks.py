@@ -6,6 +6,7 @@ import base64
 from contextvars import copy_context
 
 import numpy as np
+import pytest
 from dash import Patch, no_update
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
@@ -15,6 +16,7 @@ from app.callbacks import analysis as analysis_cb
 from app.callbacks import canvas as canvas_cb
 from app.callbacks import downloads as downloads_cb
 from app.callbacks import views as views_cb
+from app.analysis.segmentation import ClassicalSegmenter
 from app.analysis.strokes import TOOL_COLOURS
 from app.layout import ids
 from tests.conftest import DISC_CENTRES, disc_image, png_bytes
@@ -36,8 +38,8 @@ def upload_url() -> str:
 
 def analysed():
     """Outputs of the analysis callback for an upload of the disc image (``dcc.Upload(multiple=True)`` lists)."""
-    return triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, [upload_url()], 0, "classical", ["split"], 10,
-                     "off", None, None, ["discs.png"], None)
+    return triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, [upload_url()], 0, "classical", None,
+                     ["split"], 10, "off", None, None, ["discs.png"], None)
 
 
 def test_upload_fills_the_stores_and_clears_the_alert():
@@ -49,42 +51,83 @@ def test_upload_fills_the_stores_and_clears_the_alert():
 
 def test_bad_upload_shows_the_sentence_and_keeps_the_previous_results():
     url = "data:image/png;base64," + base64.b64encode(b"hello").decode()
-    outputs = triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, url, 0, "classical", ["split"], 10,
+    outputs = triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, url, 0, "classical", None, ["split"], 10,
                         "off", None, None, "hello.png", None)
     assert outputs[:6] == (no_update,) * 6
     assert "hello.png" in outputs[6]
 
 
 def test_settings_change_without_an_image_does_nothing():
-    outputs = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, None, 0, "classical", ["split"], 50,
+    outputs = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, None, 0, "classical", None, ["split"], 50,
                         "off", None, None, None, None)
     assert outputs == (no_update,) * 7
 
 
 def test_settings_change_reanalyses_the_stored_source():
     source, *_ = analysed()
-    outputs = triggered(f"{ids.SPLIT_TOUCHING}.value", analysis_cb.analyse, [upload_url()], 0, "classical", [],
-                        5000, "off", None, None, ["discs.png"], source)
+    outputs = triggered(f"{ids.SPLIT_TOUCHING}.value", analysis_cb.analyse, [upload_url()], 0, "classical", None,
+                        [], 5000, "off", None, None, ["discs.png"], source)
     assert outputs[1]["params"]["min_area_px"] == 5000 and outputs[1]["params"]["split_touching"] is False
 
 
 def test_upload_with_a_hitachi_sidecar_is_calibrated_and_a_rerun_keeps_it():
     sidecar = "data:text/plain;base64," + base64.b64encode(b"[SemImageFile]\r\nPixelSize=2.5\r\n").decode()
     contents, names = [sidecar, upload_url()], ["discs.txt", "discs.png"]
-    source, analysis, *_ = triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, contents, 0, "classical",
+    source, analysis, *_ = triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, contents, 0, "classical", None,
                                      ["split"], 10, "off", None, None, names, None)
     assert source["filename"] == "discs.png"
     assert analysis["calibration"]["source"] == "metadata:hitachi"
-    rerun = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, contents, 0, "classical", ["split"], 50,
+    rerun = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, contents, 0, "classical", None, ["split"], 50,
                       "off", None, None, names, source, analysis)
     assert rerun[1]["calibration"]["nm_per_px"] == 2.5 and rerun[1]["params"]["min_area_px"] == 50
 
 
 def test_two_images_in_one_upload_get_a_sentence():
     outputs = triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, [upload_url(), upload_url()], 0,
-                        "classical", ["split"], 10, "off", None, None, ["a.png", "b.png"], None)
+                        "classical", None, ["split"], 10, "off", None, None, ["a.png", "b.png"], None)
     assert outputs[:6] == (no_update,) * 6
     assert "2 images" in outputs[6] and "a.png" in outputs[6] and "b.png" in outputs[6]
+
+
+@pytest.fixture
+def segmenter_calls(monkeypatch):
+    """Arguments of every ``get_segmenter`` call made by the session; the classical segmenter does the work."""
+    calls = []
+
+    def record(name, diameter_px=None):
+        calls.append((name, diameter_px))
+        return ClassicalSegmenter()
+
+    monkeypatch.setattr(session, "get_segmenter", record)
+    return calls
+
+
+def test_typed_diameter_reaches_the_segmenter_and_the_csv_header(segmenter_calls):
+    outputs = triggered(f"{ids.DIAMETER_PX}.value", analysis_cb.analyse, [upload_url()], 0, "unet", 20,
+                        ["split"], 10, "off", None, None, ["discs.png"], {"kind": "upload", "filename": "discs.png"})
+    assert outputs[6] == ""
+    assert segmenter_calls == [("unet", 20.0)]
+    _, analysis, gray, edits, *_ = outputs
+    assert analysis["params"]["diameter_px"] == 20.0
+    results, *_ = analysis_cb.results(analysis, edits, None, gray)
+    csv, _ = triggered(f"{ids.DOWNLOAD_CSV_BUTTON}.n_clicks", downloads_cb.download, 1, 0, 0, analysis, results,
+                       "exclude")
+    assert "# param_diameter_px: 20.0\n" in csv["content"]
+
+
+def test_empty_diameter_lets_the_unet_estimate_it(segmenter_calls):
+    triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, [upload_url()], 0, "unet", None, ["split"], 10,
+              "off", None, None, ["discs.png"], None)
+    assert segmenter_calls == [("unet", None)]
+
+
+@pytest.mark.parametrize("diameter_px", [0, -12.5])
+def test_bad_diameter_gets_a_sentence_and_segments_nothing(segmenter_calls, diameter_px):
+    outputs = triggered(f"{ids.DIAMETER_PX}.value", analysis_cb.analyse, [upload_url()], 0, "unet", diameter_px,
+                        ["split"], 10, "off", None, None, ["discs.png"], {"kind": "upload", "filename": "discs.png"})
+    assert outputs[:6] == (no_update,) * 6
+    assert outputs[6].startswith("The typical particle diameter must be a positive number of pixels")
+    assert segmenter_calls == []
 
 
 def test_segmentation_change_keeps_the_line_drawn_on_the_same_image():
@@ -94,8 +137,8 @@ def test_segmentation_change_keeps_the_line_drawn_on_the_same_image():
     line = {"shapes": [{"type": "line", "x0": 10.0, "y0": 5.0, "x1": 52.0, "y1": 5.0}]}
     measured = linecal_cb.measure(line, "84 nm", analysis)
     assert measured["measured_line"]["calibration"]["nm_per_px"] == 2.0
-    rerun = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, [upload_url()], 0, "classical", ["split"], 50,
-                      "off", None, None, ["discs.png"], source, measured)
+    rerun = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, [upload_url()], 0, "classical", None,
+                      ["split"], 50, "off", None, None, ["discs.png"], source, measured)
     assert rerun[1]["params"]["min_area_px"] == 50
     assert rerun[1]["measured_line"] == measured["measured_line"]
     results, *_ = analysis_cb.results(rerun[1], rerun[3], None, rerun[2])
@@ -104,8 +147,8 @@ def test_segmentation_change_keeps_the_line_drawn_on_the_same_image():
     assert np.allclose(table["ecd_nm"], 2.0 * table["ecd_px"])
     # a different image does not inherit the line
     other = {**measured, "sha256": "0" * 64}
-    fresh = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, [upload_url()], 0, "classical", ["split"], 50,
-                      "off", None, None, ["discs.png"], source, other)
+    fresh = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, [upload_url()], 0, "classical", None,
+                      ["split"], 50, "off", None, None, ["discs.png"], source, other)
     assert "measured_line" not in fresh[1]
 
 

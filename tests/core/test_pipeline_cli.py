@@ -144,3 +144,43 @@ def test_cli_survives_unexpected_failures_and_duplicate_names(tmp_path, sample, 
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["image"]) == ["same.png"]
     assert (out / "same_labels.png").is_file() and not (out / "boom_labels.png").exists()
+
+
+@pytest.mark.parametrize("diameter_px", [0, 0.0, -8.0, float("nan"), float("inf"), "twenty", True])
+def test_bad_particle_diameters_are_refused_with_a_sentence(diameter_px):
+    with pytest.raises(SaemiInputError, match="typical particle diameter must be a positive number of pixels"):
+        AnalysisParams(segmenter="unet", diameter_px=diameter_px)
+
+
+def test_diameter_from_settings_must_be_a_number():
+    with pytest.raises(SaemiInputError, match="must be numbers"):
+        AnalysisParams.from_dict({"diameter_px": "about twenty"})
+    with pytest.raises(SaemiInputError, match="typical particle diameter"):
+        AnalysisParams.from_dict({"diameter_px": "-3"})
+    assert AnalysisParams.from_dict({"diameter_px": "18.5"}).diameter_px == 18.5
+    assert AnalysisParams.from_dict({"diameter_px": None}).diameter_px is None
+
+
+def test_given_diameter_is_recorded_in_the_provenance():
+    decoded = decode_image(_png_bytes(np.zeros((48, 48), np.uint8)), "blank.png")
+    params = AnalysisParams(diameter_px=20.0)
+    assert AnalysisParams.from_dict(params.to_dict()) == params
+    given = analyze_decoded(decoded, params, segmenter=ClassicalSegmenter()).provenance()
+    assert given["param_diameter_px"] == "20.0"
+    automatic = analyze_decoded(decoded, AnalysisParams(), segmenter=ClassicalSegmenter()).provenance()
+    assert automatic["param_diameter_px"] == ""
+
+
+@pytest.mark.parametrize("diameter", ["0", "-4", "nan"])
+def test_cli_refuses_a_bad_diameter_in_one_line(tmp_path, capsys, diameter):
+    from app import cli
+
+    image = tmp_path / "blank.png"
+    image.write_bytes(_png_bytes(np.zeros((32, 32), np.uint8)))
+    out = tmp_path / "out"
+    status = cli.main(["analyze", str(image), "--out", str(out), "--segmenter", "unet", "--diameter-px", diameter])
+    errors = capsys.readouterr().err
+    assert status == 2
+    assert errors.startswith("error: The typical particle diameter must be a positive number of pixels")
+    assert errors.count("\n") == 1 and "Traceback" not in errors
+    assert not out.exists()
