@@ -18,6 +18,6 @@ def post_worker_init(worker) -> None:
     if name != "unet":
         return
     try:
-        get_segmenter(name).load()
+        get_segmenter(name).warm_up()  # loads the weights and traces the network once
     except ModelLoadError as exc:
         logger.error("%s", exc)

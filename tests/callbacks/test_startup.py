@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from app.layout import ids
-from app.segmenters import default_segmenter_name, model_problem
+from app.segmenters import default_segmenter_name, get_segmenter, model_problem
 from app.webapp import create_app
 
 
@@ -63,3 +63,7 @@ def test_shipped_model_is_the_default_and_workers_preload_it(monkeypatch):
     assert _find(create_app().layout, ids.SEGMENTER).value == "unet"
     gunicorn_conf.post_worker_init(worker=None)
     assert load_shipped_model.cache_info().currsize >= 1
+    # The forward pass is traced too, so the first user pays no tracing.
+    from model.inference import _TRACED
+
+    assert id(get_segmenter("unet").load().model) in _TRACED
