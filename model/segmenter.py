@@ -176,16 +176,20 @@ class UNetSegmenter:
         """Network output maps at the resolution of ``gray`` and the scale they were computed at.
 
         The particle size is estimated first, as Cellpose does with its diameter, but without a
-        separate size model: the image is run through the network at a pyramid of scales (from
-        ``estimate_max_scale``, with the longest side at most ``estimate_max_side_px``, halving
-        down to ``min_scale``, at most ``estimate_levels`` passes, and no pass whose shorter side
-        is under ``estimate_min_side_px`` once an estimate exists: in a thumbnail a few dozen
-        pixels across, clutter looks like confident large particles). At each scale the outputs are
-        turned into instances and two numbers are measured: the mean height of the centre-map peak
-        over the instances (the network's confidence that it sees whole particles; it is highest
-        when particles appear at the size it was trained on) and the area-weighted median particle
-        diameter. The pyramid stops early at a pass whose mean peak is at least ``accept_peak``
-        and whose median diameter is within ``rescale_tolerance`` of ``target_diameter_px``, so an
+        separate size model: the network runs at a few scales, and at each the outputs are turned
+        into instances and two numbers are measured: the mean height of the centre-map peak over
+        the instances (the network's confidence that it sees whole particles; it is highest when
+        particles appear at the size it was trained on) and the area-weighted median particle
+        diameter. The first pass runs at the scale that makes the longest side
+        ``estimate_start_side_px`` (at most ``estimate_max_scale``), the cheapest view in which
+        particles of typical EM images can be seen. Each further pass doubles or halves the scale,
+        towards ``target_diameter_px`` as the last pass measured it (up when particles were
+        smaller than the target or none were found), and the search stops at a pass whose mean
+        peak is at least ``accept_peak`` and whose median diameter is within ``rescale_tolerance``
+        of the target, when the direction reverses (the target lies between two passes), at
+        ``estimate_levels`` passes, at ``min_scale`` / ``estimate_max_scale``, or at a pass whose
+        shorter side would be under ``estimate_min_side_px`` once an estimate exists (in a
+        thumbnail a few dozen pixels across, clutter looks like confident large particles). An
         image whose particles already appear at about the trained size costs one pass. Otherwise
         the most confident pass sets the final scale, which brings the median particle to
         ``target_diameter_px``; a last pass runs there unless that pass was already within
@@ -222,24 +226,30 @@ class UNetSegmenter:
         if self.diameter_px is not None:
             scale = float(np.clip(target_px / self.diameter_px, scaling["min_scale"], max_scale))
             return self._to_image_shape(run(scale, 0.0, 0.9), image.shape), scale, None
-        scale = min(scaling["estimate_max_side_px"] / max(rows, cols), scaling["estimate_max_scale"], max_scale)
+        estimate_max = min(scaling["estimate_max_scale"], max_scale)
+        scale = min(scaling["estimate_start_side_px"] / max(rows, cols), estimate_max)
         estimates = []  # (mean centre peak, scale, area-weighted median diameter in network px, maps, labels)
+        direction = 0.0
         for level in range(n_levels):
             maps = run(scale, 0.4 * level / n_levels, 0.4 / n_levels)
             labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
             diameter_px = median_diameter_px(labels, min_area_px=4, area_weighted=True)
+            step = 2.0  # nothing found: particles may be too small to see
             if diameter_px is not None:
                 estimates.append((mean_peak(maps[..., 1], labels), scale, diameter_px, maps, labels))
                 if (estimates[-1][0] >= scaling["accept_peak"]
                         and max(diameter_px / target_px, target_px / diameter_px) <= scaling["rescale_tolerance"]):
-                    # Confident, and particles already appear at the trained size: smaller
-                    # scales cannot do better, so the pyramid stops here (one pass in the usual case).
+                    # Confident, and particles already appear at the trained size: no other
+                    # scale can do better, so the search stops here (one pass in the usual case).
                     estimates = estimates[-1:]
                     break
-            too_small = min(scaled_shape(image.shape, scale / 2)) < scaling["estimate_min_side_px"]
-            if scale / 2 < scaling["min_scale"] or (too_small and estimates):
+                step = 2.0 if diameter_px < target_px else 0.5
+            if direction and step != direction:
+                break  # the target lies between the last two passes
+            direction, scale = step, scale * step
+            too_small = min(scaled_shape(image.shape, scale)) < scaling["estimate_min_side_px"]
+            if scale > estimate_max * 1.001 or scale < scaling["min_scale"] or (too_small and estimates):
                 break
-            scale /= 2
         labels = None
         if not estimates:
             final_scale = min(1.0, max_scale)

@@ -61,8 +61,9 @@ def test_shipped_model_separates_particles_on_generated_images():
 
 def test_known_diameter_sets_the_scale_and_bad_values_are_refused(tiny_model_dir):
     gray = np.random.default_rng(1).random((64, 64)).astype(np.float32)
-    _, scale = UNetSegmenter(tiny_model_dir, diameter_px=16.0).predict_maps(gray)
-    assert scale == pytest.approx(32.0 / 16.0)
+    target_px = json.loads((tiny_model_dir / "config.json").read_text())["input_scale"]["target_diameter_px"]
+    _, scale = UNetSegmenter(tiny_model_dir, diameter_px=8.0).predict_maps(gray)
+    assert scale == pytest.approx(target_px / 8.0)
     from app.analysis.errors import SaemiInputError
 
     with pytest.raises(SaemiInputError, match="positive"):
@@ -91,3 +92,39 @@ def test_segment_gives_the_instances_of_its_own_maps(tiny_model_dir, accept_firs
     expected = maps_to_instances(maps[..., 0], maps[..., 1],
                                  **segmenter._threshold_kwargs(segmenter.load().config, scale))
     assert np.array_equal(segmenter.segment(gray), expected)
+
+
+def _disc_grid(shape, diameter_px, spacing_px):
+    """Labels of equal discs of ``diameter_px`` on a square grid of ``spacing_px``."""
+    rows, cols = np.indices(shape)
+    labels = np.zeros(shape, np.int32)
+    k = 0
+    for r in np.arange(spacing_px / 2, shape[0] - diameter_px / 2, spacing_px):
+        for c in np.arange(spacing_px / 2, shape[1] - diameter_px / 2, spacing_px):
+            k += 1
+            labels[(rows - r) ** 2 + (cols - c) ** 2 <= (diameter_px / 2) ** 2] = k
+    return labels
+
+
+@pytest.mark.parametrize("diameter_px", [6.0, 16.0, 40.0, 120.0])
+def test_size_search_brings_particles_to_the_trained_diameter(tiny_model_dir, monkeypatch, diameter_px):
+    """With a network that sees particles perfectly at any scale, the search ends at the scale
+    that makes them ``target_diameter_px`` across, in a few passes, from above and from below."""
+    import model.segmenter as segmenter_module
+    from model.preprocess import instance_targets, resize_labels
+
+    scaling = json.loads((tiny_model_dir / "config.json").read_text())["input_scale"]
+    target_px, tolerance = scaling["target_diameter_px"], scaling["rescale_tolerance"]
+    truth = _disc_grid((512, 640), diameter_px, 2.5 * diameter_px)
+    passes = []
+
+    def oracle(model, scaled, **kwargs):
+        passes.append(scaled.shape)
+        return instance_targets(resize_labels(truth, scaled.shape))
+
+    monkeypatch.setattr(segmenter_module, "predict_tiled", oracle)
+    maps, scale, _ = UNetSegmenter(tiny_model_dir)._predict((truth > 0).astype(np.float32))
+    wanted = np.clip(target_px / diameter_px, scaling["min_scale"], scaling["max_scale"])
+    assert 1 / tolerance <= scale / wanted <= tolerance, (scale, passes)
+    assert len(passes) <= 5, passes  # passes halve or double the scale, then one final pass
+    assert maps.shape[:2] == truth.shape
