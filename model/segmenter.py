@@ -20,7 +20,7 @@ import numpy as np
 
 from app.analysis.errors import ModelLoadError, SaemiInputError
 from model.inference import Progress, predict_tiled
-from model.postprocess import maps_to_instances
+from model.postprocess import maps_to_instances, upsample_instances
 from model.preprocess import median_diameter_px, normalize_percentile, resize_float, scaled_shape
 
 logger = logging.getLogger(__name__)
@@ -169,27 +169,23 @@ class UNetSegmenter:
         See :meth:`_predict` for how the scale is chosen.
         """
         maps, scale, _ = self._predict(gray, progress=progress)
-        return maps, scale
+        return self._to_image_shape(maps, np.shape(gray)[:2]), scale
 
     def _predict(self, gray: np.ndarray, *,
                  progress: Progress | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
-        """Network output maps at the resolution of ``gray`` and the scale they were computed at.
+        """Network output maps at network resolution (``gray`` resized by ``scale``) and that scale.
 
         The particle size is estimated first, as Cellpose does with its diameter, but without a
-        separate size model: the network runs at a few scales, and at each the outputs are turned
-        into instances and two numbers are measured: the mean height of the centre-map peak over
-        the instances (the network's confidence that it sees whole particles; it is highest when
-        particles appear at the size it was trained on) and the area-weighted median particle
-        diameter. The first pass runs at the scale that makes the longest side
-        ``estimate_start_side_px`` (at most ``estimate_max_scale``), the cheapest view in which
-        particles of typical EM images can be seen. Each further pass doubles or halves the scale,
-        towards ``target_diameter_px`` as the last pass measured it (up when particles were
-        smaller than the target or none were found), and the search stops at a pass whose mean
-        peak is at least ``accept_peak`` and whose median diameter is within ``rescale_tolerance``
-        of the target, when the direction reverses (the target lies between two passes), at
-        ``estimate_levels`` passes, at ``min_scale`` / ``estimate_max_scale``, or at a pass whose
-        shorter side would be under ``estimate_min_side_px`` once an estimate exists (in a
-        thumbnail a few dozen pixels across, clutter looks like confident large particles). An
+        separate size model: the image is run through the network at a pyramid of scales (from
+        ``estimate_max_scale``, with the longest side at most ``estimate_max_side_px``, halving
+        down to ``min_scale``, at most ``estimate_levels`` passes, and no pass whose shorter side
+        is under ``estimate_min_side_px`` once an estimate exists: in a thumbnail a few dozen
+        pixels across, clutter looks like confident large particles). At each scale the outputs are
+        turned into instances and two numbers are measured: the mean height of the centre-map peak
+        over the instances (the network's confidence that it sees whole particles; it is highest
+        when particles appear at the size it was trained on) and the area-weighted median particle
+        diameter. The pyramid stops early at a pass whose mean peak is at least ``accept_peak``
+        and whose median diameter is within ``rescale_tolerance`` of ``target_diameter_px``, so an
         image whose particles already appear at about the trained size costs one pass. Otherwise
         the most confident pass sets the final scale, which brings the median particle to
         ``target_diameter_px``; a last pass runs there unless that pass was already within
@@ -198,12 +194,12 @@ class UNetSegmenter:
         Returns
         -------
         maps : numpy.ndarray
-            float32 (rows, cols, 2): particle probability and centre map.
+            float32 (rows * scale, cols * scale, 2): particle probability and centre map.
         scale : float
             The scale factor of the final pass.
         labels : numpy.ndarray or None
-            Instances already computed from ``maps`` when the final pass ran at scale 1 (they are
-            what :meth:`segment` would compute), else None.
+            Instances of ``maps`` (at network resolution, network-pixel thresholds) when the final
+            pass was a size-estimate pass that already computed them, else None.
         """
         shipped = self.load()
         cfg = shipped.config
@@ -225,31 +221,25 @@ class UNetSegmenter:
 
         if self.diameter_px is not None:
             scale = float(np.clip(target_px / self.diameter_px, scaling["min_scale"], max_scale))
-            return self._to_image_shape(run(scale, 0.0, 0.9), image.shape), scale, None
-        estimate_max = min(scaling["estimate_max_scale"], max_scale)
-        scale = min(scaling["estimate_start_side_px"] / max(rows, cols), estimate_max)
+            return run(scale, 0.0, 0.9), scale, None
+        scale = min(scaling["estimate_max_side_px"] / max(rows, cols), scaling["estimate_max_scale"], max_scale)
         estimates = []  # (mean centre peak, scale, area-weighted median diameter in network px, maps, labels)
-        direction = 0.0
         for level in range(n_levels):
             maps = run(scale, 0.4 * level / n_levels, 0.4 / n_levels)
             labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
             diameter_px = median_diameter_px(labels, min_area_px=4, area_weighted=True)
-            step = 2.0  # nothing found: particles may be too small to see
             if diameter_px is not None:
                 estimates.append((mean_peak(maps[..., 1], labels), scale, diameter_px, maps, labels))
                 if (estimates[-1][0] >= scaling["accept_peak"]
                         and max(diameter_px / target_px, target_px / diameter_px) <= scaling["rescale_tolerance"]):
-                    # Confident, and particles already appear at the trained size: no other
-                    # scale can do better, so the search stops here (one pass in the usual case).
+                    # Confident, and particles already appear at the trained size: smaller
+                    # scales cannot do better, so the pyramid stops here (one pass in the usual case).
                     estimates = estimates[-1:]
                     break
-                step = 2.0 if diameter_px < target_px else 0.5
-            if direction and step != direction:
-                break  # the target lies between the last two passes
-            direction, scale = step, scale * step
-            too_small = min(scaled_shape(image.shape, scale)) < scaling["estimate_min_side_px"]
-            if scale > estimate_max * 1.001 or scale < scaling["min_scale"] or (too_small and estimates):
+            too_small = min(scaled_shape(image.shape, scale / 2)) < scaling["estimate_min_side_px"]
+            if scale / 2 < scaling["min_scale"] or (too_small and estimates):
                 break
+            scale /= 2
         labels = None
         if not estimates:
             final_scale = min(1.0, max_scale)
@@ -265,7 +255,33 @@ class UNetSegmenter:
                 final_scale = estimate_scale
         logger.debug("U-Net size estimates %s; final scale %.3f",
                      [(round(e[1], 3), round(e[0], 2), round(e[2], 1)) for e in estimates], final_scale)
-        return self._to_image_shape(maps, image.shape), final_scale, labels if final_scale == 1.0 else None
+        return maps, final_scale, labels
+
+    def instances(self, maps: np.ndarray, scale: float, shape: tuple[int, int],
+                  labels: np.ndarray | None = None) -> np.ndarray:
+        """Instance labels of the image of ``shape`` from network-resolution ``maps`` made at ``scale``.
+
+        The watershed runs at ``scale * postprocess_upsampling`` (config ``thresholds``), capped
+        at the image's own resolution. Below it, :func:`model.postprocess.upsample_instances`
+        carries the instances to full resolution with outlines from the resized particle
+        probability, so only the lines between touching particles keep the coarser resolution;
+        on a strongly shrunk image this costs a fraction of a full-resolution watershed.
+        ``labels``, if given, are the instances of ``maps`` already computed at network resolution.
+        """
+        cfg = self.load().config
+        work_scale = min(1.0, scale * cfg["thresholds"].get("postprocess_upsampling", 1.0))
+        if work_scale >= 1.0:
+            if labels is not None and maps.shape[:2] == tuple(shape):
+                return labels
+            maps = self._to_image_shape(maps, shape)
+            return maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, scale))
+        if labels is None or work_scale != scale:
+            work_maps = self._to_image_shape(maps, scaled_shape(shape, work_scale))
+            labels = maps_to_instances(work_maps[..., 0], work_maps[..., 1],
+                                       **self._threshold_kwargs(cfg, scale / work_scale))
+        return upsample_instances(labels, resize_float(maps[..., 0], shape),
+                                  foreground_threshold=cfg["thresholds"]["foreground"],
+                                  min_area_px=self._threshold_kwargs(cfg, scale)["min_area_px"])
 
     @staticmethod
     def _to_image_shape(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -301,8 +317,7 @@ class UNetSegmenter:
         maps, scale, labels = self._predict(gray, progress=progress)
         if progress is not None:
             progress(0.92, "Separating particles")
-        if labels is None:
-            labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(self.load().config, scale))
+        labels = self.instances(maps, scale, np.shape(gray)[:2], labels)
         if progress is not None:
             progress(1.0, "Segmentation done")
         return labels

@@ -39,3 +39,33 @@ def test_foreground_without_marker_becomes_its_own_particle():
 def test_empty_maps_give_no_particles():
     zeros = np.zeros((16, 16), np.float32)
     assert maps_to_instances(zeros, zeros).max() == 0
+
+
+def test_instances_found_at_half_resolution_come_back_with_full_resolution_outlines():
+    from model.metrics import dice, ecd_err
+    from model.postprocess import upsample_instances
+    from model.preprocess import resize_float, resize_labels
+
+    labels = two_touching_discs(shape=(128, 192), radius=28)
+    small_targets = instance_targets(resize_labels(labels, (64, 96)))
+    small = maps_to_instances(small_targets[..., 0], small_targets[..., 1])
+    # The particle probability resized back to full size, as the segmenter does it.
+    foreground = resize_float(small_targets[..., 0], labels.shape)
+    instances = upsample_instances(small, foreground)
+    assert instances.shape == labels.shape and instances.dtype == np.int32
+    assert instances.max() == 2 and obj_f1(labels, instances) == 1.0
+    assert dice(labels, instances) > 0.98 and ecd_err(labels, instances) < 0.02
+    # Every foreground pixel of a kept particle is labelled; nothing outside the foreground is.
+    assert np.array_equal(instances > 0, foreground > 0.5)
+
+
+def test_upsampling_drops_particles_under_the_full_resolution_minimum_area():
+    from model.postprocess import upsample_instances
+
+    small = np.zeros((8, 8), np.int32)
+    small[1, 1], small[4:7, 4:7] = 1, 2
+    # Grown by one pixel, the single pixel covers 5 small pixels (80 full-size ones), the 3x3
+    # particle 21 (336).
+    instances = upsample_instances(small, np.ones((32, 32), np.float32), min_area_px=100)
+    assert instances.max() == 1
+    assert (instances == 1).sum() >= 9 * 16

@@ -89,8 +89,11 @@ def test_segment_gives_the_instances_of_its_own_maps(tiny_model_dir, accept_firs
     segmenter = UNetSegmenter(tiny_model_dir)
     maps, scale, reused = segmenter._predict(gray)
     assert (reused is not None) == accept_first_pass
-    expected = maps_to_instances(maps[..., 0], maps[..., 1],
-                                 **segmenter._threshold_kwargs(segmenter.load().config, scale))
+    if scale == 1.0:
+        expected = maps_to_instances(maps[..., 0], maps[..., 1],
+                                     **segmenter._threshold_kwargs(segmenter.load().config, scale))
+    else:
+        expected = segmenter.instances(maps, scale, gray.shape)
     assert np.array_equal(segmenter.segment(gray), expected)
 
 
@@ -106,16 +109,22 @@ def _disc_grid(shape, diameter_px, spacing_px):
     return labels
 
 
-@pytest.mark.parametrize("diameter_px", [6.0, 16.0, 40.0, 120.0])
-def test_size_search_brings_particles_to_the_trained_diameter(tiny_model_dir, monkeypatch, diameter_px):
-    """With a network that sees particles perfectly at any scale, the search ends at the scale
-    that makes them ``target_diameter_px`` across, in a few passes, from above and from below."""
+@pytest.mark.parametrize("diameter_px", [6.0, 16.0, 40.0, 120.0, "at the start scale"])
+def test_size_estimate_brings_particles_to_the_trained_diameter(tiny_model_dir, monkeypatch, diameter_px):
+    """With a network that sees particles perfectly at any scale, the estimate ends at the scale
+    that makes them ``target_diameter_px`` across, from above and from below, and an image whose
+    particles already appear at that size in the first pass costs that one pass."""
     import model.segmenter as segmenter_module
-    from model.preprocess import instance_targets, resize_labels
+    from model.preprocess import instance_targets, resize_labels, scaled_shape
 
     scaling = json.loads((tiny_model_dir / "config.json").read_text())["input_scale"]
     target_px, tolerance = scaling["target_diameter_px"], scaling["rescale_tolerance"]
-    truth = _disc_grid((512, 640), diameter_px, 2.5 * diameter_px)
+    shape = (512, 640)
+    start_scale = min(scaling["estimate_max_side_px"] / max(shape), scaling["estimate_max_scale"])
+    one_pass = diameter_px == "at the start scale"
+    if one_pass:
+        diameter_px = target_px / start_scale
+    truth = _disc_grid(shape, diameter_px, 2.5 * diameter_px)
     passes = []
 
     def oracle(model, scaled, **kwargs):
@@ -123,8 +132,15 @@ def test_size_search_brings_particles_to_the_trained_diameter(tiny_model_dir, mo
         return instance_targets(resize_labels(truth, scaled.shape))
 
     monkeypatch.setattr(segmenter_module, "predict_tiled", oracle)
-    maps, scale, _ = UNetSegmenter(tiny_model_dir)._predict((truth > 0).astype(np.float32))
+    segmenter = UNetSegmenter(tiny_model_dir)
+    maps, scale, _ = segmenter._predict((truth > 0).astype(np.float32))
     wanted = np.clip(target_px / diameter_px, scaling["min_scale"], scaling["max_scale"])
     assert 1 / tolerance <= scale / wanted <= tolerance, (scale, passes)
-    assert len(passes) <= 5, passes  # passes halve or double the scale, then one final pass
-    assert maps.shape[:2] == truth.shape
+    assert maps.shape[:2] == scaled_shape(truth.shape, scale)
+    assert len(passes) <= scaling["estimate_levels"] + 1
+    if one_pass:
+        assert passes == [scaled_shape(shape, start_scale)]
+    labels = segmenter.segment((truth > 0).astype(np.float32))
+    from model.metrics import obj_f1
+
+    assert obj_f1(truth, labels) > 0.95
