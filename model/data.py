@@ -34,7 +34,7 @@ CROP_SIZE_PX = 256
 #: Scale jitter (multiplicative, log-uniform) applied around the target particle diameter.
 SCALE_JITTER = (0.6, 1.6)
 #: Rescale factors applied to bring a sample to the target diameter are clipped to this range.
-BASE_SCALE_LIMITS = (0.08, 4.0)
+BASE_SCALE_LIMITS = (0.04, 4.0)
 
 SyntheticCropFn = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
@@ -88,17 +88,18 @@ class Sample:
     name: str
 
 
-def base_scale(labels: np.ndarray) -> float:
-    """Scale factor that brings the median particle diameter of ``labels`` to the target diameter."""
+def base_scale(labels: np.ndarray, target_diameter_px: float = TARGET_DIAMETER_PX) -> float:
+    """Scale factor that brings the median particle diameter of ``labels`` to ``target_diameter_px``."""
     diameter_px = median_diameter_px(labels)
     if diameter_px is None:
         return 1.0
-    return float(np.clip(TARGET_DIAMETER_PX / diameter_px, *BASE_SCALE_LIMITS))
+    return float(np.clip(target_diameter_px / diameter_px, *BASE_SCALE_LIMITS))
 
 
-def prepare_sample(image: np.ndarray, labels: np.ndarray, name: str, min_side_px: int = 0) -> Sample:
-    """Normalise, rescale to the target diameter, compute targets, reflect-pad to ``min_side_px``."""
-    scale = base_scale(labels)
+def prepare_sample(image: np.ndarray, labels: np.ndarray, name: str, min_side_px: int = 0,
+                   target_diameter_px: float = TARGET_DIAMETER_PX) -> Sample:
+    """Normalise, rescale to ``target_diameter_px``, compute targets, reflect-pad to ``min_side_px``."""
+    scale = base_scale(labels, target_diameter_px)
     shape = scaled_shape(image.shape, scale)
     image = resize_float(normalize_percentile(image), shape)
     labels = resize_labels(labels, shape)
@@ -116,9 +117,11 @@ def _relabel_connected(labels: np.ndarray) -> np.ndarray:
     return label(labels, background=0, connectivity=1).astype(np.int32)
 
 
-def load_emps(root: Path, names: list[str], min_side_px: int = 0) -> list[Sample]:
+def load_emps(root: Path, names: list[str], min_side_px: int = 0,
+              target_diameter_px: float = TARGET_DIAMETER_PX) -> list[Sample]:
     """Load and prepare the EMPS images ``names`` (kept in memory)."""
-    return [prepare_sample(*load_pair(root, EMPS_FOLDER, n), name=n, min_side_px=min_side_px) for n in names]
+    return [prepare_sample(*load_pair(root, EMPS_FOLDER, n), name=n, min_side_px=min_side_px,
+                           target_diameter_px=target_diameter_px) for n in names]
 
 
 def _resize_stack(stack: np.ndarray, size_px: int) -> np.ndarray:
@@ -164,8 +167,10 @@ class SyntheticPool:
     """
 
     def __init__(self, generate: SyntheticCropFn, rng: np.random.Generator, size: int = 256,
-                 refresh: float = 0.15, generate_size_px: int = 384):
+                 refresh: float = 0.15, generate_size_px: int = 384,
+                 target_diameter_px: float = TARGET_DIAMETER_PX):
         self._generate = generate
+        self._target_px = target_diameter_px
         self._rng = rng
         self._size = size
         self._refresh = refresh
@@ -176,13 +181,14 @@ class SyntheticPool:
         image, labels = self._generate(self._rng, self._generate_size_px)
         labels = _relabel_connected(labels)
         # Small particles are enlarged up to 4x: keep only the window that fills a crop afterwards.
-        window_px = int(np.ceil(CROP_SIZE_PX / base_scale(labels)))
+        window_px = int(np.ceil(CROP_SIZE_PX / base_scale(labels, self._target_px)))
         if window_px < min(labels.shape):
             r0 = int(self._rng.integers(0, labels.shape[0] - window_px + 1))
             c0 = int(self._rng.integers(0, labels.shape[1] - window_px + 1))
             window = (slice(r0, r0 + window_px), slice(c0, c0 + window_px))
             image, labels = image[window], _relabel_connected(labels[window])
-        return prepare_sample(np.asarray(image, np.float32), labels, "synthetic", min_side_px=CROP_SIZE_PX)
+        return prepare_sample(np.asarray(image, np.float32), labels, "synthetic", min_side_px=CROP_SIZE_PX,
+                              target_diameter_px=self._target_px)
 
     def draw(self) -> Sample:
         """Return a pool sample (generating a new one first when the pool is filling or refreshing)."""
@@ -198,14 +204,16 @@ class SyntheticPool:
 def training_batches(samples: list[Sample], *, batch_size: int, seed: int,
                      synthetic: SyntheticCropFn | None = None,
                      synthetic_fraction: float = 0.0,
-                     crop_size_px: int = CROP_SIZE_PX) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                     crop_size_px: int = CROP_SIZE_PX,
+                     target_diameter_px: float = TARGET_DIAMETER_PX) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless batches ``(images (b, s, s, 1), targets (b, s, s, 2))`` of augmented crops.
 
     EMPS images are drawn with probability proportional to the square root of their area at
     network scale, synthetic samples with probability ``synthetic_fraction``.
     """
     rng = np.random.default_rng(seed)
-    pool = SyntheticPool(synthetic, np.random.default_rng(seed + 1)) if synthetic and synthetic_fraction > 0 else None
+    pool = (SyntheticPool(synthetic, np.random.default_rng(seed + 1), target_diameter_px=target_diameter_px)
+            if synthetic and synthetic_fraction > 0 else None)
     weights = np.sqrt([s.image.size for s in samples])
     weights = weights / weights.sum()
     while True:

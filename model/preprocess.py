@@ -13,7 +13,7 @@ from scipy import ndimage
 #: Percentiles mapped to 0 and 1 by :func:`normalize_percentile`.
 NORM_PERCENTILES = (1.0, 99.0)
 #: Median particle diameter (px) that the network is trained to see; images are rescaled to it.
-TARGET_DIAMETER_PX = 32.0
+TARGET_DIAMETER_PX = 16.0
 
 
 def normalize_percentile(gray: np.ndarray, low: float = NORM_PERCENTILES[0],

@@ -20,6 +20,7 @@ import numpy as np
 from model import data
 from model.metrics import score_image
 from model.postprocess import maps_to_instances
+from model.preprocess import TARGET_DIAMETER_PX
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--filters", type=str, default="16,32,64,128",
                         help="comma-separated filter counts per U-Net level")
     parser.add_argument("--convs-per-block", type=int, default=2)
+    parser.add_argument("--target-diameter-px", type=float, default=TARGET_DIAMETER_PX,
+                        help="median particle diameter every sample is rescaled to (the config's "
+                             "input_scale.target_diameter_px must match it)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.keras exists")
     parser.add_argument("--init", type=Path, default=None,
@@ -119,9 +123,10 @@ def main(argv: list[str]) -> int:
     root = data.data_root(args.data_root)
     train_names, val_names = data.read_split("train"), data.read_split("val")
     logger.info("Loading %d training and %d validation EMPS images from %s", len(train_names), len(val_names), root)
-    train_samples = data.load_emps(root, train_names, min_side_px=data.CROP_SIZE_PX)
+    target_px = args.target_diameter_px
+    train_samples = data.load_emps(root, train_names, min_side_px=data.CROP_SIZE_PX, target_diameter_px=target_px)
     val_images, val_targets, val_labels = data.validation_crops(
-        data.load_emps(root, val_names, min_side_px=data.CROP_SIZE_PX))
+        data.load_emps(root, val_names, min_side_px=data.CROP_SIZE_PX, target_diameter_px=target_px))
     synthetic = data.synthetic_crop_generator() if args.synthetic_fraction > 0 else None
 
     state_path, last_path, best_path = args.out / "state.json", args.out / "last.keras", args.out / "best.keras"
@@ -146,7 +151,8 @@ def main(argv: list[str]) -> int:
     # (and re-generating) every batch already consumed.
     batches = data.training_batches(train_samples, batch_size=args.batch_size,
                                     seed=args.seed + 1000 * state["epoch"], synthetic=synthetic,
-                                    synthetic_fraction=args.synthetic_fraction, crop_size_px=args.crop_size)
+                                    synthetic_fraction=args.synthetic_fraction, crop_size_px=args.crop_size,
+                                    target_diameter_px=target_px)
 
     class EpochEnd(keras.callbacks.Callback):
         def __init__(self):

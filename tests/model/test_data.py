@@ -35,6 +35,8 @@ def test_prepared_sample_has_target_particle_size():
     assert min(sample.image.shape) >= 256
     assert abs(median_diameter_px(sample.labels) - TARGET_DIAMETER_PX) < 0.15 * TARGET_DIAMETER_PX
     assert sample.targets.shape == sample.image.shape + (2,)
+    wide = data.prepare_sample(image, labels, "discs", target_diameter_px=32.0)
+    assert abs(median_diameter_px(wide.labels) - 32.0) < 0.15 * 32.0
 
 
 def test_crops_are_augmented_and_shaped():
