@@ -13,7 +13,10 @@ Methods
 - ``distance``: watershed on the distance transform of the foreground with h-maxima markers
   (what the classical segmenter does, on the network's foreground);
 - ``centre@oracle-scale``: the shipped method at the scale given by the true particle size
-  (measures what the automatic size estimate costs).
+  (measures what the automatic size estimate costs);
+- ``upsampling=K/C``: the shipped method with the watershed at K times the network's resolution
+  (capped at the image's) and centre threshold C, the instances then carried to full resolution
+  (:meth:`model.segmenter.UNetSegmenter.instances`); ``K=full`` is the image's resolution.
 """
 
 from __future__ import annotations
@@ -79,8 +82,17 @@ def main(argv: list[str]) -> int:
         cases = folder_cases(args.images, args.masks, names, args.limit)
     scores: dict[str, list[dict]] = {}
     for name, gray, labels in cases:
-        maps, scale = segmenter.predict_maps(gray)
+        net_maps, scale, _ = segmenter._predict(gray)
+        maps = segmenter._to_image_shape(net_maps, gray.shape)
         results = methods_for(maps, scale)
+        shipped = dict(cfg["thresholds"])
+        for upsampling in (1.0, 2.0, None):
+            for c_thr in (0.4, 0.5, 0.6):
+                cfg["thresholds"].update(postprocess_upsampling=upsampling or 1e9, centre=c_thr)
+                key = f"upsampling={upsampling or 'full'}/{c_thr}"
+                results[key] = segmenter.instances(net_maps, scale, gray.shape)
+        cfg["thresholds"].clear()
+        cfg["thresholds"].update(shipped)
         true_diameter_px = median_diameter_px(labels)
         if true_diameter_px is not None:
             oracle = float(np.clip(cfg["input_scale"]["target_diameter_px"] / true_diameter_px,
