@@ -34,7 +34,8 @@ def test_segmenter_runs_end_to_end_with_any_network(tiny_model_dir):
     calls = []
     labels = segmenter.segment(gray, progress=lambda fraction, message: calls.append(fraction))
     assert labels.shape == gray.shape and labels.dtype == np.int32
-    assert segmenter.name == "unet" and segmenter.version == "1.0.0"
+    shipped_version = json.loads((tiny_model_dir / "config.json").read_text())["version"]
+    assert segmenter.name == "unet" and segmenter.version == shipped_version
     assert calls and calls[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in calls)
     assert segmenter.load() is UNetSegmenter(tiny_model_dir).load()  # loaded once per process
 
@@ -54,7 +55,7 @@ def test_shipped_model_separates_particles_on_generated_images():
         gray = sample.image.astype(np.float32) / 255.0
         scores.append(score_image(sample.labels, segmenter.segment(gray))["obj_f1"])
         classical_scores.append(score_image(sample.labels, classical.segment(gray))["obj_f1"])
-    # The issue asks for 0.9; the CPU-trained v1.0.0 weights reach 0.88 on this set (see model/README.md).
+    # The issue asks for 0.9; the CPU-trained v2.0.0 weights reach 0.887 on this set (v1.0.0: 0.879; see model/README.md).
     assert np.mean(scores) >= 0.85, scores
     assert np.mean(scores) > np.mean(classical_scores) + 0.1, (scores, classical_scores)
 
