@@ -22,6 +22,7 @@ Methods
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -85,14 +86,12 @@ def main(argv: list[str]) -> int:
         net_maps, scale, _ = segmenter._predict(gray)
         maps = segmenter._to_image_shape(net_maps, gray.shape)
         results = methods_for(maps, scale)
-        shipped = dict(cfg["thresholds"])
-        for upsampling in (1.0, 2.0, None):
+        for upsampling in (1.0, 2.0, math.inf):
             for c_thr in (0.4, 0.5, 0.6):
-                cfg["thresholds"].update(postprocess_upsampling=upsampling or 1e9, centre=c_thr)
-                key = f"upsampling={upsampling or 'full'}/{c_thr}"
-                results[key] = segmenter.instances(net_maps, scale, gray.shape)
-        cfg["thresholds"].clear()
-        cfg["thresholds"].update(shipped)
+                key = f"upsampling={'full' if upsampling == math.inf else upsampling}/{c_thr}"
+                results[key] = segmenter.instances(
+                    net_maps, scale, gray.shape,
+                    thresholds={"postprocess_upsampling": upsampling, "centre": c_thr})
         true_diameter_px = median_diameter_px(labels)
         if true_diameter_px is not None:
             oracle = float(np.clip(cfg["input_scale"]["target_diameter_px"] / true_diameter_px,

@@ -258,7 +258,7 @@ class UNetSegmenter:
         return maps, final_scale, labels
 
     def instances(self, maps: np.ndarray, scale: float, shape: tuple[int, int],
-                  labels: np.ndarray | None = None) -> np.ndarray:
+                  labels: np.ndarray | None = None, thresholds: dict | None = None) -> np.ndarray:
         """Instance labels of the image of ``shape`` from network-resolution ``maps`` made at ``scale``.
 
         The watershed runs at ``scale * postprocess_upsampling`` (config ``thresholds``), capped
@@ -267,8 +267,12 @@ class UNetSegmenter:
         probability, so only the lines between touching particles keep the coarser resolution;
         on a strongly shrunk image this costs a fraction of a full-resolution watershed.
         ``labels``, if given, are the instances of ``maps`` already computed at network resolution.
+        ``thresholds`` overrides entries of the config's ``thresholds`` for this call (used to
+        compare post-processing settings on the same maps).
         """
         cfg = self.load().config
+        if thresholds:
+            cfg = {**cfg, "thresholds": {**cfg["thresholds"], **thresholds}}
         work_scale = min(1.0, scale * cfg["thresholds"].get("postprocess_upsampling", 1.0))
         if work_scale >= 1.0:
             if labels is not None and maps.shape[:2] == tuple(shape):
