@@ -9,6 +9,7 @@ import dataclasses
 import datetime as _dt
 import math
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -249,14 +250,18 @@ def analyze_decoded(
     AnalysisResult
     """
     data_bar = decide_data_bar(decoded, params.data_bar)
-    calibration, scale_bar, notes = decide_calibration(
-        decoded, params, data_bar, metadata_calibration=metadata_calibration
-    )
     start, stop = analysed_rows(decoded.shape[0], data_bar)
     labels = np.zeros(decoded.shape, dtype=np.int32)
-    if stop - start >= 2:
-        region = decoded.gray[start:stop]
-        labels[start:stop] = segmenter.segment(region, progress=progress)
+    # Reading the scale bar (OCR in a tesseract subprocess, about 0.2 s) does not depend on the
+    # segmentation, so it runs in a worker thread while the segmenter works.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saemi-calibration") as pool:
+        calibrating = pool.submit(
+            decide_calibration, decoded, params, data_bar, metadata_calibration=metadata_calibration
+        )
+        if stop - start >= 2:
+            region = decoded.gray[start:stop]
+            labels[start:stop] = segmenter.segment(region, progress=progress)
+        calibration, scale_bar, notes = calibrating.result()
     labels = finalize_labels(labels, split_touching=params.split_touching, min_area_px=params.min_area_px)
     particles = measure_particles(
         labels, intensity_image=decoded.gray, nm_per_px=calibration.nm_per_px, frame=(start, stop)

@@ -50,6 +50,31 @@ def test_pipeline_counts_particles_and_excludes_the_data_bar(sample):
     assert summary["calibration_source"] == "manual"
 
 
+def test_scale_bar_is_read_while_the_segmenter_works(sample, monkeypatch):
+    """The scale-bar search (OCR) overlaps segmentation: here it only proceeds once the segmenter
+    has started, which never happens if the two run one after the other."""
+    import threading
+
+    from app.analysis import pipeline
+
+    segmenting = threading.Event()
+    real_find = pipeline._scalebar.find_scale_bar
+
+    def find_scale_bar(*args, **kwargs):
+        assert segmenting.wait(timeout=20), "the scale bar was searched before segmentation started"
+        return real_find(*args, **kwargs)
+
+    class SignallingSegmenter(ClassicalSegmenter):
+        def segment(self, gray, progress=None):
+            segmenting.set()
+            return super().segment(gray, progress=progress)
+
+    monkeypatch.setattr(pipeline._scalebar, "find_scale_bar", find_scale_bar)
+    decoded = decode_image(_png_bytes(sample.image), "synthetic.png")
+    result = analyze_decoded(decoded, AnalysisParams(), segmenter=SignallingSegmenter())
+    assert result.scale_bar is not None and len(result.particles) > 0
+
+
 def test_no_split_merges_and_min_area_drops():
     touching = generate_sample(5, 256, 256, modality="tem", arrangement="touching", data_bar=False,
                                scale_bar=False, letters=False, shape="round", n_particles=12,
