@@ -55,7 +55,7 @@ def test_shipped_model_separates_particles_on_generated_images():
         gray = sample.image.astype(np.float32) / 255.0
         scores.append(score_image(sample.labels, segmenter.segment(gray))["obj_f1"])
         classical_scores.append(score_image(sample.labels, classical.segment(gray))["obj_f1"])
-    # The issue asks for 0.9; the CPU-trained v2.0.0 weights reach 0.887 on this set (v1.0.0: 0.879; see model/README.md).
+    # The issue asks for 0.9; the shipped model (weights v2.0.0, config v2.1.0) reaches 0.894 on this set (v1.0.0: 0.879; see model/README.md).
     assert np.mean(scores) >= 0.85, scores
     assert np.mean(scores) > np.mean(classical_scores) + 0.1, (scores, classical_scores)
 
@@ -110,11 +110,12 @@ def _disc_grid(shape, diameter_px, spacing_px):
     return labels
 
 
-@pytest.mark.parametrize("diameter_px", [6.0, 16.0, 40.0, 120.0, "at the start scale"])
+@pytest.mark.parametrize("diameter_px", [6.0, 16.0, 40.0, 120.0, "at the start scale", "1.45x at the start scale"])
 def test_size_estimate_brings_particles_to_the_trained_diameter(tiny_model_dir, monkeypatch, diameter_px):
     """With a network that sees particles perfectly at any scale, the estimate ends at the scale
-    that makes them ``target_diameter_px`` across, from above and from below, and an image whose
-    particles already appear at that size in the first pass costs that one pass."""
+    that makes them ``target_diameter_px`` across, from above and from below; an image whose
+    particles already appear at that size in the first pass costs that one pass, and one whose
+    particles appear up to ``accept_max_ratio`` times too large costs that pass and the final one."""
     import model.segmenter as segmenter_module
     from model.preprocess import instance_targets, resize_labels, scaled_shape
 
@@ -123,8 +124,12 @@ def test_size_estimate_brings_particles_to_the_trained_diameter(tiny_model_dir, 
     shape = (512, 640)
     start_scale = min(scaling["estimate_max_side_px"] / max(shape), scaling["estimate_max_scale"])
     one_pass = diameter_px == "at the start scale"
+    two_passes = diameter_px == "1.45x at the start scale"
     if one_pass:
         diameter_px = target_px / start_scale
+    if two_passes:
+        assert scaling["accept_max_ratio"] >= 1.45 > tolerance and 1.45 / 2 < 1 / tolerance
+        diameter_px = 1.45 * target_px / start_scale
     truth = _disc_grid(shape, diameter_px, 2.5 * diameter_px)
     passes = []
 
@@ -141,6 +146,8 @@ def test_size_estimate_brings_particles_to_the_trained_diameter(tiny_model_dir, 
     assert len(passes) <= scaling["estimate_levels"] + 1
     if one_pass:
         assert passes == [scaled_shape(shape, start_scale)]
+    if two_passes:
+        assert passes == [scaled_shape(shape, start_scale), scaled_shape(shape, scale)]
     labels = segmenter.segment((truth > 0).astype(np.float32))
     from model.metrics import obj_f1
 
