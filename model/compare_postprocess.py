@@ -83,8 +83,8 @@ def main(argv: list[str]) -> int:
         cases = folder_cases(args.images, args.masks, names, args.limit)
     scores: dict[str, list[dict]] = {}
     for name, gray, labels in cases:
-        net_maps, scale, _ = segmenter._predict(gray)
-        maps = segmenter._to_image_shape(net_maps, gray.shape)
+        net_maps, scale, _ = segmenter.network_maps(gray)
+        maps = segmenter.resize_maps(net_maps, gray.shape)
         results = methods_for(maps, scale)
         for upsampling in (1.0, 2.0, math.inf):
             for c_thr in (0.4, 0.5, 0.6):

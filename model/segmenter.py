@@ -166,13 +166,13 @@ class UNetSegmenter:
     def predict_maps(self, gray: np.ndarray, *, progress: Progress | None = None) -> tuple[np.ndarray, float]:
         """Network output maps at the resolution of ``gray`` and the scale they were computed at.
 
-        See :meth:`_predict` for how the scale is chosen.
+        See :meth:`network_maps` for how the scale is chosen.
         """
-        maps, scale, _ = self._predict(gray, progress=progress)
-        return self._to_image_shape(maps, np.shape(gray)[:2]), scale
+        maps, scale, _ = self.network_maps(gray, progress=progress)
+        return self.resize_maps(maps, np.shape(gray)[:2]), scale
 
-    def _predict(self, gray: np.ndarray, *,
-                 progress: Progress | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
+    def network_maps(self, gray: np.ndarray, *,
+                     progress: Progress | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
         """Network output maps at network resolution (``gray`` resized by ``scale``) and that scale.
 
         The particle size is estimated first, as Cellpose does with its diameter, but without a
@@ -282,10 +282,10 @@ class UNetSegmenter:
         if work_scale >= 1.0:
             if labels is not None and maps.shape[:2] == tuple(shape):
                 return labels
-            maps = self._to_image_shape(maps, shape)
+            maps = self.resize_maps(maps, shape)
             return maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, scale))
         if labels is None or work_scale != scale:
-            work_maps = self._to_image_shape(maps, scaled_shape(shape, work_scale))
+            work_maps = self.resize_maps(maps, scaled_shape(shape, work_scale))
             labels = maps_to_instances(work_maps[..., 0], work_maps[..., 1],
                                        **self._threshold_kwargs(cfg, scale / work_scale))
         return upsample_instances(labels, resize_float(maps[..., 0], shape),
@@ -293,8 +293,9 @@ class UNetSegmenter:
                                   min_area_px=self._threshold_kwargs(cfg, scale)["min_area_px"])
 
     @staticmethod
-    def _to_image_shape(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        if maps.shape[:2] == shape:
+    def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """``maps`` (rows, cols, channels) resized bilinearly to ``shape``, each channel on its own."""
+        if maps.shape[:2] == tuple(shape):
             return maps
         return np.stack([resize_float(maps[..., k], shape) for k in range(maps.shape[-1])], axis=-1)
 
@@ -323,7 +324,7 @@ class UNetSegmenter:
         ModelLoadError
             When the shipped weights or their config are missing or corrupted.
         """
-        maps, scale, labels = self._predict(gray, progress=progress)
+        maps, scale, labels = self.network_maps(gray, progress=progress)
         if progress is not None:
             progress(0.92, "Separating particles")
         labels = self.instances(maps, scale, np.shape(gray)[:2], labels)

@@ -89,7 +89,7 @@ def test_segment_gives_the_instances_of_its_own_maps(tiny_model_dir, accept_firs
     for r, c in [(30, 30), (60, 90), (40, 70)]:
         gray[(rows - r) ** 2 + (cols - c) ** 2 < 14 ** 2] = 1.0
     segmenter = UNetSegmenter(tiny_model_dir)
-    maps, scale, reused = segmenter._predict(gray)
+    maps, scale, reused = segmenter.network_maps(gray)
     assert (reused is not None) == accept_first_pass
     if scale == 1.0:
         expected = maps_to_instances(maps[..., 0], maps[..., 1],
@@ -140,7 +140,7 @@ def test_size_estimate_brings_particles_to_the_trained_diameter(tiny_model_dir, 
 
     monkeypatch.setattr(segmenter_module, "predict_tiled", oracle)
     segmenter = UNetSegmenter(tiny_model_dir)
-    maps, scale, _ = segmenter._predict((truth > 0).astype(np.float32))
+    maps, scale, _ = segmenter.network_maps((truth > 0).astype(np.float32))
     wanted = np.clip(target_px / diameter_px, scaling["min_scale"], scaling["max_scale"])
     assert 1 / tolerance <= scale / wanted <= tolerance, (scale, passes)
     assert maps.shape[:2] == scaled_shape(truth.shape, scale)
