@@ -185,11 +185,12 @@ class UNetSegmenter:
         over the instances (the network's confidence that it sees whole particles; it is highest
         when particles appear at the size it was trained on) and the area-weighted median particle
         diameter. The pyramid stops early at a pass whose mean peak is at least ``accept_peak``
-        and whose median diameter lies between ``target_diameter_px / rescale_tolerance`` and
-        ``target_diameter_px * accept_max_ratio``: an image whose particles already appear at about
-        the trained size costs one pass, and one whose particles appear up to ``accept_max_ratio``
-        times too large goes straight to the final pass (on the 292 EMPS training images, the
-        smaller passes it skips did not change the chosen scale for the better). Otherwise
+        and at least that of every earlier pass, and whose median diameter lies between
+        ``target_diameter_px / rescale_tolerance`` and ``target_diameter_px * accept_max_ratio``:
+        an image whose particles already appear at about the trained size costs one pass, and one
+        whose particles appear up to ``accept_max_ratio`` times too large goes straight to the
+        final pass (on EMPS training images the smaller passes it skips mostly chose worse scales;
+        see the model card). Otherwise
         the most confident pass sets the final scale, which brings the median particle to
         ``target_diameter_px``; a last pass runs there unless that pass was already within
         ``rescale_tolerance`` of it. A ``diameter_px`` given to the constructor replaces the estimate.
@@ -235,10 +236,13 @@ class UNetSegmenter:
             diameter_px = median_diameter_px(labels, min_area_px=4, area_weighted=True)
             if diameter_px is not None:
                 estimates.append((mean_peak(maps[..., 1], labels), scale, diameter_px, maps, labels))
-                if estimates[-1][0] >= scaling["accept_peak"] and accept_low_px <= diameter_px <= accept_high_px:
-                    # Confident, and particles appear at the trained size or somewhat larger:
-                    # smaller scales cannot do better, so the pyramid stops here (one pass when
-                    # the size is already right, else one more pass at the final scale).
+                peak = estimates[-1][0]
+                if (peak >= scaling["accept_peak"] and peak >= max(e[0] for e in estimates)
+                        and accept_low_px <= diameter_px <= accept_high_px):
+                    # Confident (and more so than any larger scale), and particles appear at the
+                    # trained size or somewhat larger: smaller scales cannot do better, so the
+                    # pyramid stops here (one pass when the size is already right, else one
+                    # more pass at the final scale).
                     estimates = estimates[-1:]
                     break
             too_small = min(scaled_shape(image.shape, scale / 2)) < scaling["estimate_min_side_px"]

@@ -153,3 +153,34 @@ def test_size_estimate_brings_particles_to_the_trained_diameter(tiny_model_dir, 
     from model.metrics import obj_f1
 
     assert obj_f1(truth, labels) > 0.95
+
+
+def test_size_estimate_does_not_stop_at_a_less_confident_smaller_scale(tiny_model_dir, monkeypatch):
+    """Small particles seen with full confidence in the first pass win over a blob of clutter that
+    a thumbnail shows, less confidently, at an acceptable size (an EMPS failure seen in tuning)."""
+    import model.segmenter as segmenter_module
+    from model.preprocess import instance_targets, scaled_shape
+
+    scaling = json.loads((tiny_model_dir / "config.json").read_text())["input_scale"]
+    target_px = scaling["target_diameter_px"]
+    shape = (512, 512)
+    start_scale = min(scaling["estimate_max_side_px"] / max(shape), scaling["estimate_max_scale"])
+    first_shape = scaled_shape(shape, start_scale)
+    small_px = 0.6 * target_px  # too small to accept at the first pass, so the pyramid goes on
+    passes = []
+
+    def network(model, scaled, **kwargs):
+        passes.append(scaled.shape)
+        if scaled.shape == first_shape:
+            return instance_targets(_disc_grid(scaled.shape, small_px, 2.5 * small_px))
+        rows, cols = np.indices(scaled.shape)
+        centre_row, centre_col = scaled.shape[0] / 2, scaled.shape[1] / 2
+        blob = (rows - centre_row) ** 2 + (cols - centre_col) ** 2 <= (0.75 * target_px) ** 2
+        maps = instance_targets(blob.astype(np.int32))
+        maps[..., 1] *= 0.8  # confident enough to accept, but less than the first pass (1.0)
+        return maps
+
+    monkeypatch.setattr(segmenter_module, "predict_tiled", network)
+    _, scale, _ = UNetSegmenter(tiny_model_dir).network_maps(np.zeros(shape, np.float32))
+    assert len(passes) > 2
+    assert scale == pytest.approx(start_scale * target_px / small_px, rel=0.15), passes
