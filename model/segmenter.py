@@ -190,10 +190,11 @@ class UNetSegmenter:
         an image whose particles already appear at about the trained size costs one pass, and one
         whose particles appear up to ``accept_max_ratio`` times too large goes straight to the
         final pass (on EMPS training images the smaller passes it skips mostly chose worse scales;
-        see the model card). Otherwise
-        the most confident pass sets the final scale, which brings the median particle to
-        ``target_diameter_px``; a last pass runs there unless that pass was already within
-        ``rescale_tolerance`` of it. A ``diameter_px`` given to the constructor replaces the estimate.
+        see the model card). Otherwise each of the ``verify_candidates`` most confident passes
+        proposes the final scale that brings its median particle to ``target_diameter_px``, the
+        network runs there (unless that pass was already within ``rescale_tolerance`` of it), and
+        the proposal whose pass is most confident wins (:meth:`_choose_scale`). A ``diameter_px``
+        given to the constructor replaces the estimate.
 
         Returns
         -------
@@ -254,16 +255,45 @@ class UNetSegmenter:
             final_scale = min(1.0, max_scale)
             maps = run(final_scale, 0.4, 0.5)
         else:
-            # At the right scale the network is sure where particle centres are: pick the pass
-            # with the highest mean centre peak and rescale from its size estimate.
-            _, estimate_scale, diameter_px, maps, labels = max(estimates, key=lambda e: e[0])
-            final_scale = float(np.clip(estimate_scale * target_px / diameter_px, scaling["min_scale"], max_scale))
-            if max(final_scale / estimate_scale, estimate_scale / final_scale) > scaling["rescale_tolerance"]:
-                maps, labels = run(final_scale, 0.4, 0.5), None
-            else:
-                final_scale = estimate_scale
+            maps, final_scale, labels = self._choose_scale(estimates, run, max_scale)
         logger.debug("U-Net size estimates %s; final scale %.3f",
                      [(round(e[1], 3), round(e[0], 2), round(e[2], 1)) for e in estimates], final_scale)
+        return maps, final_scale, labels
+
+    def _choose_scale(self, estimates: list, run, max_scale: float) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """Final maps, scale and labels (or None) from the size-estimate passes.
+
+        At the right scale the network is sure where particle centres are. Each of the
+        ``verify_candidates`` most confident passes proposes a final scale (the one that brings
+        its median particle to ``target_diameter_px``); the network is run there, and the
+        proposal whose own pass is most confident wins. A proposal within ``rescale_tolerance``
+        of its pass's scale, or of a proposal already run, reuses that pass. With one candidate
+        this is the plain rule: rescale from the most confident pass.
+        """
+        cfg = self.load().config
+        scaling = cfg["input_scale"]
+        tolerance = scaling["rescale_tolerance"]
+
+        def close(a: float, b: float) -> bool:
+            return max(a / b, b / a) <= tolerance
+
+        ranked = sorted(estimates, key=lambda e: -e[0])[:max(1, int(scaling.get("verify_candidates", 1)))]
+        proposals = []  # (mean centre peak at the proposed scale, that scale, maps, labels or None)
+        for k, (peak, estimate_scale, diameter_px, maps, labels) in enumerate(ranked):
+            final_scale = float(np.clip(estimate_scale * scaling["target_diameter_px"] / diameter_px,
+                                        scaling["min_scale"], max_scale))
+            if close(final_scale, estimate_scale):
+                proposals.append((peak, estimate_scale, maps, labels))
+                continue
+            if any(close(final_scale, p[1]) for p in proposals):
+                continue  # already run at about this scale
+            maps = run(final_scale, 0.4 + 0.5 * k / len(ranked), 0.5 / len(ranked))
+            labels = None
+            if len(ranked) > 1:
+                labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
+                peak = mean_peak(maps[..., 1], labels)
+            proposals.append((peak, final_scale, maps, labels))
+        _, final_scale, maps, labels = max(proposals, key=lambda p: p[0])
         return maps, final_scale, labels
 
     def instances(self, maps: np.ndarray, scale: float, shape: tuple[int, int],

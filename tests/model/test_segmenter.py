@@ -72,25 +72,28 @@ def test_known_diameter_sets_the_scale_and_bad_values_are_refused(tiny_model_dir
         UNetSegmenter(tiny_model_dir, diameter_px=0)
 
 
-@pytest.mark.parametrize("accept_first_pass", [False, True])
-def test_segment_gives_the_instances_of_its_own_maps(tiny_model_dir, accept_first_pass):
-    """Whether the labels of the size-estimate pass are reused or recomputed, they are the same."""
+@pytest.mark.parametrize("mode", ["recomputed", "first pass reused", "verified"])
+def test_segment_gives_the_instances_of_its_own_maps(tiny_model_dir, mode):
+    """Whether the labels of a size-estimate pass are reused or recomputed, they are the same."""
     import json
 
     from model.postprocess import maps_to_instances
 
+    accept_first_pass = mode == "first pass reused"
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["input_scale"]["verify_candidates"] = 3 if mode == "verified" else 1
     if accept_first_pass:  # the first pass runs at scale 1 and is accepted whatever it finds
-        config = json.loads((tiny_model_dir / "config.json").read_text())
         config["input_scale"].update(estimate_max_scale=1.0, accept_peak=0.0, rescale_tolerance=1e6)
         config["thresholds"].update(foreground=0.3, centre=0.3)
-        (tiny_model_dir / "config.json").write_text(json.dumps(config))
+    (tiny_model_dir / "config.json").write_text(json.dumps(config))
     gray = np.zeros((96, 128), np.float32)
     rows, cols = np.indices(gray.shape)
     for r, c in [(30, 30), (60, 90), (40, 70)]:
         gray[(rows - r) ** 2 + (cols - c) ** 2 < 14 ** 2] = 1.0
     segmenter = UNetSegmenter(tiny_model_dir)
     maps, scale, reused = segmenter.network_maps(gray)
-    assert (reused is not None) == accept_first_pass
+    if mode != "verified":
+        assert (reused is not None) == accept_first_pass
     if scale == 1.0:
         expected = maps_to_instances(maps[..., 0], maps[..., 1],
                                      **segmenter._threshold_kwargs(segmenter.load().config, scale))
@@ -184,3 +187,40 @@ def test_size_estimate_does_not_stop_at_a_less_confident_smaller_scale(tiny_mode
     _, scale, _ = UNetSegmenter(tiny_model_dir).network_maps(np.zeros(shape, np.float32))
     assert len(passes) > 2
     assert scale == pytest.approx(start_scale * target_px / small_px, rel=0.15), passes
+
+
+@pytest.mark.parametrize("verify_candidates", [1, 3])
+def test_size_estimate_checks_the_proposed_scales(tiny_model_dir, monkeypatch, verify_candidates):
+    """Each of the most confident passes proposes a final scale, and the network is asked there.
+    In this fake world 8 px particles are seen only moderately well at scale 1, thumbnails show a
+    confident blob of clutter, and the network is surest when particles appear at the trained size:
+    checking the proposals finds scale 2, the plain most-confident rule the clutter's scale."""
+    import model.segmenter as segmenter_module
+    from model.preprocess import instance_targets
+
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["input_scale"]["verify_candidates"] = verify_candidates
+    (tiny_model_dir / "config.json").write_text(json.dumps(config))
+    target_px = config["input_scale"]["target_diameter_px"]
+    side, diameter_px = 512, 8.0
+
+    def network(model, scaled, **kwargs):
+        seen_px = diameter_px * scaled.shape[0] / side
+        if seen_px >= 6:
+            maps = instance_targets(_disc_grid(scaled.shape, seen_px, 2.5 * seen_px))
+            maps[..., 1] *= 1.0 if 0.7 * target_px <= seen_px <= 1.5 * target_px else 0.75
+            return maps
+        if seen_px >= 2:
+            return np.zeros(scaled.shape + (2,), np.float32)  # nothing found
+        blob = np.zeros(scaled.shape, np.int32)
+        blob[1:-1, 1:-1] = 1  # the whole thumbnail, too large for the pyramid to stop at
+        maps = instance_targets(blob)
+        maps[..., 1] *= 0.8
+        return maps
+
+    monkeypatch.setattr(segmenter_module, "predict_tiled", network)
+    _, scale, _ = UNetSegmenter(tiny_model_dir).network_maps(np.zeros((side, side), np.float32))
+    if verify_candidates == 1:
+        assert scale < 0.1
+    else:
+        assert scale == pytest.approx(target_px / diameter_px, rel=0.1)
