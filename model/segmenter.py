@@ -278,22 +278,25 @@ class UNetSegmenter:
             return max(a / b, b / a) <= tolerance
 
         ranked = sorted(estimates, key=lambda e: -e[0])[:max(1, int(scaling.get("verify_candidates", 1)))]
-        proposals = []  # (mean centre peak at the proposed scale, that scale, maps, labels or None)
+        checked_scales = []
+        best = None  # (mean centre peak at the proposed scale, that scale, maps, labels or None)
         for k, (peak, estimate_scale, diameter_px, maps, labels) in enumerate(ranked):
             final_scale = float(np.clip(estimate_scale * scaling["target_diameter_px"] / diameter_px,
                                         scaling["min_scale"], max_scale))
             if close(final_scale, estimate_scale):
-                proposals.append((peak, estimate_scale, maps, labels))
-                continue
-            if any(close(final_scale, p[1]) for p in proposals):
-                continue  # already run at about this scale
-            maps = run(final_scale, 0.4 + 0.5 * k / len(ranked), 0.5 / len(ranked))
-            labels = None
-            if len(ranked) > 1:
-                labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
-                peak = mean_peak(maps[..., 1], labels)
-            proposals.append((peak, final_scale, maps, labels))
-        _, final_scale, maps, labels = max(proposals, key=lambda p: p[0])
+                final_scale = estimate_scale  # this pass already shows the proposed size
+            elif any(close(final_scale, checked) for checked in checked_scales):
+                continue  # a pass at about this scale was already checked
+            else:
+                maps = run(final_scale, 0.4 + 0.5 * k / len(ranked), 0.5 / len(ranked))
+                labels = None
+                if len(ranked) > 1:
+                    labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
+                    peak = mean_peak(maps[..., 1], labels)
+            checked_scales.append(final_scale)
+            if best is None or peak > best[0]:  # only the winner's maps are kept (large images)
+                best = (peak, final_scale, maps, labels)
+        _, final_scale, maps, labels = best
         return maps, final_scale, labels
 
     def instances(self, maps: np.ndarray, scale: float, shape: tuple[int, int],
