@@ -112,6 +112,23 @@ def mean_peak(centre: np.ndarray, labels: np.ndarray) -> float:
     return float(peaks[1:].mean()) if peaks.size > 1 else 0.0
 
 
+def ambiguous_size_note(used_px: float, rival_px: float) -> str:
+    """The sentence for the user when the size estimate found two convincing particle sizes.
+
+    ``used_px`` is the particle diameter the segmentation was made for and ``rival_px`` the other
+    one (the most convincing other proposal), both in image pixels.
+
+    Examples
+    --------
+    >>> ambiguous_size_note(8.2, 230.0)
+    'The particle size was hard to estimate: the U-Net worked with particles about 8 px across, but particles about 230 px across looked almost as convincing. If the outlines are wrong, give the typical particle diameter in pixels (the "Typical particle diameter" field, or --diameter-px) and analyse again.'
+    """
+    return (f"The particle size was hard to estimate: the U-Net worked with particles about {used_px:.0f} px "
+            f"across, but particles about {rival_px:.0f} px across looked almost as convincing. If the outlines "
+            "are wrong, give the typical particle diameter in pixels (the \"Typical particle diameter\" "
+            "field, or --diameter-px) and analyse again.")
+
+
 def _as_gray(gray: np.ndarray) -> np.ndarray:
     gray = np.asarray(gray)
     if gray.ndim == 3 and gray.shape[-1] in (3, 4):
@@ -171,8 +188,8 @@ class UNetSegmenter:
         maps, scale, _ = self.network_maps(gray, progress=progress)
         return self.resize_maps(maps, np.shape(gray)[:2]), scale
 
-    def network_maps(self, gray: np.ndarray, *,
-                     progress: Progress | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
+    def network_maps(self, gray: np.ndarray, *, progress: Progress | None = None,
+                     notes: list[str] | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
         """Network output maps at network resolution (``gray`` resized by ``scale``) and that scale.
 
         The particle size is estimated first, as Cellpose does with its diameter, but without a
@@ -194,7 +211,8 @@ class UNetSegmenter:
         proposes the final scale that brings its median particle to ``target_diameter_px``, the
         network runs there (unless that pass was already within ``rescale_tolerance`` of it), and
         the proposal whose pass is most confident wins (:meth:`_choose_scale`). A ``diameter_px``
-        given to the constructor replaces the estimate.
+        given to the constructor replaces the estimate. When a checked proposal at a quite different
+        scale was almost as convincing, a sentence saying so is appended to ``notes`` (if given).
 
         Returns
         -------
@@ -255,12 +273,13 @@ class UNetSegmenter:
             final_scale = min(1.0, max_scale)
             maps = run(final_scale, 0.4, 0.5)
         else:
-            maps, final_scale, labels = self._choose_scale(estimates, run, max_scale)
+            maps, final_scale, labels = self._choose_scale(estimates, run, max_scale, notes)
         logger.debug("U-Net size estimates %s; final scale %.3f",
                      [(round(e[1], 3), round(e[0], 2), round(e[2], 1)) for e in estimates], final_scale)
         return maps, final_scale, labels
 
-    def _choose_scale(self, estimates: list, run, max_scale: float) -> tuple[np.ndarray, float, np.ndarray | None]:
+    def _choose_scale(self, estimates: list, run, max_scale: float,
+                      notes: list[str] | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
         """Final maps, scale and labels (or None) from the size-estimate passes.
 
         At the right scale the network is sure where particle centres are. Each of the
@@ -269,6 +288,10 @@ class UNetSegmenter:
         proposal whose own pass is most confident wins. A proposal within ``rescale_tolerance``
         of its pass's scale, or of a proposal already run, reuses that pass. With one candidate
         this is the plain rule: rescale from the most confident pass.
+
+        A checked proposal whose confidence is within ``ambiguity_peak_margin`` of the winner's and
+        whose scale differs from it by at least ``ambiguity_scale_ratio`` makes the size uncertain;
+        :func:`ambiguous_size_note` then tells the user, through ``notes``.
         """
         cfg = self.load().config
         scaling = cfg["input_scale"]
@@ -279,6 +302,7 @@ class UNetSegmenter:
 
         ranked = sorted(estimates, key=lambda e: -e[0])[:max(1, int(scaling.get("verify_candidates", 1)))]
         checked_scales = []
+        checked = []  # (mean centre peak at the proposed scale, that scale) of every checked proposal
         best = None  # (mean centre peak at the proposed scale, that scale, maps, labels or None)
         for k, (peak, estimate_scale, diameter_px, maps, labels) in enumerate(ranked):
             final_scale = float(np.clip(estimate_scale * scaling["target_diameter_px"] / diameter_px,
@@ -294,9 +318,17 @@ class UNetSegmenter:
                     labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
                     peak = mean_peak(maps[..., 1], labels)
             checked_scales.append(final_scale)
+            checked.append((peak, final_scale))
             if best is None or peak > best[0]:  # only the winner's maps are kept (large images)
                 best = (peak, final_scale, maps, labels)
-        _, final_scale, maps, labels = best
+        best_peak, final_scale, maps, labels = best
+        if notes is not None and "ambiguity_peak_margin" in scaling:
+            rivals = [(peak, scale) for peak, scale in checked
+                      if peak >= best_peak - scaling["ambiguity_peak_margin"]
+                      and max(scale / final_scale, final_scale / scale) >= scaling["ambiguity_scale_ratio"]]
+            if rivals:
+                target_px = scaling["target_diameter_px"]
+                notes.append(ambiguous_size_note(target_px / final_scale, target_px / max(rivals)[1]))
         return maps, final_scale, labels
 
     def instances(self, maps: np.ndarray, scale: float, shape: tuple[int, int],
@@ -345,7 +377,8 @@ class UNetSegmenter:
                 "min_marker_area_px": max(1, int(round(thresholds["min_marker_area_px"] * area_factor))),
                 "min_area_px": max(1, int(round(thresholds["min_area_px"] * area_factor)))}
 
-    def segment(self, gray: np.ndarray, *, progress: Progress | None = None) -> np.ndarray:
+    def segment(self, gray: np.ndarray, *, progress: Progress | None = None,
+                notes: list[str] | None = None) -> np.ndarray:
         """Return int32 instance labels (0 = background) of the same shape as ``gray``.
 
         Parameters
@@ -355,13 +388,15 @@ class UNetSegmenter:
             normalised by percentiles). An RGB(A) array is averaged to gray.
         progress : callable, optional
             ``progress(fraction, message)``.
+        notes : list of str, optional
+            Sentences for the user about this result are appended here (an uncertain particle size).
 
         Raises
         ------
         ModelLoadError
             When the shipped weights or their config are missing or corrupted.
         """
-        maps, scale, labels = self.network_maps(gray, progress=progress)
+        maps, scale, labels = self.network_maps(gray, progress=progress, notes=notes)
         if progress is not None:
             progress(0.92, "Separating particles")
         labels = self.instances(maps, scale, np.shape(gray)[:2], labels)

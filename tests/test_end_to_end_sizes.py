@@ -33,7 +33,7 @@ class TruthSegmenter:
     def __init__(self, labels, frame):
         self.labels, self.frame = labels, frame
 
-    def segment(self, gray, *, progress=None):
+    def segment(self, gray, *, progress=None, notes=None):
         return self.labels[self.frame[0] : self.frame[1]].astype(np.int32)
 
 

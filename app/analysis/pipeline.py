@@ -258,9 +258,10 @@ def analyze_decoded(
         calibrating = pool.submit(
             decide_calibration, decoded, params, data_bar, metadata_calibration=metadata_calibration
         )
+        segmentation_notes: list[str] = []
         if stop - start >= 2:
             region = decoded.gray[start:stop]
-            labels[start:stop] = segmenter.segment(region, progress=progress)
+            labels[start:stop] = segmenter.segment(region, progress=progress, notes=segmentation_notes)
         calibration, scale_bar, notes = calibrating.result()
     labels = finalize_labels(labels, split_touching=params.split_touching, min_area_px=params.min_area_px)
     particles = measure_particles(
@@ -276,7 +277,7 @@ def analyze_decoded(
         segmenter_name=segmenter.name,
         segmenter_version=segmenter.version,
         params=params,
-        notes=list(decoded.notes) + notes,
+        notes=list(decoded.notes) + notes + segmentation_notes,
     )
 
 

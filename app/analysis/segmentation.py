@@ -31,8 +31,13 @@ class Segmenter(Protocol):
     name: str
     version: str
 
-    def segment(self, gray: np.ndarray, *, progress: ProgressCallback | None = None) -> np.ndarray:
-        """Return an int32 label image (0 = background) of the same shape as ``gray`` (float32, [0, 1])."""
+    def segment(self, gray: np.ndarray, *, progress: ProgressCallback | None = None,
+                notes: list[str] | None = None) -> np.ndarray:
+        """Return an int32 label image (0 = background) of the same shape as ``gray`` (float32, [0, 1]).
+
+        Sentences for the user about this result (for example an uncertain particle size) are
+        appended to ``notes`` when a list is given.
+        """
         ...
 
 
@@ -99,8 +104,9 @@ class ClassicalSegmenter:
         mask = morphology.remove_small_objects(mask, max_size=3)
         return ndi.binary_fill_holes(mask)
 
-    def segment(self, gray: np.ndarray, *, progress: ProgressCallback | None = None) -> np.ndarray:
-        """Segment ``gray`` into particle instances; see :class:`Segmenter`."""
+    def segment(self, gray: np.ndarray, *, progress: ProgressCallback | None = None,
+                notes: list[str] | None = None) -> np.ndarray:
+        """Segment ``gray`` into particle instances; see :class:`Segmenter` (it adds no notes)."""
         if progress:
             progress(0.1, "Thresholding")
         mask = self.foreground(gray)

@@ -65,14 +65,29 @@ def test_scale_bar_is_read_while_the_segmenter_works(sample, monkeypatch):
         return real_find(*args, **kwargs)
 
     class SignallingSegmenter(ClassicalSegmenter):
-        def segment(self, gray, progress=None):
+        def segment(self, gray, progress=None, notes=None):
             segmenting.set()
-            return super().segment(gray, progress=progress)
+            return super().segment(gray, progress=progress, notes=notes)
 
     monkeypatch.setattr(pipeline._scalebar, "find_scale_bar", find_scale_bar)
     decoded = decode_image(_png_bytes(sample.image), "synthetic.png")
     result = analyze_decoded(decoded, AnalysisParams(), segmenter=SignallingSegmenter())
     assert result.scale_bar is not None and len(result.particles) > 0
+
+
+def test_the_segmenters_notes_reach_the_result(sample):
+    """A sentence the segmenter has about its result (the U-Net's uncertain size) joins the
+    result's notes, which the page lists and the CLI prints."""
+
+    class DoubtfulSegmenter(ClassicalSegmenter):
+        def segment(self, gray, progress=None, notes=None):
+            notes.append("The particle size was hard to estimate.")
+            return super().segment(gray, progress=progress, notes=notes)
+
+    decoded = decode_image(_png_bytes(sample.image), "synthetic.png")
+    result = analyze_decoded(decoded, AnalysisParams(), segmenter=DoubtfulSegmenter())
+    assert "The particle size was hard to estimate." in result.notes
+    assert len(result.particles) > 0
 
 
 def test_no_split_merges_and_min_area_drops():

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -189,20 +190,11 @@ def test_size_estimate_does_not_stop_at_a_less_confident_smaller_scale(tiny_mode
     assert scale == pytest.approx(start_scale * target_px / small_px, rel=0.15), passes
 
 
-@pytest.mark.parametrize("verify_candidates", [1, 3])
-def test_size_estimate_checks_the_proposed_scales(tiny_model_dir, monkeypatch, verify_candidates):
-    """Each of the most confident passes proposes a final scale, and the network is asked there.
-    In this fake world 8 px particles are seen only moderately well at scale 1, thumbnails show a
-    confident blob of clutter, and the network is surest when particles appear at the trained size:
-    checking the proposals finds scale 2, the plain most-confident rule the clutter's scale."""
-    import model.segmenter as segmenter_module
+def _clutter_world(target_px, diameter_px, side, clutter_confidence):
+    """A fake network: ``diameter_px`` particles in a ``side`` px image are seen only moderately well
+    at scale 1 and surely at the trained size; thumbnails show one blob of clutter filling the frame
+    with centre-map confidence ``clutter_confidence``."""
     from model.preprocess import instance_targets
-
-    config = json.loads((tiny_model_dir / "config.json").read_text())
-    config["input_scale"]["verify_candidates"] = verify_candidates
-    (tiny_model_dir / "config.json").write_text(json.dumps(config))
-    target_px = config["input_scale"]["target_diameter_px"]
-    side, diameter_px = 512, 8.0
 
     def network(model, scaled, **kwargs):
         seen_px = diameter_px * scaled.shape[0] / side
@@ -215,12 +207,58 @@ def test_size_estimate_checks_the_proposed_scales(tiny_model_dir, monkeypatch, v
         blob = np.zeros(scaled.shape, np.int32)
         blob[1:-1, 1:-1] = 1  # the whole thumbnail, too large for the pyramid to stop at
         maps = instance_targets(blob)
-        maps[..., 1] *= 0.8
+        maps[..., 1] *= clutter_confidence
         return maps
 
-    monkeypatch.setattr(segmenter_module, "predict_tiled", network)
+    return network
+
+
+@pytest.mark.parametrize("verify_candidates", [1, 3])
+def test_size_estimate_checks_the_proposed_scales(tiny_model_dir, monkeypatch, verify_candidates):
+    """Each of the most confident passes proposes a final scale, and the network is asked there.
+    In this fake world 8 px particles are seen only moderately well at scale 1, thumbnails show a
+    confident blob of clutter, and the network is surest when particles appear at the trained size:
+    checking the proposals finds scale 2, the plain most-confident rule the clutter's scale."""
+    import model.segmenter as segmenter_module
+
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["input_scale"]["verify_candidates"] = verify_candidates
+    (tiny_model_dir / "config.json").write_text(json.dumps(config))
+    target_px = config["input_scale"]["target_diameter_px"]
+    side, diameter_px = 512, 8.0
+    monkeypatch.setattr(segmenter_module, "predict_tiled", _clutter_world(target_px, diameter_px, side, 0.8))
     _, scale, _ = UNetSegmenter(tiny_model_dir).network_maps(np.zeros((side, side), np.float32))
     if verify_candidates == 1:
         assert scale < 0.1
     else:
         assert scale == pytest.approx(target_px / diameter_px, rel=0.1)
+
+
+@pytest.mark.parametrize("clutter_confidence", [0.8, 0.95])
+def test_an_almost_as_convincing_other_size_is_reported(tiny_model_dir, monkeypatch, clutter_confidence):
+    """The clutter's proposal loses either way; only when it was nearly as convincing as the
+    particles (within ``ambiguity_peak_margin``) does the user get a sentence naming both sizes."""
+    import model.segmenter as segmenter_module
+
+    scaling = json.loads((tiny_model_dir / "config.json").read_text())["input_scale"]
+    target_px, margin = scaling["target_diameter_px"], scaling["ambiguity_peak_margin"]
+    assert 1.0 - 0.8 > margin > 1.0 - 0.95
+    side, diameter_px = 512, 8.0
+    monkeypatch.setattr(segmenter_module, "predict_tiled",
+                        _clutter_world(target_px, diameter_px, side, clutter_confidence))
+    image = np.zeros((side, side), np.float32)
+    notes = []
+    labels = UNetSegmenter(tiny_model_dir).segment(image, notes=notes)
+    assert labels.max() > 100  # the 8 px particles won
+    if clutter_confidence == 0.8:
+        assert notes == []
+        return
+    assert len(notes) == 1
+    numbers = [float(x) for x in re.findall(r"about ([0-9]+) px", notes[0])]
+    assert numbers[0] == pytest.approx(diameter_px, rel=0.15)  # the size used comes first
+    assert len(numbers) == 2 and numbers[1] > 8 * diameter_px  # the clutter's size: most of the frame
+    assert "diameter" in notes[0]
+    # A known diameter skips the estimate, so there is nothing to report.
+    known = []
+    UNetSegmenter(tiny_model_dir, diameter_px=diameter_px).segment(image, notes=known)
+    assert known == []
