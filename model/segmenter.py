@@ -301,7 +301,6 @@ class UNetSegmenter:
             return max(a / b, b / a) <= tolerance
 
         ranked = sorted(estimates, key=lambda e: -e[0])[:max(1, int(scaling.get("verify_candidates", 1)))]
-        checked_scales = []
         checked = []  # (mean centre peak at the proposed scale, that scale) of every checked proposal
         best = None  # (mean centre peak at the proposed scale, that scale, maps, labels or None)
         for k, (peak, estimate_scale, diameter_px, maps, labels) in enumerate(ranked):
@@ -309,7 +308,7 @@ class UNetSegmenter:
                                         scaling["min_scale"], max_scale))
             if close(final_scale, estimate_scale):
                 final_scale = estimate_scale  # this pass already shows the proposed size
-            elif any(close(final_scale, checked) for checked in checked_scales):
+            elif any(close(final_scale, scale) for _, scale in checked):
                 continue  # a pass at about this scale was already checked
             else:
                 maps = run(final_scale, 0.4 + 0.5 * k / len(ranked), 0.5 / len(ranked))
@@ -317,7 +316,6 @@ class UNetSegmenter:
                 if len(ranked) > 1:
                     labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
                     peak = mean_peak(maps[..., 1], labels)
-            checked_scales.append(final_scale)
             checked.append((peak, final_scale))
             if best is None or peak > best[0]:  # only the winner's maps are kept (large images)
                 best = (peak, final_scale, maps, labels)
