@@ -20,7 +20,7 @@ run: install
 	$(BIN)/gunicorn -c python:app.gunicorn_conf --bind $(HOST):$(PORT) --workers $(WORKERS) --timeout 300 app.wsgi:server
 
 test: install
-	$(BIN)/python -m pytest --headless -q -p no:cacheprovider --doctest-modules app/analysis model/postprocess.py tests
+	$(BIN)/python -m pytest --headless -q -p no:cacheprovider --doctest-modules app/analysis model/postprocess.py model/segmenter.py tests
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py
