@@ -259,3 +259,25 @@ def test_bad_upload_shows_a_sentence_and_the_app_keeps_serving(duo, tmp_path, di
     upload(duo, disc_png, "discs.png")
     wait_detected(duo, len(DISC_CENTRES))
     assert duo.find_element(f"#{ids.ALERT}").text == ""
+
+
+def test_a_segmenters_note_is_listed_on_the_page(dash_duo, monkeypatch, disc_png):
+    """What the segmenter says about its result (the U-Net's uncertain particle size) reaches the
+    user: the sentence is listed under the image's notes."""
+    from app import session
+    from app.analysis.segmentation import ClassicalSegmenter
+
+    sentence = "The particle size was hard to estimate: the U-Net worked with particles about 28 px across."
+
+    class DoubtfulSegmenter(ClassicalSegmenter):
+        def segment(self, gray, *, progress=None, notes=None):
+            notes.append(sentence)
+            return super().segment(gray, progress=progress, notes=notes)
+
+    monkeypatch.setattr(session, "get_segmenter", lambda name, diameter_px=None: DoubtfulSegmenter())
+    dash_duo.start_server(create_app(default_segmenter="classical"))
+    dash_duo.wait_for_element(f"#{ids.UPLOAD}")
+    upload(dash_duo, disc_png, "discs.png")
+    wait_detected(dash_duo, len(DISC_CENTRES))
+    dash_duo.wait_for_contains_text(f"#{ids.NOTES}", "hard to estimate", timeout=TIMEOUT_S)
+    assert sentence in [item.text for item in dash_duo.find_elements(f"#{ids.NOTES} li")]
