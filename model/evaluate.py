@@ -69,6 +69,8 @@ def evaluate(cases, segmenters: dict[str, object], min_area_px: int = MIN_AREA_P
 
     ``out`` is the stream printed to (default: standard output). With ``true_diameter`` the U-Net
     is given each image's true median particle diameter instead of estimating it (a diagnostic).
+    Each row's ``noted`` is 1 when the segmenter added a note for the user (the U-Net's uncertain
+    particle size), else 0.
     """
     out = sys.stdout if out is None else out
     rows = []
@@ -79,11 +81,12 @@ def evaluate(cases, segmenters: dict[str, object], min_area_px: int = MIN_AREA_P
         for seg_name, segmenter in segmenters.items():
             if true_diameter and isinstance(segmenter, UNetSegmenter):
                 segmenter = UNetSegmenter(segmenter.model_dir, diameter_px=median_diameter_px(labels))
+            notes = []
             started = time.perf_counter()
-            predicted = segmenter.segment(gray)
+            predicted = segmenter.segment(gray, notes=notes)
             seconds = time.perf_counter() - started
             scores = score_image(labels, predicted, min_area_px)
-            rows.append({"image": name, "segmenter": seg_name, "seconds": seconds, **scores})
+            rows.append({"image": name, "segmenter": seg_name, "seconds": seconds, **scores, "noted": int(bool(notes))})
             line += "".join(f"{scores[m]:>20.3f}" for m in METRICS)
         print(line, file=out, flush=True)
     return rows
@@ -97,6 +100,25 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
         summary[seg_name] = {m: float(np.mean([r[m] for r in mine])) for m in (*METRICS, "seconds")}
         summary[seg_name]["n_images"] = len(mine)
     return summary
+
+
+def noted_lines(rows: list[dict]) -> list[str]:
+    """One line per segmenter that added notes: its mean scores on the noted and the other images."""
+    lines = []
+    for seg_name in dict.fromkeys(r["segmenter"] for r in rows):
+        mine = [r for r in rows if r["segmenter"] == seg_name]
+        noted = [r for r in mine if r.get("noted")]
+        if not noted:
+            continue
+        others = [r for r in mine if not r.get("noted")]
+        groups = []
+        for label, group in ((f"{len(noted)} noted", noted), (f"{len(others)} others", others)):
+            if group:
+                means = "  ".join(f"{m}={np.mean([r[m] for r in group]):.3f}" for m in ("obj_f1", "ecd_err"))
+                groups.append(f"{label}: {means}")
+        lines.append(f"  {seg_name:<10}images with a note for the user (uncertain size) vs the rest: "
+                     + "; ".join(groups))
+    return lines
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -146,6 +168,8 @@ def main(argv: list[str]) -> int:
     print(f"\nmean over {n_images} images (particles under {MIN_AREA_PX} px ignored):")
     for seg_name, means in summary.items():
         print(f"  {seg_name:<10}" + "  ".join(f"{m}={means[m]:.3f}" for m in (*METRICS, "seconds")))
+    for line in noted_lines(rows):
+        print(line)
     if args.csv is not None:
         with args.csv.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

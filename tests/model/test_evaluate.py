@@ -15,7 +15,7 @@ class OracleSegmenter:
     def __init__(self, truth):
         self.truth = truth
 
-    def segment(self, gray, *, progress=None):
+    def segment(self, gray, *, progress=None, notes=None):
         return self.truth[round(float(gray[0, 0]) * 255)]
 
 
@@ -67,3 +67,30 @@ def test_cli_requires_a_data_source(capsys):
     with pytest.raises(SystemExit):
         evaluate.main([])
     assert "--synthetic" in capsys.readouterr().err
+
+
+class DoubtfulSegmenter(OracleSegmenter):
+    """The oracle, but it misses everything and says so with a note on the images marked 2."""
+
+    def segment(self, gray, *, progress=None, notes=None):
+        labels = super().segment(gray)
+        if round(float(gray[0, 0]) * 255) == 2:
+            notes.append("The particle size was hard to estimate.")
+            return np.zeros_like(labels)
+        return labels
+
+
+def test_images_with_a_note_are_counted_and_scored_apart(tmp_path):
+    truth = {}
+    for marker, name in ((1, "a"), (2, "b"), (1, "c")):
+        labels = np.zeros((40, 40), np.int32)
+        labels[5:20, 5:20] = 1
+        truth[marker] = labels
+        write_case(tmp_path, name, labels, marker)
+    cases = list(evaluate.folder_cases(tmp_path / "images", tmp_path / "masks"))
+    rows = evaluate.evaluate(cases, {"doubtful": DoubtfulSegmenter(truth)}, out=open("/dev/null", "w"))
+    assert [r["noted"] for r in rows] == [0, 1, 0]
+    (line,) = evaluate.noted_lines(rows)
+    assert "1 noted: obj_f1=0.000" in line and "2 others: obj_f1=1.000" in line
+    assert evaluate.noted_lines(evaluate.evaluate(cases, {"oracle": OracleSegmenter(truth)},
+                                                  out=open("/dev/null", "w"))) == []
