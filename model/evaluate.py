@@ -92,11 +92,18 @@ def evaluate(cases, segmenters: dict[str, object], min_area_px: int = MIN_AREA_P
     return rows
 
 
+def _by_segmenter(rows: list[dict]) -> dict[str, list[dict]]:
+    """The score rows grouped by segmenter name, in the order the segmenters first appear."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["segmenter"], []).append(row)
+    return groups
+
+
 def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Mean of every metric (and the image count) per segmenter."""
     summary = {}
-    for seg_name in dict.fromkeys(r["segmenter"] for r in rows):
-        mine = [r for r in rows if r["segmenter"] == seg_name]
+    for seg_name, mine in _by_segmenter(rows).items():
         summary[seg_name] = {m: float(np.mean([r[m] for r in mine])) for m in (*METRICS, "seconds")}
         summary[seg_name]["n_images"] = len(mine)
     return summary
@@ -105,8 +112,7 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
 def noted_lines(rows: list[dict]) -> list[str]:
     """One line per segmenter that added notes: its mean scores on the noted and the other images."""
     lines = []
-    for seg_name in dict.fromkeys(r["segmenter"] for r in rows):
-        mine = [r for r in rows if r["segmenter"] == seg_name]
+    for seg_name, mine in _by_segmenter(rows).items():
         noted = [r for r in mine if r.get("noted")]
         if not noted:
             continue

@@ -273,12 +273,12 @@ class UNetSegmenter:
             final_scale = min(1.0, max_scale)
             maps = run(final_scale, 0.4, 0.5)
         else:
-            maps, final_scale, labels = self._choose_scale(estimates, run, max_scale, notes)
+            maps, final_scale, labels = self._choose_scale(cfg, estimates, run, max_scale, notes)
         logger.debug("U-Net size estimates %s; final scale %.3f",
                      [(round(e[1], 3), round(e[0], 2), round(e[2], 1)) for e in estimates], final_scale)
         return maps, final_scale, labels
 
-    def _choose_scale(self, estimates: list, run, max_scale: float,
+    def _choose_scale(self, cfg: dict, estimates: list, run, max_scale: float,
                       notes: list[str] | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
         """Final maps, scale and labels (or None) from the size-estimate passes.
 
@@ -293,12 +293,13 @@ class UNetSegmenter:
         whose scale differs from it by at least ``ambiguity_scale_ratio`` makes the size uncertain;
         :func:`ambiguous_size_note` then tells the user, through ``notes``.
         """
-        cfg = self.load().config
         scaling = cfg["input_scale"]
-        tolerance = scaling["rescale_tolerance"]
+
+        def ratio(a: float, b: float) -> float:
+            return max(a / b, b / a)
 
         def close(a: float, b: float) -> bool:
-            return max(a / b, b / a) <= tolerance
+            return ratio(a, b) <= scaling["rescale_tolerance"]
 
         ranked = sorted(estimates, key=lambda e: -e[0])[:max(1, int(scaling.get("verify_candidates", 1)))]
         checked = []  # (mean centre peak at the proposed scale, that scale) of every checked proposal
@@ -323,7 +324,7 @@ class UNetSegmenter:
         if notes is not None and "ambiguity_peak_margin" in scaling:
             rivals = [(peak, scale) for peak, scale in checked
                       if peak >= best_peak - scaling["ambiguity_peak_margin"]
-                      and max(scale / final_scale, final_scale / scale) >= scaling["ambiguity_scale_ratio"]]
+                      and ratio(scale, final_scale) >= scaling["ambiguity_scale_ratio"]]
             if rivals:
                 target_px = scaling["target_diameter_px"]
                 notes.append(ambiguous_size_note(target_px / final_scale, target_px / max(rivals)[1]))
