@@ -10,6 +10,7 @@ and turned into targets with :func:`model.preprocess.instance_targets`. Crops ar
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -227,6 +228,65 @@ def training_batches(samples: list[Sample], *, batch_size: int, seed: int,
             images.append(x)
             targets.append(y)
         yield np.stack(images), np.stack(targets)
+
+
+def _batch_worker(samples: list[Sample], queue, seed: int, use_synthetic: bool, options: dict) -> None:
+    """Worker process of :func:`parallel_batches`: one seeded batch stream into ``queue``."""
+    synthetic = synthetic_crop_generator() if use_synthetic else None
+    for batch in training_batches(samples, seed=seed, synthetic=synthetic, **options):
+        queue.put(batch)
+
+
+def parallel_batches(samples: list[Sample], *, workers: int, batch_size: int, seed: int,
+                     use_synthetic: bool = False, synthetic_fraction: float = 0.0,
+                     crop_size_px: int = CROP_SIZE_PX, target_diameter_px: float = TARGET_DIAMETER_PX,
+                     queue_batches: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """:func:`training_batches` made by ``workers`` processes, for machines where one core cannot keep up.
+
+    Worker ``k`` runs the stream seeded ``seed + 7919 * k``; batches are taken from the workers in
+    turn, so the sequence depends only on ``seed`` and ``workers``, not on timing. The workers
+    stop when the generator is closed or garbage-collected, or with the main process.
+    """
+    context = multiprocessing.get_context("spawn")  # no fork of a process that runs TensorFlow/torch
+    options = {"batch_size": batch_size, "synthetic_fraction": synthetic_fraction,
+               "crop_size_px": crop_size_px, "target_diameter_px": target_diameter_px}
+    queues = [context.Queue(maxsize=queue_batches) for _ in range(workers)]
+    processes = [context.Process(target=_batch_worker, daemon=True,
+                                 args=(samples, queue, seed + 7919 * k, use_synthetic, options))
+                 for k, queue in enumerate(queues)]
+    for process in processes:
+        process.start()
+    try:
+        while True:
+            for queue in queues:
+                yield queue.get()
+    finally:
+        for process in processes:
+            process.terminate()
+
+
+def save_samples(path: Path, samples: list[Sample], target_diameter_px: float) -> None:
+    """Store prepared samples (image at 8 bits, labels) so a later run skips loading and rescaling."""
+    arrays = {"names": np.array([s.name for s in samples]), "target_diameter_px": np.float64(target_diameter_px)}
+    for i, sample in enumerate(samples):
+        arrays[f"image{i}"] = np.round(sample.image * 255).astype(np.uint8)
+        arrays[f"labels{i}"] = sample.labels
+    np.savez_compressed(path, **arrays)
+
+
+def load_samples(path: Path, names: list[str], target_diameter_px: float) -> list[Sample] | None:
+    """Samples saved by :func:`save_samples`, or None when ``path`` holds other images or another scale."""
+    if not Path(path).is_file():
+        return None
+    with np.load(path) as stored:
+        if list(stored["names"]) != list(names) or float(stored["target_diameter_px"]) != target_diameter_px:
+            return None
+        samples = []
+        for i, name in enumerate(names):
+            labels = stored[f"labels{i}"]
+            samples.append(Sample((stored[f"image{i}"] / np.float32(255)).astype(np.float32),
+                                  instance_targets(labels), labels, name))
+    return samples
 
 
 def validation_crops(samples: list[Sample], *, per_image: int = 2, seed: int = 1234,

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 def _configure_threads(n_threads: int) -> None:
+    """Limit TensorFlow's threads; other Keras backends (``KERAS_BACKEND``, for a GPU machine) keep theirs."""
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(n_threads))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(n_threads))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -63,7 +66,9 @@ def _numpy_loss(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def validation_scores(model, images: np.ndarray, targets: np.ndarray, labels: np.ndarray,
                       batch_size: int = 16) -> dict[str, float]:
     """Validation loss, pixel Dice (pooled) and mean per-crop ``obj_f1`` / ``ecd_err``."""
-    preds = np.concatenate([np.asarray(model(images[i:i + batch_size], training=False))
+    from keras import ops
+
+    preds = np.concatenate([ops.convert_to_numpy(model(images[i:i + batch_size], training=False))
                             for i in range(0, len(images), batch_size)])
     fg_true, fg_pred = targets[..., 0] > 0.5, preds[..., 0] > 0.5
     pooled_dice = 2 * (fg_true & fg_pred).sum() / max(1, fg_true.sum() + fg_pred.sum())
@@ -79,6 +84,18 @@ def export_without_optimizer(source: Path, dest: Path) -> None:
 
     model = keras.saving.load_model(source, compile=False)
     model.save(dest)
+
+
+def _emps_samples(root: Path, names: list[str], target_px: float, cache: Path | None, which: str):
+    """Prepared EMPS samples, read from ``cache/emps_WHICH.npz`` when it holds them."""
+    path = cache / f"emps_{which}.npz" if cache is not None else None
+    samples = data.load_samples(path, names, target_px) if path is not None else None
+    if samples is None:
+        samples = data.load_emps(root, names, min_side_px=data.CROP_SIZE_PX, target_diameter_px=target_px)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data.save_samples(path, samples, target_px)
+    return samples
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -102,6 +119,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="median particle diameter every sample is rescaled to (the config's "
                              "input_scale.target_diameter_px must match it)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that make training batches (0: the training process itself)")
+    parser.add_argument("--samples-cache", type=Path, default=None,
+                        help="folder where the prepared EMPS samples are stored after the first load and "
+                             "read from afterwards (images at 8 bits)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.keras exists")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from the weights of this .keras model (for example one made by "
@@ -124,9 +146,9 @@ def main(argv: list[str]) -> int:
     train_names, val_names = data.read_split("train"), data.read_split("val")
     logger.info("Loading %d training and %d validation EMPS images from %s", len(train_names), len(val_names), root)
     target_px = args.target_diameter_px
-    train_samples = data.load_emps(root, train_names, min_side_px=data.CROP_SIZE_PX, target_diameter_px=target_px)
+    train_samples = _emps_samples(root, train_names, target_px, args.samples_cache, "train")
     val_images, val_targets, val_labels = data.validation_crops(
-        data.load_emps(root, val_names, min_side_px=data.CROP_SIZE_PX, target_diameter_px=target_px))
+        _emps_samples(root, val_names, target_px, args.samples_cache, "val"))
     synthetic = data.synthetic_crop_generator() if args.synthetic_fraction > 0 else None
 
     state_path, last_path, best_path = args.out / "state.json", args.out / "last.keras", args.out / "best.keras"
@@ -149,10 +171,14 @@ def main(argv: list[str]) -> int:
         model.compile(optimizer=keras.optimizers.Adam(schedule), loss=segmentation_loss)
     # A resumed run draws from a stream seeded by (seed, epoch): reproducible without replaying
     # (and re-generating) every batch already consumed.
-    batches = data.training_batches(train_samples, batch_size=args.batch_size,
-                                    seed=args.seed + 1000 * state["epoch"], synthetic=synthetic,
-                                    synthetic_fraction=args.synthetic_fraction, crop_size_px=args.crop_size,
-                                    target_diameter_px=target_px)
+    stream = {"batch_size": args.batch_size, "seed": args.seed + 1000 * state["epoch"],
+              "synthetic_fraction": args.synthetic_fraction, "crop_size_px": args.crop_size,
+              "target_diameter_px": target_px}
+    if args.workers > 0:
+        batches = data.parallel_batches(train_samples, workers=args.workers, use_synthetic=synthetic is not None,
+                                        **stream)
+    else:
+        batches = data.training_batches(train_samples, synthetic=synthetic, **stream)
 
     class EpochEnd(keras.callbacks.Callback):
         def __init__(self):
@@ -175,6 +201,7 @@ def main(argv: list[str]) -> int:
             if logs["val_obj_f1"] > state["best_obj_f1"]:
                 state["best_obj_f1"] = logs["val_obj_f1"]
                 self.model.save(best_path)
+                export_without_optimizer(best_path, args.out / "final.keras")
             self.model.save(last_path)
             state_path.write_text(json.dumps(state, indent=1))
             logger.info("epoch %d: %s", epoch + 1, {k: round(float(v), 4) for k, v in logs.items()})
@@ -183,8 +210,7 @@ def main(argv: list[str]) -> int:
         model.fit(batches, epochs=args.epochs, initial_epoch=state["epoch"], steps_per_epoch=args.steps_per_epoch,
                   verbose=2, callbacks=[EpochEnd(), keras.callbacks.CSVLogger(args.out / "log.csv", append=True)])
     if best_path.exists():
-        export_without_optimizer(best_path, args.out / "final.keras")
-        logger.info("Best model (val obj_f1 %.4f) exported to %s", state["best_obj_f1"], args.out / "final.keras")
+        logger.info("Best model (val obj_f1 %.4f) is in %s", state["best_obj_f1"], args.out / "final.keras")
     logger.info("Training wall time %.1f min (this process)", (time.monotonic() - started) / 60)
     return 0
 

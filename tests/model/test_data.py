@@ -73,3 +73,37 @@ def test_area_weighted_median_resists_many_tiny_detections():
     assert median_diameter_px(labels, min_area_px=4) == pytest.approx(2 * np.sqrt(16 / np.pi))
     assert median_diameter_px(labels, min_area_px=4, area_weighted=True) == pytest.approx(2 * np.sqrt(1600 / np.pi))
     assert median_diameter_px(np.zeros((5, 5), np.int32)) is None
+
+
+def _disc_samples():
+    labels = two_touching_discs(shape=(300, 300), radius=30)
+    return [data.prepare_sample((labels > 0) * 0.8 + 0.1, labels, name, min_side_px=256) for name in ("a", "b")]
+
+
+def test_worker_processes_interleave_reproducible_streams():
+    samples = _disc_samples()
+    options = {"batch_size": 2, "crop_size_px": 32, "synthetic_fraction": 0.0}
+    workers = data.parallel_batches(samples, workers=2, seed=5, **options)
+    got = [next(workers) for _ in range(4)]
+    workers.close()
+    first, second = (data.training_batches(samples, seed=s, **options) for s in (5, 5 + 7919))
+    expected = [next(first), next(second), next(first), next(second)]
+    for (x, y), (ex, ey) in zip(got, expected):
+        np.testing.assert_array_equal(x, ex)
+        np.testing.assert_array_equal(y, ey)
+    assert not np.array_equal(got[0][0], got[1][0])
+
+
+def test_prepared_samples_are_cached_at_eight_bits(tmp_path):
+    samples = _disc_samples()
+    path = tmp_path / "cache.npz"
+    data.save_samples(path, samples, TARGET_DIAMETER_PX)
+    loaded = data.load_samples(path, ["a", "b"], TARGET_DIAMETER_PX)
+    assert [s.name for s in loaded] == ["a", "b"]
+    for original, copy in zip(samples, loaded):
+        assert np.abs(original.image - copy.image).max() <= 0.5 / 255 + 1e-6
+        np.testing.assert_array_equal(original.labels, copy.labels)
+        np.testing.assert_allclose(original.targets, copy.targets)
+    assert data.load_samples(path, ["a"], TARGET_DIAMETER_PX) is None
+    assert data.load_samples(path, ["a", "b"], 2 * TARGET_DIAMETER_PX) is None
+    assert data.load_samples(tmp_path / "missing.npz", ["a", "b"], TARGET_DIAMETER_PX) is None

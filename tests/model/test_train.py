@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from model import data
+from model.preprocess import TARGET_DIAMETER_PX
 
 
 @pytest.fixture
@@ -73,3 +74,13 @@ def test_training_can_start_from_a_pruned_network(tiny_dataset, tmp_path):
     assert main(_args(tiny_dataset, out, 1, "--filters", "16,32,64", "--init", str(init))) == 0
     final = keras.saving.load_model(out / "final.keras", compile=False)
     assert final.count_params() == keras.saving.load_model(init, compile=False).count_params()
+
+
+def test_batch_workers_and_the_samples_cache(tiny_dataset, tmp_path):
+    from model.train import main
+
+    out, cache = tmp_path / "run_workers", tmp_path / "cache"
+    assert main(_args(tiny_dataset, out, 1, "--workers", "1", "--samples-cache", str(cache))) == 0
+    assert (cache / "emps_train.npz").is_file() and (cache / "emps_val.npz").is_file()
+    assert [row["epoch"] for row in _log_rows(out)] == ["0"]
+    assert data.load_samples(cache / "emps_train.npz", data.read_split("train"), TARGET_DIAMETER_PX) is not None
