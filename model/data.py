@@ -237,19 +237,17 @@ def _batch_worker(samples: list[Sample], queue, seed: int, use_synthetic: bool, 
         queue.put(batch)
 
 
-def parallel_batches(samples: list[Sample], *, workers: int, batch_size: int, seed: int,
-                     use_synthetic: bool = False, synthetic_fraction: float = 0.0,
-                     crop_size_px: int = CROP_SIZE_PX, target_diameter_px: float = TARGET_DIAMETER_PX,
-                     queue_batches: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def parallel_batches(samples: list[Sample], *, workers: int, seed: int, use_synthetic: bool = False,
+                     queue_batches: int = 4, **options) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """:func:`training_batches` made by ``workers`` processes, for machines where one core cannot keep up.
 
-    Worker ``k`` runs the stream seeded ``seed + 7919 * k``; batches are taken from the workers in
-    turn, so the sequence depends only on ``seed`` and ``workers``, not on timing. The workers
-    stop when the generator is closed or garbage-collected, or with the main process.
+    ``options`` are :func:`training_batches`' keyword arguments other than ``seed`` and
+    ``synthetic`` (``use_synthetic`` asks each worker for its own generator instead). Worker ``k``
+    runs the stream seeded ``seed + 7919 * k``; batches are taken from the workers in turn, so the
+    sequence depends only on ``seed`` and ``workers``, not on timing. The workers stop when the
+    generator is closed or garbage-collected, or with the main process.
     """
     context = multiprocessing.get_context("spawn")  # no fork of a process that runs TensorFlow/torch
-    options = {"batch_size": batch_size, "synthetic_fraction": synthetic_fraction,
-               "crop_size_px": crop_size_px, "target_diameter_px": target_diameter_px}
     queues = [context.Queue(maxsize=queue_batches) for _ in range(workers)]
     processes = [context.Process(target=_batch_worker, daemon=True,
                                  args=(samples, queue, seed + 7919 * k, use_synthetic, options))

@@ -88,13 +88,14 @@ def export_without_optimizer(source: Path, dest: Path) -> None:
 
 def _emps_samples(root: Path, names: list[str], target_px: float, cache: Path | None, which: str):
     """Prepared EMPS samples, read from ``cache/emps_WHICH.npz`` when it holds them."""
-    path = cache / f"emps_{which}.npz" if cache is not None else None
-    samples = data.load_samples(path, names, target_px) if path is not None else None
+    if cache is None:
+        return data.load_emps(root, names, min_side_px=data.CROP_SIZE_PX, target_diameter_px=target_px)
+    path = cache / f"emps_{which}.npz"
+    samples = data.load_samples(path, names, target_px)
     if samples is None:
-        samples = data.load_emps(root, names, min_side_px=data.CROP_SIZE_PX, target_diameter_px=target_px)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data.save_samples(path, samples, target_px)
+        samples = _emps_samples(root, names, target_px, None, which)
+        cache.mkdir(parents=True, exist_ok=True)
+        data.save_samples(path, samples, target_px)
     return samples
 
 
