@@ -22,6 +22,8 @@ from app.analysis.errors import ModelLoadError, SaemiInputError
 from model.inference import Progress, predict_tiled
 from model.postprocess import maps_to_instances, upsample_instances
 from model.preprocess import median_diameter_px, normalize_percentile, resize_float, scaled_shape
+from model.scale_select import (PASS_STEP, PassSummary, pass_features, pyramid_scales, selector_scores,
+                                summarize_pass)
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +249,8 @@ class UNetSegmenter:
         if self.diameter_px is not None:
             scale = float(np.clip(target_px / self.diameter_px, scaling["min_scale"], max_scale))
             return run(scale, 0.0, 0.9), scale, None
+        if "selector" in scaling:
+            return self._learned_scale(image, run, max_scale, notes)
         scale = min(scaling["estimate_max_side_px"] / max(rows, cols), scaling["estimate_max_scale"], max_scale)
         estimates = []  # (mean centre peak, scale, area-weighted median diameter in network px, maps, labels)
         for level in range(n_levels):
@@ -277,6 +281,80 @@ class UNetSegmenter:
         logger.debug("U-Net size estimates %s; final scale %.3f",
                      [(round(e[1], 3), round(e[0], 2), round(e[2], 1)) for e in estimates], final_scale)
         return maps, final_scale, labels
+
+    def pyramid(self, gray: np.ndarray, *, magnify: bool | None = None, max_scale: float | None = None,
+                run=None) -> list[tuple[PassSummary, np.ndarray, np.ndarray]]:
+        """Run the network on a pyramid of ``gray``; ``(summary, maps, labels)`` per pass, largest first.
+
+        The reference pass has its longest side at ``estimate_max_side_px`` (scale at most
+        ``estimate_max_scale``); the others are :data:`model.scale_select.PASS_STEP` apart, down to a
+        shorter side of ``pyramid_min_side_px``. ``magnify_steps`` passes above the reference are
+        added when ``magnify`` is true, or, when it is None, only if the reference pass shows a
+        median particle smaller than ``target_diameter_px`` (small particles need a magnified
+        look; the extra passes cost up to six times the reference pass). ``labels`` are the
+        instances at network resolution. ``run(scale, first, span)`` runs the network (default:
+        on the normalised ``gray``).
+        """
+        cfg = self.load().config
+        scaling = cfg["input_scale"]
+        if run is None:
+            image = normalize_percentile(_as_gray(gray), *cfg["normalisation"]["percentiles"])
+            shipped = self.load()
+
+            def run(scale: float, first: float, span: float) -> np.ndarray:
+                scaled = resize_float(image, scaled_shape(image.shape, scale)) if scale != 1.0 else image
+                return predict_tiled(shipped.model, scaled, tile=cfg["tile_px"], overlap=cfg["overlap_px"],
+                                     batch_size=cfg["batch_size"])
+        shape = np.shape(gray)[:2]
+        if max_scale is None:
+            max_scale = min(scaling["max_scale"], float(np.sqrt(scaling["max_scaled_pixels"] / (shape[0] * shape[1]))))
+        reference_scale = scaling["estimate_max_side_px"] / max(shape)
+        start_scale = min(reference_scale, scaling["estimate_max_scale"], max_scale)
+        below = pyramid_scales(shape, start_scale, scaling["pyramid_min_side_px"])
+        above = [start_scale * PASS_STEP ** k for k in range(scaling["magnify_steps"], 0, -1)
+                 if start_scale * PASS_STEP ** k <= max_scale]
+        thresholds = self._threshold_kwargs(cfg, 1.0)
+        n_total = len(below) + len(above)
+        passes = []
+
+        def one(scale: float) -> tuple[PassSummary, np.ndarray, np.ndarray]:
+            maps = run(scale, 0.8 * len(passes) / n_total, 0.8 / n_total)
+            labels = maps_to_instances(maps[..., 0], maps[..., 1], **thresholds)
+            return summarize_pass(maps, labels, scale, start_scale, cfg["thresholds"]["foreground"]), maps, labels
+
+        for scale in below:
+            passes.append(one(scale))
+        if magnify is None:
+            magnify = passes[0][0].diameter_median_px < scaling["target_diameter_px"]
+        if magnify:
+            passes = [one(scale) for scale in above] + passes
+        return passes
+
+    def _learned_scale(self, image: np.ndarray, run, max_scale: float,
+                       notes: list[str] | None = None) -> tuple[np.ndarray, float, np.ndarray]:
+        """Final maps, scale and labels chosen among the :meth:`pyramid` passes by the learned scorer.
+
+        Every pass is rated by ``input_scale.selector`` (:mod:`model.scale_select`) and the best
+        one is segmented as it is. When a pass at a scale at least ``ambiguity_scale_ratio`` away
+        is rated within ``ambiguity_logit_margin`` of the best, :func:`ambiguous_size_note` tells
+        the user, through ``notes``.
+        """
+        scaling = self.load().config["input_scale"]
+        target_px = scaling["target_diameter_px"]
+        passes = self.pyramid(image, max_scale=max_scale, run=run)
+        scores = selector_scores(scaling["selector"], pass_features([p[0] for p in passes], target_px))
+        best = int(np.argmax(scores))
+        summary, maps, labels = passes[best]
+        logger.debug("U-Net pyramid (scale, mean peak, diameter px, score): %s; chosen scale %.3f",
+                     [(round(p[0].scale, 3), round(p[0].mean_peak, 2), round(p[0].diameter_aw_px, 1),
+                       round(float(s), 2)) for p, s in zip(passes, scores)], summary.scale)
+        if notes is not None and "ambiguity_logit_margin" in scaling:
+            far = [k for k, p in enumerate(passes)
+                   if max(p[0].scale / summary.scale, summary.scale / p[0].scale) >= scaling["ambiguity_scale_ratio"]]
+            rival = max(far, key=lambda k: scores[k], default=None)
+            if rival is not None and scores[rival] >= scores[best] - scaling["ambiguity_logit_margin"]:
+                notes.append(ambiguous_size_note(target_px / summary.scale, target_px / passes[rival][0].scale))
+        return maps, summary.scale, labels
 
     def _choose_scale(self, cfg: dict, estimates: list, run, max_scale: float,
                       notes: list[str] | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:

@@ -43,3 +43,14 @@ def tiny_model_dir(tmp_path, tiny_model):
     config = json.loads((Path(__file__).resolve().parents[2] / "model" / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(config))
     return tmp_path
+
+
+@pytest.fixture
+def confidence_rule_dir(tiny_model_dir):
+    """``tiny_model_dir`` without the learned scale selector: the segmenter then chooses the scale
+    with the confidence rule of model versions before 3.1 (still used by configs without one)."""
+    path = tiny_model_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["input_scale"].pop("selector", None)
+    path.write_text(json.dumps(config))
+    return tiny_model_dir

@@ -74,24 +74,24 @@ def test_known_diameter_sets_the_scale_and_bad_values_are_refused(tiny_model_dir
 
 
 @pytest.mark.parametrize("mode", ["recomputed", "first pass reused", "verified"])
-def test_segment_gives_the_instances_of_its_own_maps(tiny_model_dir, mode):
+def test_segment_gives_the_instances_of_its_own_maps(confidence_rule_dir, mode):
     """Whether the labels of a size-estimate pass are reused or recomputed, they are the same."""
     import json
 
     from model.postprocess import maps_to_instances
 
     accept_first_pass = mode == "first pass reused"
-    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config = json.loads((confidence_rule_dir / "config.json").read_text())
     config["input_scale"]["verify_candidates"] = 3 if mode == "verified" else 1
     if accept_first_pass:  # the first pass runs at scale 1 and is accepted whatever it finds
         config["input_scale"].update(estimate_max_scale=1.0, accept_peak=0.0, rescale_tolerance=1e6)
         config["thresholds"].update(foreground=0.3, centre=0.3)
-    (tiny_model_dir / "config.json").write_text(json.dumps(config))
+    (confidence_rule_dir / "config.json").write_text(json.dumps(config))
     gray = np.zeros((96, 128), np.float32)
     rows, cols = np.indices(gray.shape)
     for r, c in [(30, 30), (60, 90), (40, 70)]:
         gray[(rows - r) ** 2 + (cols - c) ** 2 < 14 ** 2] = 1.0
-    segmenter = UNetSegmenter(tiny_model_dir)
+    segmenter = UNetSegmenter(confidence_rule_dir)
     maps, scale, reused = segmenter.network_maps(gray)
     if mode != "verified":
         assert (reused is not None) == accept_first_pass
@@ -116,7 +116,7 @@ def _disc_grid(shape, diameter_px, spacing_px):
 
 
 @pytest.mark.parametrize("diameter_px", [6.0, 16.0, 40.0, 120.0, "at the start scale", "1.45x at the start scale"])
-def test_size_estimate_brings_particles_to_the_trained_diameter(tiny_model_dir, monkeypatch, diameter_px):
+def test_size_estimate_brings_particles_to_the_trained_diameter(confidence_rule_dir, monkeypatch, diameter_px):
     """With a network that sees particles perfectly at any scale, the estimate ends at the scale
     that makes them ``target_diameter_px`` across, from above and from below; an image whose
     particles already appear at that size in the first pass costs that one pass, and one whose
@@ -124,7 +124,7 @@ def test_size_estimate_brings_particles_to_the_trained_diameter(tiny_model_dir, 
     import model.segmenter as segmenter_module
     from model.preprocess import instance_targets, resize_labels, scaled_shape
 
-    scaling = json.loads((tiny_model_dir / "config.json").read_text())["input_scale"]
+    scaling = json.loads((confidence_rule_dir / "config.json").read_text())["input_scale"]
     target_px, tolerance = scaling["target_diameter_px"], scaling["rescale_tolerance"]
     shape = (512, 640)
     start_scale = min(scaling["estimate_max_side_px"] / max(shape), scaling["estimate_max_scale"])
@@ -143,7 +143,7 @@ def test_size_estimate_brings_particles_to_the_trained_diameter(tiny_model_dir, 
         return instance_targets(resize_labels(truth, scaled.shape))
 
     monkeypatch.setattr(segmenter_module, "predict_tiled", oracle)
-    segmenter = UNetSegmenter(tiny_model_dir)
+    segmenter = UNetSegmenter(confidence_rule_dir)
     maps, scale, _ = segmenter.network_maps((truth > 0).astype(np.float32))
     wanted = np.clip(target_px / diameter_px, scaling["min_scale"], scaling["max_scale"])
     assert 1 / tolerance <= scale / wanted <= tolerance, (scale, passes)
@@ -159,13 +159,13 @@ def test_size_estimate_brings_particles_to_the_trained_diameter(tiny_model_dir, 
     assert obj_f1(truth, labels) > 0.95
 
 
-def test_size_estimate_does_not_stop_at_a_less_confident_smaller_scale(tiny_model_dir, monkeypatch):
+def test_size_estimate_does_not_stop_at_a_less_confident_smaller_scale(confidence_rule_dir, monkeypatch):
     """Small particles seen with full confidence in the first pass win over a blob of clutter that
     a thumbnail shows, less confidently, at an acceptable size (an EMPS failure seen in tuning)."""
     import model.segmenter as segmenter_module
     from model.preprocess import instance_targets, scaled_shape
 
-    scaling = json.loads((tiny_model_dir / "config.json").read_text())["input_scale"]
+    scaling = json.loads((confidence_rule_dir / "config.json").read_text())["input_scale"]
     target_px = scaling["target_diameter_px"]
     shape = (512, 512)
     start_scale = min(scaling["estimate_max_side_px"] / max(shape), scaling["estimate_max_scale"])
@@ -185,7 +185,7 @@ def test_size_estimate_does_not_stop_at_a_less_confident_smaller_scale(tiny_mode
         return maps
 
     monkeypatch.setattr(segmenter_module, "predict_tiled", network)
-    _, scale, _ = UNetSegmenter(tiny_model_dir).network_maps(np.zeros(shape, np.float32))
+    _, scale, _ = UNetSegmenter(confidence_rule_dir).network_maps(np.zeros(shape, np.float32))
     assert len(passes) > 2
     assert scale == pytest.approx(start_scale * target_px / small_px, rel=0.15), passes
 
@@ -214,20 +214,20 @@ def _clutter_world(target_px, diameter_px, side, clutter_confidence):
 
 
 @pytest.mark.parametrize("verify_candidates", [1, 3])
-def test_size_estimate_checks_the_proposed_scales(tiny_model_dir, monkeypatch, verify_candidates):
+def test_size_estimate_checks_the_proposed_scales(confidence_rule_dir, monkeypatch, verify_candidates):
     """Each of the most confident passes proposes a final scale, and the network is asked there.
     In this fake world 8 px particles are seen only moderately well at scale 1, thumbnails show a
     confident blob of clutter, and the network is surest when particles appear at the trained size:
     checking the proposals finds scale 2, the plain most-confident rule the clutter's scale."""
     import model.segmenter as segmenter_module
 
-    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config = json.loads((confidence_rule_dir / "config.json").read_text())
     config["input_scale"]["verify_candidates"] = verify_candidates
-    (tiny_model_dir / "config.json").write_text(json.dumps(config))
+    (confidence_rule_dir / "config.json").write_text(json.dumps(config))
     target_px = config["input_scale"]["target_diameter_px"]
     side, diameter_px = 512, 8.0
     monkeypatch.setattr(segmenter_module, "predict_tiled", _clutter_world(target_px, diameter_px, side, 0.8))
-    _, scale, _ = UNetSegmenter(tiny_model_dir).network_maps(np.zeros((side, side), np.float32))
+    _, scale, _ = UNetSegmenter(confidence_rule_dir).network_maps(np.zeros((side, side), np.float32))
     if verify_candidates == 1:
         assert scale < 0.1
     else:
@@ -235,12 +235,12 @@ def test_size_estimate_checks_the_proposed_scales(tiny_model_dir, monkeypatch, v
 
 
 @pytest.mark.parametrize("clutter_confidence", [0.8, 0.95])
-def test_an_almost_as_convincing_other_size_is_reported(tiny_model_dir, monkeypatch, clutter_confidence):
+def test_an_almost_as_convincing_other_size_is_reported(confidence_rule_dir, monkeypatch, clutter_confidence):
     """The clutter's proposal loses either way; only when it was nearly as convincing as the
     particles (within ``ambiguity_peak_margin``) does the user get a sentence naming both sizes."""
     import model.segmenter as segmenter_module
 
-    scaling = json.loads((tiny_model_dir / "config.json").read_text())["input_scale"]
+    scaling = json.loads((confidence_rule_dir / "config.json").read_text())["input_scale"]
     target_px, margin = scaling["target_diameter_px"], scaling["ambiguity_peak_margin"]
     assert 1.0 - 0.8 > margin > 1.0 - 0.95
     side, diameter_px = 512, 8.0
@@ -248,7 +248,7 @@ def test_an_almost_as_convincing_other_size_is_reported(tiny_model_dir, monkeypa
                         _clutter_world(target_px, diameter_px, side, clutter_confidence))
     image = np.zeros((side, side), np.float32)
     notes = []
-    labels = UNetSegmenter(tiny_model_dir).segment(image, notes=notes)
+    labels = UNetSegmenter(confidence_rule_dir).segment(image, notes=notes)
     assert labels.max() > 100  # the 8 px particles won
     if clutter_confidence == 0.8:
         assert notes == []
@@ -260,5 +260,5 @@ def test_an_almost_as_convincing_other_size_is_reported(tiny_model_dir, monkeypa
     assert "diameter" in notes[0]
     # A known diameter skips the estimate, so there is nothing to report.
     known = []
-    UNetSegmenter(tiny_model_dir, diameter_px=diameter_px).segment(image, notes=known)
+    UNetSegmenter(confidence_rule_dir, diameter_px=diameter_px).segment(image, notes=known)
     assert known == []

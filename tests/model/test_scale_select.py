@@ -1,0 +1,171 @@
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.scale_select import (FEATURE_NAMES, PASS_STEP, PassSummary, fit_selector, good_pass, main,
+                                pass_features, pyramid_scales, selector_scores)
+
+TARGET_PX = 16.0
+
+
+def _hand_selector(**weights):
+    """A selector on unstandardised features with the given weights (all others 0)."""
+    return {"features": list(FEATURE_NAMES), "mean": [0.0] * len(FEATURE_NAMES), "std": [1.0] * len(FEATURE_NAMES),
+            "weights": [weights.get(name, 0.0) for name in FEATURE_NAMES], "bias": 0.0}
+
+
+def _pass(scale, diameter_px, peak, start_scale=1.0, side_px=512):
+    return PassSummary(scale=scale, start_scale=start_scale, mean_peak=peak, diameter_aw_px=diameter_px,
+                       diameter_median_px=diameter_px, foreground_fraction=0.3, count=10, centre_max=peak,
+                       min_side_px=max(1, int(side_px * scale)))
+
+
+def test_pyramid_scales_step_half_an_octave_down_to_the_smallest_side():
+    scales = pyramid_scales((384, 512), 1.0, min_side_px=16)
+    assert scales[0] == 1.0
+    assert np.allclose(np.array(scales[:-1]) / np.array(scales[1:]), PASS_STEP)
+    assert round(384 * scales[-1]) >= 16 > round(384 * scales[-1] / PASS_STEP)
+    assert pyramid_scales((20, 20), 1.0, min_side_px=16) == [1.0]  # the start pass is always run
+
+
+def test_pass_features_compare_each_pass_with_its_neighbours():
+    passes = [_pass(1.0, 32.0, 0.6), _pass(1 / PASS_STEP, 22.6, 0.9), _pass(0.5, 0.0, 0.0)]
+    features = pass_features(passes, TARGET_PX)
+    column = {name: features[:, k] for k, name in enumerate(FEATURE_NAMES)}
+    assert features.shape == (3, len(FEATURE_NAMES))
+    assert column["log_diameter_aw"][0] == pytest.approx(math.log(2.0))
+    assert column["log_scale_vs_start"][2] == pytest.approx(math.log(0.5))
+    assert column["peak_below_best"].tolist() == pytest.approx([-0.3, 0.0, -0.9])
+    assert column["peak_of_larger_pass"].tolist() == pytest.approx([0.6, 0.6, 0.9])  # the first is its own
+    assert column["peak_of_smaller_pass"].tolist() == pytest.approx([0.9, 0.0, 0.0])
+    assert column["no_particles"].tolist() == [0.0, 0.0, 1.0]
+    # particles half an octave smaller in the smaller pass: a consistent pyramid
+    assert column["log_diameter_ratio_to_larger"][1] == pytest.approx(math.log(32.0 / 22.6))
+
+
+def test_good_pass_is_within_half_an_octave_of_the_trained_size():
+    assert good_pass(0.5, 32.0, TARGET_PX)
+    assert good_pass(0.5, 32.0 * 1.4, TARGET_PX) and not good_pass(0.5, 32.0 * 1.42, TARGET_PX)
+    assert not good_pass(1.0, 8.0, TARGET_PX)
+
+
+def _fake_pyramid(rng, diameter_px):
+    """A pyramid where particles of ``diameter_px`` are seen best at the trained size and
+    thumbnails show confident clutter: the trap of the old most-confident rule."""
+    passes = []
+    for k in range(2, -10, -1):
+        scale = PASS_STEP ** k
+        seen_px = diameter_px * scale
+        if seen_px >= 4:
+            peak = 0.9 - 0.25 * abs(math.log(seen_px / TARGET_PX)) + rng.normal(0, 0.03)
+            passes.append(_pass(scale, seen_px * math.exp(rng.normal(0, 0.1)), peak))
+        else:  # clutter blobs of about the trained size, seen rather confidently
+            passes.append(_pass(scale, TARGET_PX * math.exp(rng.normal(0, 0.3)), 0.85 + rng.normal(0, 0.03)))
+    return passes
+
+
+def test_the_fitted_scorer_finds_the_right_pass_where_confidence_alone_fails():
+    rng = np.random.default_rng(0)
+    train = [_fake_pyramid(rng, float(np.exp(rng.uniform(np.log(5), np.log(300))))) for _ in range(200)]
+    features = [pass_features(p, TARGET_PX) for p in train]
+    sizes = [p[0].diameter_aw_px / p[0].scale for p in train]  # the first pass is never clutter here
+    labels = [np.array([good_pass(q.scale, d, TARGET_PX) for q in p], float) for p, d in zip(train, sizes)]
+    selector = fit_selector(features, labels)
+    assert selector["features"] == list(FEATURE_NAMES)
+    json.dumps(selector)  # stored in config.json
+    hits = confident_hits = 0
+    for _ in range(100):
+        diameter_px = float(np.exp(rng.uniform(np.log(5), np.log(300))))
+        passes = _fake_pyramid(rng, diameter_px)
+        chosen = passes[int(np.argmax(selector_scores(selector, pass_features(passes, TARGET_PX))))]
+        hits += good_pass(chosen.scale, diameter_px, TARGET_PX)
+        confident = max(passes, key=lambda p: p.mean_peak)
+        confident_hits += good_pass(confident.scale, diameter_px, TARGET_PX)
+    assert hits >= 80 and hits > confident_hits + 20, (hits, confident_hits)  # 86 and 56 when written
+
+
+def test_a_selector_for_other_features_is_refused():
+    selector = _hand_selector(peak=1.0)
+    selector["features"] = selector["features"][:-1]
+    with pytest.raises(ValueError, match="refit"):
+        selector_scores(selector, np.zeros((2, len(FEATURE_NAMES))))
+
+
+def test_the_validation_seeds_cannot_be_used_for_fitting():
+    with pytest.raises(SystemExit):
+        main(["--synthetic-seeds", "990:1005"])
+
+
+def test_the_shipped_config_has_a_complete_selector():
+    config = json.loads((Path(__file__).resolve().parents[2] / "model" / "config.json").read_text())
+    selector = config["input_scale"]["selector"]
+    assert selector["features"] == list(FEATURE_NAMES)
+    assert len(selector["mean"]) == len(selector["std"]) == len(selector["weights"]) == len(FEATURE_NAMES)
+    assert all(s > 0 for s in selector["std"]) and "model.scale_select" in selector["fitted_on"]
+
+
+def _disc_world(diameter_px, side_px, calls):
+    """A fake network: discs of ``diameter_px`` (image pixels) seen surely at the trained size and
+    less surely elsewhere."""
+    from model.preprocess import instance_targets
+    from tests.model.test_segmenter import _disc_grid
+
+    def network(model, scaled, **kwargs):
+        calls.append(scaled.shape)
+        seen_px = diameter_px * scaled.shape[0] / side_px
+        maps = instance_targets(_disc_grid(scaled.shape, seen_px, 2.5 * seen_px))
+        maps[..., 1] *= 1.0 if 0.8 * TARGET_PX <= seen_px <= 1.25 * TARGET_PX else 0.7
+        return maps
+
+    return network
+
+
+@pytest.mark.parametrize("diameter_px", [8.0, 64.0])
+def test_the_segmenter_segments_the_pass_the_selector_rates_best(tiny_model_dir, monkeypatch, diameter_px):
+    """Small particles make the pyramid look magnified too; large ones do not. The chosen pass is
+    segmented as it is (no further pass), and its instances are reused."""
+    import model.segmenter as segmenter_module
+    from model.preprocess import scaled_shape
+    from model.segmenter import UNetSegmenter
+
+    path = tiny_model_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["input_scale"]["selector"] = _hand_selector(peak=4.0, log_diameter_squared=-1.0)
+    path.write_text(json.dumps(config))
+    side_px = 512
+    calls = []
+    monkeypatch.setattr(segmenter_module, "predict_tiled", _disc_world(diameter_px, side_px, calls))
+    segmenter = UNetSegmenter(tiny_model_dir)
+    maps, scale, labels = segmenter.network_maps(np.zeros((side_px, side_px), np.float32))
+    assert scale == pytest.approx(TARGET_PX / diameter_px)
+    assert maps.shape[:2] == scaled_shape((side_px, side_px), scale) and labels is not None
+    magnified = [shape for shape in calls if shape[0] > side_px]
+    assert len(magnified) == (2 if diameter_px < TARGET_PX else 0)
+    assert len(calls) == len(set(calls))  # every pass once, and the chosen one is not rerun
+    from tests.model.test_segmenter import _disc_grid
+
+    assert labels.max() == _disc_grid(maps.shape[:2], TARGET_PX, 2.5 * TARGET_PX).max()  # the particles
+
+
+def test_a_rival_pass_at_another_scale_is_reported(tiny_model_dir, monkeypatch):
+    import model.segmenter as segmenter_module
+    from model.segmenter import UNetSegmenter, load_shipped_model
+
+    path = tiny_model_dir / "config.json"
+    config = json.loads(path.read_text())
+    # Rates every pass alike: the first one wins, and passes far from it are rivals.
+    config["input_scale"]["selector"] = _hand_selector()
+    path.write_text(json.dumps(config))
+    monkeypatch.setattr(segmenter_module, "predict_tiled", _disc_world(64.0, 512, []))
+    notes = []
+    UNetSegmenter(tiny_model_dir).segment(np.zeros((512, 512), np.float32), notes=notes)
+    assert len(notes) == 1 and "hard to estimate" in notes[0]
+    config["input_scale"]["selector"] = _hand_selector(peak=4.0, log_diameter_squared=-1.0)
+    path.write_text(json.dumps(config))
+    load_shipped_model.cache_clear()  # the config changed on disk
+    notes = []
+    UNetSegmenter(tiny_model_dir).segment(np.zeros((512, 512), np.float32), notes=notes)
+    assert notes == []
