@@ -117,23 +117,27 @@ def good_pass(scale: float, true_diameter_px: float, target_px: float) -> bool:
 
 
 def fit_selector(features: list[np.ndarray], labels: list[np.ndarray], l2: float = 1e-3,
-                 iterations: int = 50) -> dict:
+                 image_weights: list[float] | None = None, iterations: int = 50) -> dict:
     """Fit an L2-regularised logistic scorer (Newton's method) on standardised features.
 
     ``features`` and ``labels`` hold one array per image (rows: passes); every pass of every image
-    is one example. ``l2`` is the penalty per example on the standardised weights.
+    is one example, weighted by its image's entry of ``image_weights`` (default 1). ``l2`` is the
+    penalty per unit of weight on the standardised coefficients.
     """
     x = np.concatenate(features)
     y = np.concatenate(labels).astype(np.float64)
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    weights = np.concatenate([np.full(len(f), 1.0 if image_weights is None else image_weights[i])
+                              for i, f in enumerate(features)])
+    mean = np.average(x, axis=0, weights=weights)
+    std = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=weights)) + 1e-6
     z = np.c_[(x - mean) / std, np.ones(len(x))]
     w = np.zeros(z.shape[1])
-    penalty = l2 * len(z) * np.eye(len(w))
+    penalty = l2 * weights.sum() * np.eye(len(w))
     penalty[-1, -1] = 0.0  # the bias is not shrunk
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(z @ w)))
-        hessian = z.T @ (z * (p * (1.0 - p))[:, None]) + penalty
-        step = np.linalg.solve(hessian, z.T @ (p - y) + penalty @ w)
+        hessian = z.T @ (z * (weights * p * (1.0 - p))[:, None]) + penalty
+        step = np.linalg.solve(hessian, z.T @ (weights * (p - y)) + penalty @ w)
         w -= step
         if np.abs(step).max() < 1e-8:
             break
@@ -155,7 +159,7 @@ def pyramid_scales(shape: tuple[int, int], start_scale: float, min_side_px: int)
 # --- fitting from the command line -------------------------------------------------------------
 
 
-def _cases(names: list[str], synthetic_seeds: range, synthetic_size_px: int
+def _cases(names: list[str], synthetic_seeds: range | list, synthetic_size_px: int
            ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     from model.data import EMPS_FOLDER, data_root, load_pair
     from model.evaluate import synthetic_cases
@@ -167,14 +171,14 @@ def _cases(names: list[str], synthetic_seeds: range, synthetic_size_px: int
         yield from synthetic_cases(len(synthetic_seeds), synthetic_seeds.start, synthetic_size_px)
 
 
-def collect(segmenter, cases, progress: Callable[[str], None] | None = None
+def collect(segmenter, cases, progress: Callable[[], object] | None = None
             ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Features (all passes, magnified ones included) and labels per case ``(name, gray, labels)``."""
     from model.preprocess import median_diameter_px
 
     target_px = segmenter.load().config["input_scale"]["target_diameter_px"]
     features, labels = [], []
-    for name, gray, truth in cases:
+    for _, gray, truth in cases:
         true_px = median_diameter_px(truth)
         if true_px is None:
             continue
@@ -182,7 +186,7 @@ def collect(segmenter, cases, progress: Callable[[str], None] | None = None
         features.append(pass_features(passes, target_px))
         labels.append(np.array([good_pass(p.scale, true_px, target_px) for p in passes], dtype=np.float64))
         if progress is not None:
-            progress(name)
+            progress()
     return features, labels
 
 
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-seeds", default="5000:5090",
                         help="generated training images, seeds START:STOP (never the validation seeds 1000-1019)")
     parser.add_argument("--synthetic-size", type=int, default=512)
-    parser.add_argument("--l2", type=float, default=1e-3)
+    parser.add_argument("--l2", type=float, default=3e-3)
     args = parser.parse_args(argv)
     start, stop = (int(v) for v in args.synthetic_seeds.split(":"))
     if start < 1020 and stop > 1000:
@@ -207,11 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     segmenter = UNetSegmenter(model_dir)
     names = read_split("train")
     with tqdm(total=len(names) + stop - start, desc="pyramids", unit="image") as bar:
-        features, labels = collect(segmenter, _cases(names, range(start, stop), args.synthetic_size),
-                                   progress=lambda name: bar.update())
-    selector = fit_selector(features, labels, l2=args.l2)
-    selector["fitted_on"] = (f"EMPS train split ({len(names)} images) and generated seeds {start}-{stop - 1} "
-                             f"at {args.synthetic_size} px: python -m model.scale_select "
+        features, labels = collect(segmenter, _cases(names, [], 0), progress=bar.update)
+        n_emps = len(features)
+        more = collect(segmenter, _cases([], range(start, stop), args.synthetic_size), progress=bar.update)
+    features, labels = features + more[0], labels + more[1]
+    # Each source weighs the same in total, so the scorer serves real and generated images alike.
+    n_generated = len(features) - n_emps
+    image_weights = [1.0] * n_emps + [n_emps / max(n_generated, 1)] * n_generated
+    selector = fit_selector(features, labels, l2=args.l2, image_weights=image_weights)
+    selector["fitted_on"] = (f"EMPS train split ({n_emps} images) and generated seeds {start}-{stop - 1} "
+                             f"at {args.synthetic_size} px, each source with the same total weight: "
+                             "python -m model.scale_select "
                              f"--synthetic-seeds {start}:{stop} --l2 {args.l2}")
     path = model_dir / CONFIG_NAME
     config = json.loads(path.read_text())

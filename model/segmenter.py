@@ -283,7 +283,7 @@ class UNetSegmenter:
         return maps, final_scale, labels
 
     def pyramid(self, gray: np.ndarray, *, magnify: bool | None = None, max_scale: float | None = None,
-                run=None) -> list[tuple[PassSummary, np.ndarray, np.ndarray]]:
+                run=None, accept_peak: float | None = None) -> list[tuple[PassSummary, np.ndarray, np.ndarray]]:
         """Run the network on a pyramid of ``gray``; ``(summary, maps, labels)`` per pass, largest first.
 
         The reference pass has its longest side at ``estimate_max_side_px`` (scale at most
@@ -293,7 +293,10 @@ class UNetSegmenter:
         median particle smaller than ``target_diameter_px`` (small particles need a magnified
         look; the extra passes cost up to six times the reference pass). ``labels`` are the
         instances at network resolution. ``run(scale, first, span)`` runs the network (default:
-        on the normalised ``gray``).
+        on the normalised ``gray``). With ``accept_peak``, a reference pass that is that confident
+        (mean centre peak) and shows its median particle (area-weighted) within half an octave of
+        ``target_diameter_px`` is returned alone: the pass the scorer would almost always choose,
+        for a third of the cost of the whole pyramid.
         """
         cfg = self.load().config
         scaling = cfg["input_scale"]
@@ -322,10 +325,15 @@ class UNetSegmenter:
             labels = maps_to_instances(maps[..., 0], maps[..., 1], **thresholds)
             return summarize_pass(maps, labels, scale, start_scale, cfg["thresholds"]["foreground"]), maps, labels
 
+        target_px = scaling["target_diameter_px"]
         for scale in below:
             passes.append(one(scale))
+            start = passes[0][0]
+            if (len(passes) == 1 and accept_peak is not None and start.mean_peak >= accept_peak
+                    and target_px / PASS_STEP <= start.diameter_aw_px <= target_px * PASS_STEP):
+                return passes
         if magnify is None:
-            magnify = passes[0][0].diameter_median_px < scaling["target_diameter_px"]
+            magnify = passes[0][0].diameter_median_px < target_px
         if magnify:
             passes = [one(scale) for scale in above] + passes
         return passes
@@ -334,14 +342,15 @@ class UNetSegmenter:
                        notes: list[str] | None = None) -> tuple[np.ndarray, float, np.ndarray]:
         """Final maps, scale and labels chosen among the :meth:`pyramid` passes by the learned scorer.
 
-        Every pass is rated by ``input_scale.selector`` (:mod:`model.scale_select`) and the best
+        A confident reference pass at about the trained size (``accept_start_peak``) is taken at
+        once. Otherwise every pass is rated by ``input_scale.selector`` (:mod:`model.scale_select`) and the best
         one is segmented as it is. When a pass at a scale at least ``ambiguity_scale_ratio`` away
         is rated within ``ambiguity_logit_margin`` of the best, :func:`ambiguous_size_note` tells
         the user, through ``notes``.
         """
         scaling = self.load().config["input_scale"]
         target_px = scaling["target_diameter_px"]
-        passes = self.pyramid(image, max_scale=max_scale, run=run)
+        passes = self.pyramid(image, max_scale=max_scale, run=run, accept_peak=scaling.get("accept_start_peak"))
         scores = selector_scores(scaling["selector"], pass_features([p[0] for p in passes], target_px))
         best = int(np.argmax(scores))
         summary, maps, labels = passes[best]

@@ -87,6 +87,19 @@ def test_the_fitted_scorer_finds_the_right_pass_where_confidence_alone_fails():
     assert hits >= 80 and hits > confident_hits + 20, (hits, confident_hits)  # 86 and 56 when written
 
 
+def test_an_image_weight_counts_like_copies_of_the_image():
+    rng = np.random.default_rng(1)
+    pyramids = [_fake_pyramid(rng, d) for d in (7.0, 30.0, 90.0, 250.0, 12.0)]
+    features = [pass_features(p, TARGET_PX) for p in pyramids]
+    labels = [np.array([good_pass(q.scale, d, TARGET_PX) for q in p], float)
+              for p, d in zip(pyramids, (7.0, 30.0, 90.0, 250.0, 12.0))]
+    weighted = fit_selector(features, labels, image_weights=[1, 1, 1, 3, 1])
+    copied = fit_selector(features + [features[3]] * 2, labels + [labels[3]] * 2)
+    plain = fit_selector(features, labels)
+    assert np.allclose(weighted["weights"], copied["weights"], atol=1e-5)
+    assert not np.allclose(weighted["weights"], plain["weights"], atol=1e-3)
+
+
 def test_a_selector_for_other_features_is_refused():
     selector = _hand_selector(peak=1.0)
     selector["features"] = selector["features"][:-1]
