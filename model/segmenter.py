@@ -1,10 +1,11 @@
 """The U-Net segmenter: SAEMI's default :class:`app.analysis.segmentation.Segmenter`.
 
 The shipped network (``model/saemi_unet.keras``) and its settings (``model/config.json``) are loaded
-lazily, once per process, in Keras safe mode. Segmentation normalises the image, estimates the
-particle size with a first pass at a reduced scale, rescales so that particles appear at the size
-the network was trained on (as Cellpose does with its diameter), runs tiled inference, and turns
-the two output maps into instances with a marker-controlled watershed.
+lazily, once per process, in Keras safe mode. Segmentation normalises the image, chooses the scale
+at which particles appear at about the size the network was trained on (as Cellpose does with its
+diameter; here a learned choice among the passes of a pyramid, see :mod:`model.scale_select`),
+runs tiled inference there, and turns the two output maps into instances with a marker-controlled
+watershed.
 """
 
 from __future__ import annotations
@@ -194,6 +195,11 @@ class UNetSegmenter:
                      notes: list[str] | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
         """Network output maps at network resolution (``gray`` resized by ``scale``) and that scale.
 
+        A ``diameter_px`` given to the constructor sets the scale directly. Otherwise, when the
+        config holds a fitted scale scorer (``input_scale.selector``, since v3.1.0), the scale is
+        chosen among the passes of :meth:`pyramid` by :meth:`_learned_scale`. Without one, the
+        confidence rule of v2.1.0 to v3.0.0 applies, as follows.
+
         The particle size is estimated first, as Cellpose does with its diameter, but without a
         separate size model: the image is run through the network at a pyramid of scales (from
         ``estimate_max_scale``, with the longest side at most ``estimate_max_side_px``, halving
@@ -326,14 +332,15 @@ class UNetSegmenter:
             return summarize_pass(maps, labels, scale, start_scale, cfg["thresholds"]["foreground"]), maps, labels
 
         target_px = scaling["target_diameter_px"]
-        for scale in below:
+        passes.append(one(below[0]))
+        start = passes[0][0]
+        if (accept_peak is not None and start.mean_peak >= accept_peak
+                and target_px / PASS_STEP <= start.diameter_aw_px <= target_px * PASS_STEP):
+            return passes
+        for scale in below[1:]:
             passes.append(one(scale))
-            start = passes[0][0]
-            if (len(passes) == 1 and accept_peak is not None and start.mean_peak >= accept_peak
-                    and target_px / PASS_STEP <= start.diameter_aw_px <= target_px * PASS_STEP):
-                return passes
         if magnify is None:
-            magnify = passes[0][0].diameter_median_px < target_px
+            magnify = start.diameter_median_px < target_px
         if magnify:
             passes = [one(scale) for scale in above] + passes
         return passes
