@@ -60,17 +60,21 @@ class PassSummary:
     min_side_px: int
 
 
+def mean_peak(centre: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the instances of ``labels`` of the highest centre-map value inside each."""
+    inside = labels > 0
+    peaks = np.zeros(int(labels.max()) + 1, dtype=np.float32)
+    np.maximum.at(peaks, labels[inside], centre[inside])
+    return float(peaks[1:].mean()) if peaks.size > 1 else 0.0
+
+
 def summarize_pass(maps: np.ndarray, labels: np.ndarray, scale: float, start_scale: float,
                    foreground_threshold: float = 0.5) -> PassSummary:
     """Summary of one pass from its network ``maps`` (rows, cols, 2) and their instance ``labels``."""
     from model.preprocess import median_diameter_px
 
-    inside = labels > 0
-    peaks = np.zeros(int(labels.max()) + 1, dtype=np.float32)
-    np.maximum.at(peaks, labels[inside], maps[..., 1][inside])
     return PassSummary(
-        scale=float(scale), start_scale=float(start_scale),
-        mean_peak=float(peaks[1:].mean()) if peaks.size > 1 else 0.0,
+        scale=float(scale), start_scale=float(start_scale), mean_peak=mean_peak(maps[..., 1], labels),
         diameter_aw_px=median_diameter_px(labels, min_area_px=4, area_weighted=True) or 0.0,
         diameter_median_px=median_diameter_px(labels, min_area_px=4) or 0.0,
         foreground_fraction=float((maps[..., 0] > foreground_threshold).mean()),

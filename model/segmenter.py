@@ -23,8 +23,8 @@ from app.analysis.errors import ModelLoadError, SaemiInputError
 from model.inference import Progress, predict_tiled
 from model.postprocess import maps_to_instances, upsample_instances
 from model.preprocess import median_diameter_px, normalize_percentile, resize_float, scaled_shape
-from model.scale_select import (PASS_STEP, PassSummary, pass_features, pyramid_scales, selector_scores,
-                                summarize_pass)
+from model.scale_select import (PASS_STEP, PassSummary, mean_peak, pass_features, pyramid_scales,
+                                selector_scores, summarize_pass)
 
 logger = logging.getLogger(__name__)
 
@@ -105,14 +105,6 @@ def load_shipped_model(model_dir: str | None = None) -> ShippedModel:
     model = load_keras_model(folder / config.get("weights", WEIGHTS_NAME))
     logger.info("Loaded segmentation model %s version %s", folder, config.get("version"))
     return ShippedModel(model, config)
-
-
-def mean_peak(centre: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over the instances of ``labels`` of the highest centre-map value inside each."""
-    inside = labels > 0
-    peaks = np.zeros(int(labels.max()) + 1, dtype=np.float32)
-    np.maximum.at(peaks, labels[inside], centre[inside])
-    return float(peaks[1:].mean()) if peaks.size > 1 else 0.0
 
 
 def ambiguous_size_note(used_px: float, rival_px: float) -> str:

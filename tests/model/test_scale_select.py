@@ -31,6 +31,24 @@ def test_pyramid_scales_step_half_an_octave_down_to_the_smallest_side():
     assert pyramid_scales((20, 20), 1.0, min_side_px=16) == [1.0]  # the start pass is always run
 
 
+def test_a_pass_is_summarised_from_its_maps_and_instances():
+    from model.preprocess import instance_targets
+    from model.scale_select import summarize_pass
+    from tests.model.test_segmenter import _disc_grid
+
+    labels = _disc_grid((200, 300), 20.0, 50.0)
+    maps = instance_targets(labels)
+    maps[..., 1] *= 0.8
+    summary = summarize_pass(maps, labels, 0.5, 1.0)
+    assert summary.count == labels.max() == 24 and summary.min_side_px == 200
+    assert summary.mean_peak == pytest.approx(0.8, abs=0.01)
+    assert summary.diameter_aw_px == pytest.approx(20.0, rel=0.05)
+    assert summary.diameter_median_px == pytest.approx(20.0, rel=0.05)
+    assert summary.foreground_fraction == pytest.approx((labels > 0).mean(), rel=0.05)
+    empty = summarize_pass(np.zeros((64, 64, 2), np.float32), np.zeros((64, 64), np.int32), 0.5, 1.0)
+    assert empty.mean_peak == empty.diameter_aw_px == 0.0 and empty.count == 0
+
+
 def test_pass_features_compare_each_pass_with_its_neighbours():
     passes = [_pass(1.0, 32.0, 0.6), _pass(1 / PASS_STEP, 22.6, 0.9), _pass(0.5, 0.0, 0.0)]
     features = pass_features(passes, TARGET_PX)
