@@ -228,21 +228,11 @@ class UNetSegmenter:
         cfg = shipped.config
         scaling = cfg["input_scale"]
         target_px = scaling["target_diameter_px"]
-        image = normalize_percentile(_as_gray(gray), *cfg["normalisation"]["percentiles"])
+        image, run, max_scale = self._runner(gray, progress)
         rows, cols = image.shape
-        max_scale = min(scaling["max_scale"], float(np.sqrt(scaling["max_scaled_pixels"] / (rows * cols))))
         n_levels = scaling["estimate_levels"]
         accept_low_px = target_px / scaling["rescale_tolerance"]
         accept_high_px = target_px * scaling.get("accept_max_ratio", scaling["rescale_tolerance"])
-
-        def run(scale: float, first: float, span: float) -> np.ndarray:
-            def report(fraction: float, message: str) -> None:
-                if progress is not None:
-                    progress(first + span * fraction, message)
-
-            scaled = resize_float(image, scaled_shape(image.shape, scale)) if scale != 1.0 else image
-            return predict_tiled(shipped.model, scaled, tile=cfg["tile_px"], overlap=cfg["overlap_px"],
-                                 batch_size=cfg["batch_size"], progress=report)
 
         if self.diameter_px is not None:
             scale = float(np.clip(target_px / self.diameter_px, scaling["min_scale"], max_scale))
@@ -280,6 +270,27 @@ class UNetSegmenter:
                      [(round(e[1], 3), round(e[0], 2), round(e[2], 1)) for e in estimates], final_scale)
         return maps, final_scale, labels
 
+    def _runner(self, gray: np.ndarray, progress: Progress | None = None):
+        """The normalised image, ``run(scale, first, span)`` (the network on it resized by ``scale``,
+        reporting progress from ``first`` over ``span``) and the largest scale allowed for it."""
+        shipped = self.load()
+        cfg = shipped.config
+        scaling = cfg["input_scale"]
+        image = normalize_percentile(_as_gray(gray), *cfg["normalisation"]["percentiles"])
+        rows, cols = image.shape
+        max_scale = min(scaling["max_scale"], float(np.sqrt(scaling["max_scaled_pixels"] / (rows * cols))))
+
+        def run(scale: float, first: float, span: float) -> np.ndarray:
+            def report(fraction: float, message: str) -> None:
+                if progress is not None:
+                    progress(first + span * fraction, message)
+
+            scaled = resize_float(image, scaled_shape(image.shape, scale)) if scale != 1.0 else image
+            return predict_tiled(shipped.model, scaled, tile=cfg["tile_px"], overlap=cfg["overlap_px"],
+                                 batch_size=cfg["batch_size"], progress=report)
+
+        return image, run, max_scale
+
     def pyramid(self, gray: np.ndarray, *, magnify: bool | None = None, max_scale: float | None = None,
                 run=None, accept_peak: float | None = None) -> list[tuple[PassSummary, np.ndarray, np.ndarray]]:
         """Run the network on a pyramid of ``gray``; ``(summary, maps, labels)`` per pass, largest first.
@@ -299,16 +310,9 @@ class UNetSegmenter:
         cfg = self.load().config
         scaling = cfg["input_scale"]
         if run is None:
-            image = normalize_percentile(_as_gray(gray), *cfg["normalisation"]["percentiles"])
-            shipped = self.load()
-
-            def run(scale: float, first: float, span: float) -> np.ndarray:
-                scaled = resize_float(image, scaled_shape(image.shape, scale)) if scale != 1.0 else image
-                return predict_tiled(shipped.model, scaled, tile=cfg["tile_px"], overlap=cfg["overlap_px"],
-                                     batch_size=cfg["batch_size"])
+            _, run, runner_max_scale = self._runner(gray)
+            max_scale = runner_max_scale if max_scale is None else max_scale
         shape = np.shape(gray)[:2]
-        if max_scale is None:
-            max_scale = min(scaling["max_scale"], float(np.sqrt(scaling["max_scaled_pixels"] / (shape[0] * shape[1]))))
         reference_scale = scaling["estimate_max_side_px"] / max(shape)
         start_scale = min(reference_scale, scaling["estimate_max_scale"], max_scale)
         below = pyramid_scales(shape, start_scale, scaling["pyramid_min_side_px"])
