@@ -4,17 +4,19 @@ The segmenter runs the network on a pyramid of the image, half an octave apart, 
 every pass (:class:`PassSummary`): the mean height of the centre-map peaks, the particle diameters
 it sees, how much of the frame is foreground, and so on. :func:`pass_features` turns the pyramid
 into one row of numbers per pass, including comparisons with the neighbouring passes, and a
-logistic scorer (:func:`fit_selector`, stored in ``config.json`` under ``input_scale.selector``)
-rates each pass; the best-rated pass is the one segmented. The scorer is trained on images with
-known particle sizes, where a pass is a positive example when it shows the median particle within
-half an octave of the trained diameter (:func:`good_pass`). This replaces a hand-made rule (the most
-confident pass), which small thumbnails fooled: there, clusters and texture look like confident
-particles. Cellpose also learns its size estimate (a regression from the network's style vector);
+scorer rates each pass: gradient-boosted trees since v3.2.0 (:func:`fit_tree_selector`, stored as
+plain numbers in ``scale_selector.json``, which ``config.json`` names under
+``input_scale.selector_file``), a logistic one in v3.1.0 (:func:`fit_selector`); the best-rated
+pass is the one segmented. The scorer is trained on images with known particle sizes, where a
+pass is a positive example when it shows the median particle within half an octave of the trained
+diameter (:func:`good_pass`). This replaces a hand-made rule (the most confident pass), which
+small thumbnails fooled: there, clusters and texture look like confident particles. Cellpose also learns its size estimate (a regression from the network's style vector);
 a regression from this network's bottleneck features was tried here and was less accurate than
 the pyramid summaries (see the model card).
 
 Running the module collects the pyramids of the EMPS training split and of generated images, fits
-the scorer and writes it into a model folder's ``config.json``. Pure numpy apart from the network.
+the scorer and writes it beside a model folder's ``config.json``. Scoring is pure numpy; fitting the
+trees uses scikit-learn.
 """
 
 from __future__ import annotations
@@ -106,12 +108,41 @@ def pass_features(passes: list[PassSummary], target_px: float) -> np.ndarray:
 
 
 def selector_scores(selector: dict, features: np.ndarray) -> np.ndarray:
-    """The scorer's logit per row of ``features`` (higher: more likely the right scale)."""
+    """The scorer's logit per row of ``features`` (higher: more likely the right scale).
+
+    Two kinds of scorer are read: ``"boosted_trees"`` (:func:`fit_tree_selector`, shipped since
+    v3.2.0) and the logistic one of v3.1.0 (:func:`fit_selector`; a selector without ``kind``).
+    """
     if tuple(selector["features"]) != FEATURE_NAMES:
         raise ValueError("The scale selector in config.json was fitted on other features; refit it with "
                          "python -m model.scale_select.")
+    if selector.get("kind", "logistic") == "boosted_trees":
+        return _tree_scores(selector, features)
     z = (features - np.asarray(selector["mean"])) / np.asarray(selector["std"])
     return z @ np.asarray(selector["weights"]) + float(selector["bias"])
+
+
+def _tree_scores(selector: dict, features: np.ndarray) -> np.ndarray:
+    """Sum of the trees' leaf values (``init`` plus ``learning_rate`` times each tree's leaf).
+
+    Features are compared at 32-bit precision, as scikit-learn's trees compare them, so the scores
+    equal the fitted model's ``decision_function``.
+    """
+    x = np.asarray(features, dtype=np.float32).astype(np.float64)
+    rows = np.arange(len(x))
+    total = np.full(len(x), float(selector["init"]))
+    for tree in selector["trees"]:
+        feature, threshold = np.asarray(tree["feature"]), np.asarray(tree["threshold"])
+        left, right, value = np.asarray(tree["left"]), np.asarray(tree["right"]), np.asarray(tree["value"])
+        node = np.zeros(len(x), dtype=np.int64)
+        while True:
+            inner = left[node] >= 0
+            if not inner.any():
+                break
+            goes_left = x[rows, np.maximum(feature[node], 0)] <= threshold[node]
+            node = np.where(inner, np.where(goes_left, left[node], right[node]), node)
+        total += float(selector["learning_rate"]) * value[node]
+    return total
 
 
 def good_pass(scale: float, true_diameter_px: float, target_px: float) -> bool:
@@ -147,6 +178,38 @@ def fit_selector(features: list[np.ndarray], labels: list[np.ndarray], l2: float
             break
     return {"features": list(FEATURE_NAMES), "mean": mean.round(8).tolist(), "std": std.round(8).tolist(),
             "weights": w[:-1].round(8).tolist(), "bias": round(float(w[-1]), 8), "l2": l2}
+
+
+def fit_tree_selector(features: list[np.ndarray], labels: list[np.ndarray],
+                      image_weights: list[float] | None = None, n_trees: int = 300, depth: int = 3,
+                      learning_rate: float = 0.05, min_leaf: int = 20, seed: int = 0) -> dict:
+    """Fit gradient-boosted trees (scikit-learn, log-loss) and export them as plain numbers.
+
+    Arguments as for :func:`fit_selector`. The result holds every tree's node arrays (``feature``,
+    ``threshold``, ``left``, ``right``, ``value``; ``left`` is -1 at a leaf), so it is stored as
+    JSON and scored by :func:`selector_scores` without scikit-learn and without pickle.
+    """
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    x = np.concatenate(features)
+    y = np.concatenate(labels).astype(int)
+    weights = np.concatenate([np.full(len(f), 1.0 if image_weights is None else image_weights[i])
+                              for i, f in enumerate(features)])
+    model = GradientBoostingClassifier(n_estimators=n_trees, max_depth=depth, learning_rate=learning_rate,
+                                       min_samples_leaf=min_leaf, random_state=seed)
+    model.fit(x, y, sample_weight=weights)
+    trees = []
+    for estimator in model.estimators_[:, 0]:
+        t = estimator.tree_
+        trees.append({"feature": t.feature.tolist(), "threshold": t.threshold.tolist(),
+                      "left": t.children_left.tolist(), "right": t.children_right.tolist(),
+                      "value": t.value[:, 0, 0].tolist()})
+    selector = {"kind": "boosted_trees", "features": list(FEATURE_NAMES), "init": 0.0,
+                "learning_rate": learning_rate, "trees": trees,
+                "settings": {"n_trees": n_trees, "depth": depth, "min_leaf": min_leaf, "seed": seed}}
+    # The model's constant start (the log-odds of the weighted prior) is read off its scores.
+    selector["init"] = float(model.decision_function(x[:1])[0] - _tree_scores(selector, x[:1])[0])
+    return selector
 
 
 def pyramid_scales(shape: tuple[int, int], start_scale: float, min_side_px: int) -> list[float]:
@@ -194,19 +257,31 @@ def collect(segmenter, cases, progress: Callable[[], object] | None = None
     return features, labels
 
 
+def write_selector(selector: dict, path: Path) -> None:
+    """Write ``selector`` as JSON, one tree per line (the file the config's ``selector_file`` names)."""
+    head = {key: value for key, value in selector.items() if key != "trees"}
+    text = json.dumps(head, indent=1)
+    if "trees" in selector:
+        text = (text[:-2] + ',\n "trees": [\n  ' + ",\n  ".join(json.dumps(t) for t in selector["trees"])
+                + "\n ]\n}")
+    path.write_text(text + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Fit the scorer on the EMPS training split and generated images; write it into config.json."""
+    """Fit the scorer on the EMPS training split and generated images; write it beside config.json."""
     from tqdm import tqdm
 
     from model.data import read_split
-    from model.segmenter import CONFIG_NAME, UNetSegmenter, default_model_dir
+    from model.segmenter import CONFIG_NAME, SELECTOR_NAME, UNetSegmenter, default_model_dir
 
     parser = argparse.ArgumentParser(prog="python -m model.scale_select", description=main.__doc__)
     parser.add_argument("--model-dir", type=Path, default=None, help="model folder (default: the shipped one)")
     parser.add_argument("--synthetic-seeds", default="5000:5090",
                         help="generated training images, seeds START:STOP (never the validation seeds 1000-1019)")
     parser.add_argument("--synthetic-size", type=int, default=512)
-    parser.add_argument("--l2", type=float, default=3e-3)
+    parser.add_argument("--kind", choices=["trees", "logistic"], default="trees",
+                        help="gradient-boosted trees (default, shipped since v3.2.0) or v3.1.0's logistic scorer")
+    parser.add_argument("--l2", type=float, default=3e-3, help="penalty of the logistic scorer")
     args = parser.parse_args(argv)
     start, stop = (int(v) for v in args.synthetic_seeds.split(":"))
     if start < 1020 and stop > 1000:
@@ -222,18 +297,24 @@ def main(argv: list[str] | None = None) -> int:
     # Each source weighs the same in total, so the scorer serves real and generated images alike.
     n_generated = len(features) - n_emps
     image_weights = [1.0] * n_emps + [n_emps / max(n_generated, 1)] * n_generated
-    selector = fit_selector(features, labels, l2=args.l2, image_weights=image_weights)
+    if args.kind == "trees":
+        selector = fit_tree_selector(features, labels, image_weights=image_weights)
+        option = ""
+    else:
+        selector = fit_selector(features, labels, l2=args.l2, image_weights=image_weights)
+        option = f" --kind logistic --l2 {args.l2}"
     selector["fitted_on"] = (f"EMPS train split ({n_emps} images) and generated seeds {start}-{stop - 1} "
                              f"at {args.synthetic_size} px, each source with the same total weight: "
-                             "python -m model.scale_select "
-                             f"--synthetic-seeds {start}:{stop} --l2 {args.l2}")
+                             f"python -m model.scale_select --synthetic-seeds {start}:{stop}{option}")
+    write_selector(selector, model_dir / SELECTOR_NAME)
     path = model_dir / CONFIG_NAME
     config = json.loads(path.read_text())
-    config["input_scale"]["selector"] = selector
+    config["input_scale"].pop("selector", None)
+    config["input_scale"]["selector_file"] = SELECTOR_NAME
     path.write_text(json.dumps(config, indent=2) + "\n")
     chosen_good = [lab[int(np.argmax(selector_scores(selector, f)))] for f, lab in zip(features, labels)]
-    print(f"Scorer written to {path}; on its own training images it picks a good pass for "
-          f"{np.mean(chosen_good):.1%} of them.")
+    print(f"Scorer written to {model_dir / SELECTOR_NAME}; on its own training images it picks a good pass "
+          f"for {np.mean(chosen_good):.1%} of them.")
     return 0
 
 

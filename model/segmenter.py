@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 MODEL_DIR_ENV = "SAEMI_MODEL_DIR"
 WEIGHTS_NAME = "saemi_unet.keras"
 CONFIG_NAME = "config.json"
+#: The learned scale scorer, beside ``config.json`` (named there by ``input_scale.selector_file``).
+SELECTOR_NAME = "scale_selector.json"
 
 
 def default_model_dir() -> Path:
@@ -48,21 +50,30 @@ class ShippedModel:
 
 
 def read_config(model_dir: Path) -> dict:
-    """Read ``config.json`` from ``model_dir``.
+    """Read ``config.json`` from ``model_dir``, with the scale scorer its ``input_scale.selector_file``
+    names (since v3.2.0) placed under ``input_scale.selector``.
 
     Raises
     ------
     ModelLoadError
-        When the file is missing or is not valid JSON.
+        When either file is missing or is not valid JSON.
     """
     path = Path(model_dir) / CONFIG_NAME
+    config = _read_json(path, "model settings file")
+    scaling = config.get("input_scale", {})
+    if "selector_file" in scaling:
+        scaling["selector"] = _read_json(Path(model_dir) / scaling["selector_file"], "scale selector file")
+    return config
+
+
+def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise ModelLoadError(f"The model settings file {path} is missing; reinstall SAEMI's model folder "
+        raise ModelLoadError(f"The {what} {path} is missing; reinstall SAEMI's model folder "
                              "or choose the classical segmenter.") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"The model settings file {path} is corrupted ({err}).") from err
+        raise ModelLoadError(f"The {what} {path} is corrupted ({err}).") from err
 
 
 def load_keras_model(path: Path):

@@ -36,12 +36,15 @@ def two_touching_discs(shape=(64, 96), radius=14):
 
 @pytest.fixture
 def tiny_model_dir(tmp_path, tiny_model):
-    """A model folder holding the tiny network and the shipped config."""
+    """A model folder holding the tiny network and the shipped config and scale selector."""
+    import shutil
     from pathlib import Path
 
+    shipped = Path(__file__).resolve().parents[2] / "model"
     tiny_model.save(tmp_path / "saemi_unet.keras")
-    config = json.loads((Path(__file__).resolve().parents[2] / "model" / "config.json").read_text())
+    config = json.loads((shipped / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(config))
+    shutil.copy(shipped / config["input_scale"]["selector_file"], tmp_path)
     return tmp_path
 
 
@@ -52,5 +55,6 @@ def confidence_rule_dir(tiny_model_dir):
     path = tiny_model_dir / "config.json"
     config = json.loads(path.read_text())
     config["input_scale"].pop("selector", None)
+    config["input_scale"].pop("selector_file", None)
     path.write_text(json.dumps(config))
     return tiny_model_dir

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.scale_select import (FEATURE_NAMES, PASS_STEP, PassSummary, fit_selector, good_pass, main,
-                                pass_features, pyramid_scales, selector_scores)
+from model.scale_select import (FEATURE_NAMES, PASS_STEP, PassSummary, fit_selector, fit_tree_selector, good_pass,
+                                main, pass_features, pyramid_scales, selector_scores, write_selector)
 
 TARGET_PX = 16.0
 
@@ -15,6 +15,15 @@ def _hand_selector(**weights):
     """A selector on unstandardised features with the given weights (all others 0)."""
     return {"features": list(FEATURE_NAMES), "mean": [0.0] * len(FEATURE_NAMES), "std": [1.0] * len(FEATURE_NAMES),
             "weights": [weights.get(name, 0.0) for name in FEATURE_NAMES], "bias": 0.0}
+
+
+def _use_selector(model_dir, selector):
+    """Put ``selector`` inline in the folder's config.json, in place of the shipped selector file."""
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["input_scale"].pop("selector_file", None)
+    config["input_scale"]["selector"] = selector
+    path.write_text(json.dumps(config))
 
 
 def _pass(scale, diameter_px, peak, start_scale=1.0, side_px=512):
@@ -85,15 +94,20 @@ def _fake_pyramid(rng, diameter_px):
     return passes
 
 
-def test_the_fitted_scorer_finds_the_right_pass_where_confidence_alone_fails():
-    rng = np.random.default_rng(0)
-    train = [_fake_pyramid(rng, float(np.exp(rng.uniform(np.log(5), np.log(300))))) for _ in range(200)]
+def _fake_training_set(rng, n_images=200):
+    train = [_fake_pyramid(rng, float(np.exp(rng.uniform(np.log(5), np.log(300))))) for _ in range(n_images)]
     features = [pass_features(p, TARGET_PX) for p in train]
     sizes = [p[0].diameter_aw_px / p[0].scale for p in train]  # the first pass is never clutter here
     labels = [np.array([good_pass(q.scale, d, TARGET_PX) for q in p], float) for p, d in zip(train, sizes)]
-    selector = fit_selector(features, labels)
+    return features, labels
+
+
+@pytest.mark.parametrize("fit", [fit_selector, fit_tree_selector], ids=["logistic", "trees"])
+def test_the_fitted_scorer_finds_the_right_pass_where_confidence_alone_fails(fit):
+    rng = np.random.default_rng(0)
+    selector = fit(*_fake_training_set(rng))
     assert selector["features"] == list(FEATURE_NAMES)
-    json.dumps(selector)  # stored in config.json
+    json.dumps(selector)  # stored as JSON
     hits = confident_hits = 0
     for _ in range(100):
         diameter_px = float(np.exp(rng.uniform(np.log(5), np.log(300))))
@@ -102,7 +116,30 @@ def test_the_fitted_scorer_finds_the_right_pass_where_confidence_alone_fails():
         hits += good_pass(chosen.scale, diameter_px, TARGET_PX)
         confident = max(passes, key=lambda p: p.mean_peak)
         confident_hits += good_pass(confident.scale, diameter_px, TARGET_PX)
-    assert hits >= 80 and hits > confident_hits + 20, (hits, confident_hits)  # 86 and 56 when written
+    # when written: logistic 86, trees 98; the most confident pass 56
+    assert hits >= 80 and hits > confident_hits + 20, (hits, confident_hits)
+
+
+def test_exported_trees_score_exactly_as_the_fitted_model(tmp_path, monkeypatch):
+    """The trees are stored as plain numbers; scored by numpy they give scikit-learn's logits."""
+    import sklearn.ensemble
+
+    fitted = []
+    original = sklearn.ensemble.GradientBoostingClassifier.fit
+
+    def keep(model, *args, **kwargs):
+        fitted.append(model)
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(sklearn.ensemble.GradientBoostingClassifier, "fit", keep)
+    features, labels = _fake_training_set(np.random.default_rng(2), n_images=60)
+    selector = fit_tree_selector(features, labels, n_trees=40)
+    write_selector(selector, tmp_path / "scale_selector.json")
+    stored = json.loads((tmp_path / "scale_selector.json").read_text())
+    assert stored == selector and len(stored["trees"]) == 40
+    x = np.concatenate(features)
+    assert np.allclose(selector_scores(stored, x), fitted[0].decision_function(x), rtol=0, atol=1e-9)
+    assert np.ptp(selector_scores(stored, x)) > 1.0  # the scores are not flat
 
 
 def test_an_image_weight_counts_like_copies_of_the_image():
@@ -130,12 +167,28 @@ def test_the_validation_seeds_cannot_be_used_for_fitting():
         main(["--synthetic-seeds", "990:1005"])
 
 
-def test_the_shipped_config_has_a_complete_selector():
-    config = json.loads((Path(__file__).resolve().parents[2] / "model" / "config.json").read_text())
-    selector = config["input_scale"]["selector"]
-    assert selector["features"] == list(FEATURE_NAMES)
-    assert len(selector["mean"]) == len(selector["std"]) == len(selector["weights"]) == len(FEATURE_NAMES)
-    assert all(s > 0 for s in selector["std"]) and "model.scale_select" in selector["fitted_on"]
+def test_the_shipped_model_has_a_complete_selector():
+    from model.segmenter import default_model_dir, read_config
+
+    selector = read_config(default_model_dir())["input_scale"]["selector"]
+    assert selector["kind"] == "boosted_trees" and selector["features"] == list(FEATURE_NAMES)
+    assert len(selector["trees"]) == selector["settings"]["n_trees"] > 0
+    assert "model.scale_select" in selector["fitted_on"]
+    for tree in selector["trees"]:
+        assert len(tree["feature"]) == len(tree["threshold"]) == len(tree["left"]) == len(tree["value"])
+        assert max(tree["feature"]) < len(FEATURE_NAMES)
+
+
+def test_a_missing_or_broken_selector_file_gives_a_clear_error(tiny_model_dir):
+    from app.analysis.errors import ModelLoadError
+    from model.segmenter import SELECTOR_NAME, read_config
+
+    (tiny_model_dir / SELECTOR_NAME).write_text('{"kind": "boosted_trees", "trees": [')
+    with pytest.raises(ModelLoadError, match="scale selector file .* is corrupted"):
+        read_config(tiny_model_dir)
+    (tiny_model_dir / SELECTOR_NAME).unlink()
+    with pytest.raises(ModelLoadError, match="scale selector file .* is missing"):
+        read_config(tiny_model_dir)
 
 
 def _disc_world(diameter_px, side_px, calls):
@@ -162,10 +215,7 @@ def test_the_segmenter_segments_the_pass_the_selector_rates_best(tiny_model_dir,
     from model.preprocess import scaled_shape
     from model.segmenter import UNetSegmenter
 
-    path = tiny_model_dir / "config.json"
-    config = json.loads(path.read_text())
-    config["input_scale"]["selector"] = _hand_selector(peak=4.0, log_diameter_squared=-1.0)
-    path.write_text(json.dumps(config))
+    _use_selector(tiny_model_dir, _hand_selector(peak=4.0, log_diameter_squared=-1.0))
     side_px = 512
     calls = []
     monkeypatch.setattr(segmenter_module, "predict_tiled", _disc_world(diameter_px, side_px, calls))
@@ -185,17 +235,13 @@ def test_a_rival_pass_at_another_scale_is_reported(tiny_model_dir, monkeypatch):
     import model.segmenter as segmenter_module
     from model.segmenter import UNetSegmenter, load_shipped_model
 
-    path = tiny_model_dir / "config.json"
-    config = json.loads(path.read_text())
     # Rates every pass alike: the first one wins, and passes far from it are rivals.
-    config["input_scale"]["selector"] = _hand_selector()
-    path.write_text(json.dumps(config))
+    _use_selector(tiny_model_dir, _hand_selector())
     monkeypatch.setattr(segmenter_module, "predict_tiled", _disc_world(64.0, 512, []))
     notes = []
     UNetSegmenter(tiny_model_dir).segment(np.zeros((512, 512), np.float32), notes=notes)
     assert len(notes) == 1 and "hard to estimate" in notes[0]
-    config["input_scale"]["selector"] = _hand_selector(peak=4.0, log_diameter_squared=-1.0)
-    path.write_text(json.dumps(config))
+    _use_selector(tiny_model_dir, _hand_selector(peak=4.0, log_diameter_squared=-1.0))
     load_shipped_model.cache_clear()  # the config changed on disk
     notes = []
     UNetSegmenter(tiny_model_dir).segment(np.zeros((512, 512), np.float32), notes=notes)
