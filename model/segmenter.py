@@ -144,6 +144,22 @@ def _as_gray(gray: np.ndarray) -> np.ndarray:
     return gray.astype(np.float32, copy=False)
 
 
+def estimate_window(shape: tuple[int, int], window_px: int | None) -> tuple[slice, slice] | None:
+    """The central ``window_px`` square (clipped to the image) that the scale is chosen on, or None
+    when the image's longest side is at most ``window_px`` (the whole image is used).
+
+    >>> estimate_window((8192, 6000), 2048)
+    (slice(3072, 5120, None), slice(1976, 4024, None))
+    >>> estimate_window((1024, 1536), 2048) is None
+    True
+    """
+    if not window_px or max(shape[:2]) <= window_px:
+        return None
+    rows, cols = shape[:2]
+    top, left = (rows - min(rows, window_px)) // 2, (cols - min(cols, window_px)) // 2
+    return slice(top, top + min(rows, window_px)), slice(left, left + min(cols, window_px))
+
+
 class UNetSegmenter:
     """Segment particles with the shipped U-Net (name ``"unet"``).
 
@@ -284,12 +300,17 @@ class UNetSegmenter:
     def _runner(self, gray: np.ndarray, progress: Progress | None = None):
         """The normalised image, ``run(scale, first, span)`` (the network on it resized by ``scale``,
         reporting progress from ``first`` over ``span``) and the largest scale allowed for it."""
-        shipped = self.load()
-        cfg = shipped.config
+        cfg = self.load().config
         scaling = cfg["input_scale"]
         image = normalize_percentile(_as_gray(gray), *cfg["normalisation"]["percentiles"])
         rows, cols = image.shape
         max_scale = min(scaling["max_scale"], float(np.sqrt(scaling["max_scaled_pixels"] / (rows * cols))))
+        return image, self._run_on(image, progress), max_scale
+
+    def _run_on(self, image: np.ndarray, progress: Progress | None = None):
+        """``run(scale, first, span)``: the network on the normalised ``image`` resized by ``scale``."""
+        shipped = self.load()
+        cfg = shipped.config
 
         def run(scale: float, first: float, span: float) -> np.ndarray:
             def report(fraction: float, message: str) -> None:
@@ -300,7 +321,7 @@ class UNetSegmenter:
             return predict_tiled(shipped.model, scaled, tile=cfg["tile_px"], overlap=cfg["overlap_px"],
                                  batch_size=cfg["batch_size"], progress=report)
 
-        return image, run, max_scale
+        return run
 
     def pyramid(self, gray: np.ndarray, *, magnify: bool | None = None, max_scale: float | None = None,
                 run=None, accept_peak: float | None = None) -> list[tuple[PassSummary, np.ndarray, np.ndarray]]:
@@ -364,7 +385,15 @@ class UNetSegmenter:
         """
         scaling = self.load().config["input_scale"]
         target_px = scaling["target_diameter_px"]
-        passes = self.pyramid(image, max_scale=max_scale, run=run, accept_peak=scaling.get("accept_start_peak"))
+        window = estimate_window(image.shape, scaling.get("estimate_window_px"))
+        if window is None:
+            passes = self.pyramid(image, max_scale=max_scale, run=run, accept_peak=scaling.get("accept_start_peak"))
+        else:
+            # A large image: the pyramid runs on its central window, where the reference pass is not
+            # so coarse that the particles vanish; the chosen scale is then applied to the whole image.
+            run_window = self._run_on(image[window])
+            passes = self.pyramid(image[window], max_scale=max_scale, accept_peak=scaling.get("accept_start_peak"),
+                                  run=lambda scale, first, span: run_window(scale, 0.3 * first, 0.3 * span))
         scores = selector_scores(scaling["selector"], pass_features([p[0] for p in passes], target_px))
         best = int(np.argmax(scores))
         summary, maps, labels = passes[best]
@@ -377,6 +406,8 @@ class UNetSegmenter:
             rival = max(far, key=lambda k: scores[k], default=None)
             if rival is not None and scores[rival] >= scores[best] - scaling["ambiguity_logit_margin"]:
                 notes.append(ambiguous_size_note(target_px / summary.scale, target_px / passes[rival][0].scale))
+        if window is not None:
+            return run(summary.scale, 0.3, 0.5), summary.scale, None
         return maps, summary.scale, labels
 
     def _choose_scale(self, cfg: dict, estimates: list, run, max_scale: float,

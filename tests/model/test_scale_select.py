@@ -246,3 +246,52 @@ def test_a_rival_pass_at_another_scale_is_reported(tiny_model_dir, monkeypatch):
     notes = []
     UNetSegmenter(tiny_model_dir).segment(np.zeros((512, 512), np.float32), notes=notes)
     assert notes == []
+
+
+def _periodic_discs(side_px, diameter_px, spacing_px):
+    rows, cols = np.indices((side_px, side_px))
+    return (((rows % spacing_px) - spacing_px / 2) ** 2 + ((cols % spacing_px) - spacing_px / 2) ** 2
+            <= (diameter_px / 2) ** 2).astype(np.float32)
+
+
+def _thresholding_network(calls):
+    """A fake network that segments bright discs perfectly at any scale and is surest of them at
+    about the trained size."""
+    from skimage.measure import label
+
+    from model.preprocess import instance_targets, median_diameter_px
+
+    def network(model, scaled, **kwargs):
+        calls.append(scaled.shape)
+        labels = label(scaled > 0.5)
+        maps = instance_targets(labels)
+        seen_px = median_diameter_px(labels) or 0.0
+        maps[..., 1] *= 1.0 if 0.8 * TARGET_PX <= seen_px <= 1.25 * TARGET_PX else 0.7
+        return maps
+
+    return network
+
+
+@pytest.mark.parametrize("window_px", [1024, None])
+def test_a_large_image_has_its_scale_chosen_on_a_central_window(tiny_model_dir, monkeypatch, window_px):
+    """In a 2048 px image the reference pass (512 px) shows 16 px particles at 4 px, too small even
+    magnified twice; on the central 1024 px window they reach 16 px, and that scale is then applied
+    to the whole image."""
+    import model.segmenter as segmenter_module
+    from model.segmenter import UNetSegmenter
+
+    selector = _hand_selector(peak=4.0, log_diameter_squared=-1.0)
+    _use_selector(tiny_model_dir, selector)
+    path = tiny_model_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["input_scale"]["estimate_window_px"] = window_px
+    path.write_text(json.dumps(config))
+    calls = []
+    monkeypatch.setattr(segmenter_module, "predict_tiled", _thresholding_network(calls))
+    image = _periodic_discs(2048, TARGET_PX, 32)
+    maps, scale, labels = UNetSegmenter(tiny_model_dir).network_maps(image)
+    if window_px is None:
+        assert scale == pytest.approx(0.5) and max(shape[0] for shape in calls) <= 1024  # 8 px at best
+        return
+    assert scale == pytest.approx(1.0) and maps.shape[:2] == (2048, 2048) and labels is None
+    assert all(shape[0] <= 1024 for shape in calls[:-1]) and calls[-1][:2] == (2048, 2048)
