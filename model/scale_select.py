@@ -10,9 +10,10 @@ plain numbers in ``scale_selector.json``, which ``config.json`` names under
 pass is the one segmented. The scorer is trained on images with known particle sizes, where a
 pass is a positive example when it shows the median particle within half an octave of the trained
 diameter (:func:`good_pass`). This replaces a hand-made rule (the most confident pass), which
-small thumbnails fooled: there, clusters and texture look like confident particles. Cellpose also learns its size estimate (a regression from the network's style vector);
-a regression from this network's bottleneck features was tried here and was less accurate than
-the pyramid summaries (see the model card).
+small thumbnails fooled: there, clusters and texture look like confident particles. Cellpose
+also learns its size estimate (a regression from the network's style vector); a regression from
+this network's bottleneck features was tried here and was less accurate than the pyramid
+summaries (see the model card).
 
 Running the module collects the pyramids of the EMPS training split and of generated images, fits
 the scorer and writes it beside a model folder's ``config.json``. Scoring is pure numpy; fitting the

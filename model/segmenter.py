@@ -265,7 +265,7 @@ class UNetSegmenter:
             scale = float(np.clip(target_px / self.diameter_px, scaling["min_scale"], max_scale))
             return run(scale, 0.0, 0.9), scale, None
         if "selector" in scaling:
-            return self._learned_scale(image, run, max_scale, notes)
+            return self._learned_scale(image, run, max_scale, notes, progress)
         scale = min(scaling["estimate_max_side_px"] / max(rows, cols), scaling["estimate_max_scale"], max_scale)
         estimates = []  # (mean centre peak, scale, area-weighted median diameter in network px, maps, labels)
         for level in range(n_levels):
@@ -373,15 +373,17 @@ class UNetSegmenter:
             passes = [one(scale) for scale in above] + passes
         return passes
 
-    def _learned_scale(self, image: np.ndarray, run, max_scale: float,
-                       notes: list[str] | None = None) -> tuple[np.ndarray, float, np.ndarray]:
+    def _learned_scale(self, image: np.ndarray, run, max_scale: float, notes: list[str] | None = None,
+                       progress: Progress | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
         """Final maps, scale and labels chosen among the :meth:`pyramid` passes by the learned scorer.
 
         A confident reference pass at about the trained size (``accept_start_peak``) is taken at
         once. Otherwise every pass is rated by ``input_scale.selector`` (:mod:`model.scale_select`) and the best
         one is segmented as it is. When a pass at a scale at least ``ambiguity_scale_ratio`` away
         is rated within ``ambiguity_logit_margin`` of the best, :func:`ambiguous_size_note` tells
-        the user, through ``notes``.
+        the user, through ``notes``. An image longer than ``estimate_window_px`` on a side has the
+        pyramid run on its central window (:func:`estimate_window`) and is then segmented whole at
+        the chosen scale (labels None: the caller makes the instances).
         """
         scaling = self.load().config["input_scale"]
         target_px = scaling["target_diameter_px"]
@@ -391,7 +393,7 @@ class UNetSegmenter:
         else:
             # A large image: the pyramid runs on its central window, where the reference pass is not
             # so coarse that the particles vanish; the chosen scale is then applied to the whole image.
-            run_window = self._run_on(image[window])
+            run_window = self._run_on(image[window], progress)
             passes = self.pyramid(image[window], max_scale=max_scale, accept_peak=scaling.get("accept_start_peak"),
                                   run=lambda scale, first, span: run_window(scale, 0.3 * first, 0.3 * span))
         scores = selector_scores(scaling["selector"], pass_features([p[0] for p in passes], target_px))

@@ -267,6 +267,7 @@ def _thresholding_network(calls):
         maps = instance_targets(labels)
         seen_px = median_diameter_px(labels) or 0.0
         maps[..., 1] *= 1.0 if 0.8 * TARGET_PX <= seen_px <= 1.25 * TARGET_PX else 0.7
+        kwargs["progress"](1.0, "network pass done")
         return maps
 
     return network
@@ -289,9 +290,13 @@ def test_a_large_image_has_its_scale_chosen_on_a_central_window(tiny_model_dir, 
     calls = []
     monkeypatch.setattr(segmenter_module, "predict_tiled", _thresholding_network(calls))
     image = _periodic_discs(2048, TARGET_PX, 32)
-    maps, scale, labels = UNetSegmenter(tiny_model_dir).network_maps(image)
+    reported = []
+    maps, scale, labels = UNetSegmenter(tiny_model_dir).network_maps(
+        image, progress=lambda fraction, message: reported.append(fraction))
+    assert len(reported) == len(calls) and reported == sorted(reported)  # every pass reports, in order
     if window_px is None:
         assert scale == pytest.approx(0.5) and max(shape[0] for shape in calls) <= 1024  # 8 px at best
         return
     assert scale == pytest.approx(1.0) and maps.shape[:2] == (2048, 2048) and labels is None
     assert all(shape[0] <= 1024 for shape in calls[:-1]) and calls[-1][:2] == (2048, 2048)
+    assert reported[-2] <= 0.3 < reported[-1] <= 0.8  # the window's pyramid, then the whole image
