@@ -28,14 +28,19 @@ def model_dir(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("damage", ["missing", "garbage", "bad-config"])
+@pytest.mark.parametrize("damage", ["missing", "garbage", "bad-config", "no-selector"])
 def test_broken_model_is_reported_at_startup(model_dir, damage, caplog):
     if damage == "garbage":
         (model_dir / "saemi_unet.keras").write_bytes(b"PK\x03\x04 this is not a keras archive")
     elif damage == "bad-config":
         (model_dir / "config.json").write_text("{ not json")
+    elif damage == "no-selector":  # the config names a scale selector file that is not there
+        (model_dir / "config.json").write_text(json.dumps(
+            {"weights": "saemi_unet.keras", "input_scale": {"selector_file": "scale_selector.json"}}))
     problem = model_problem(model_dir)
     assert problem is not None and "classical segmenter" in problem
+    if damage == "no-selector":
+        assert "scale selector file" in problem
     assert default_segmenter_name(model_dir) == "classical"
     with caplog.at_level(logging.ERROR, logger="app.webapp"):
         app = create_app(model_dir=model_dir)
