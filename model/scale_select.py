@@ -126,30 +126,43 @@ def selector_scores(selector: dict, features: np.ndarray) -> np.ndarray:
 def _tree_scores(selector: dict, features: np.ndarray) -> np.ndarray:
     """Sum of the trees' leaf values (``init`` plus ``learning_rate`` times each tree's leaf).
 
-    Features are compared at 32-bit precision, as scikit-learn's trees compare them, so the scores
-    equal the fitted model's ``decision_function``.
+    All trees are walked at once, one level per step. Features are compared at 32-bit precision,
+    as scikit-learn's trees compare them, so the scores equal the fitted model's
+    ``decision_function``.
     """
+    trees = selector["trees"]
+    width = max(len(tree["left"]) for tree in trees)
+
+    def stacked(key: str, fill: float, dtype) -> np.ndarray:
+        return np.array([tree[key] + [fill] * (width - len(tree[key])) for tree in trees], dtype=dtype)
+
+    feature, left, right = (stacked(k, -1, np.int64) for k in ("feature", "left", "right"))
+    threshold, value = stacked("threshold", 0.0, np.float64), stacked("value", 0.0, np.float64)
     x = np.asarray(features, dtype=np.float32).astype(np.float64)
-    rows = np.arange(len(x))
-    total = np.full(len(x), float(selector["init"]))
-    for tree in selector["trees"]:
-        feature, threshold = np.asarray(tree["feature"]), np.asarray(tree["threshold"])
-        left, right, value = np.asarray(tree["left"]), np.asarray(tree["right"]), np.asarray(tree["value"])
-        node = np.zeros(len(x), dtype=np.int64)
-        while True:
-            inner = left[node] >= 0
-            if not inner.any():
-                break
-            goes_left = x[rows, np.maximum(feature[node], 0)] <= threshold[node]
-            node = np.where(inner, np.where(goes_left, left[node], right[node]), node)
-        total += float(selector["learning_rate"]) * value[node]
-    return total
+    tree_ids = np.arange(len(trees))
+    node = np.zeros((len(x), len(trees)), dtype=np.int64)  # every row starts at every tree's root
+    while True:
+        inner = left[tree_ids, node] >= 0
+        if not inner.any():
+            break
+        seen = np.take_along_axis(x, np.maximum(feature[tree_ids, node], 0), axis=1)
+        goes_left = seen <= threshold[tree_ids, node]
+        node = np.where(inner, np.where(goes_left, left[tree_ids, node], right[tree_ids, node]), node)
+    return float(selector["init"]) + float(selector["learning_rate"]) * value[tree_ids, node].sum(axis=1)
 
 
 def good_pass(scale: float, true_diameter_px: float, target_px: float) -> bool:
     """Whether a pass at ``scale`` shows particles of ``true_diameter_px`` (image pixels) within
     half an octave of ``target_px``: the training label of the scorer."""
     return abs(math.log(scale * true_diameter_px / target_px)) < math.log(PASS_STEP)
+
+
+def _examples(features: list[np.ndarray], labels: list[np.ndarray], image_weights: list[float] | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pass of every image as one example: features, 0/1 labels and the image's weight (default 1)."""
+    weights = np.concatenate([np.full(len(f), 1.0 if image_weights is None else image_weights[i])
+                              for i, f in enumerate(features)])
+    return np.concatenate(features), np.concatenate(labels).astype(np.float64), weights
 
 
 def fit_selector(features: list[np.ndarray], labels: list[np.ndarray], l2: float = 1e-3,
@@ -160,10 +173,7 @@ def fit_selector(features: list[np.ndarray], labels: list[np.ndarray], l2: float
     is one example, weighted by its image's entry of ``image_weights`` (default 1). ``l2`` is the
     penalty per unit of weight on the standardised coefficients.
     """
-    x = np.concatenate(features)
-    y = np.concatenate(labels).astype(np.float64)
-    weights = np.concatenate([np.full(len(f), 1.0 if image_weights is None else image_weights[i])
-                              for i, f in enumerate(features)])
+    x, y, weights = _examples(features, labels, image_weights)
     mean = np.average(x, axis=0, weights=weights)
     std = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=weights)) + 1e-6
     z = np.c_[(x - mean) / std, np.ones(len(x))]
@@ -192,10 +202,7 @@ def fit_tree_selector(features: list[np.ndarray], labels: list[np.ndarray],
     """
     from sklearn.ensemble import GradientBoostingClassifier
 
-    x = np.concatenate(features)
-    y = np.concatenate(labels).astype(int)
-    weights = np.concatenate([np.full(len(f), 1.0 if image_weights is None else image_weights[i])
-                              for i, f in enumerate(features)])
+    x, y, weights = _examples(features, labels, image_weights)
     model = GradientBoostingClassifier(n_estimators=n_trees, max_depth=depth, learning_rate=learning_rate,
                                        min_samples_leaf=min_leaf, random_state=seed)
     model.fit(x, y, sample_weight=weights)
