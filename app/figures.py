@@ -29,6 +29,16 @@ PALETTE = np.array(
     dtype=np.uint8,
 )
 
+_AXIS_STYLE = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "zerolinewidth": 2,
+               "ticks": "", "automargin": True, "title": {"standoff": 15}}
+#: A light look (white background, pale grid) of the few properties these figures show. Plotly's
+#: built-in "plotly_white" looks the same, but validating that large template costs 15-25 ms per
+#: figure, a sixth of the 150 ms budget of a canvas edit.
+LIGHT_TEMPLATE = go.layout.Template(layout={
+    "paper_bgcolor": "white", "plot_bgcolor": "white", "font": {"color": "#2a3f5f"}, "hovermode": "closest",
+    "hoverlabel": {"align": "left"}, "xaxis": _AXIS_STYLE, "yaxis": _AXIS_STYLE,
+})
+
 _BASIS_WORDS = {"number": "number", "area": "area", "volume": "volume"}
 _FIT_POINTS = 200
 
@@ -76,7 +86,7 @@ def histogram_figure(
     unit_text = f" {unit}" if unit else ""
     fig = go.Figure()
     fig.update_layout(
-        template="plotly_white",
+        template=LIGHT_TEMPLATE,
         bargap=0.02,
         margin={"l": 60, "r": 60, "t": 30, "b": 50},
         legend={"orientation": "h", "y": 1.08, "x": 0},
@@ -240,7 +250,7 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline"):
         scaleanchor="x", scaleratio=1, constrain="domain",
     )
     fig.update_layout(
-        margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="zoom", template="plotly_white"
+        margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="zoom", template=LIGHT_TEMPLATE
     )
     return fig
 

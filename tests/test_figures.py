@@ -131,3 +131,17 @@ def test_overlay_opacity_and_modes():
 def test_overlay_rejects_mismatched_sizes():
     with pytest.raises(ValueError):
         overlay_figure(np.zeros((10, 10), np.uint8), np.zeros((10, 11), np.int32), opacity=0.5)
+
+
+def test_figures_have_a_light_look_without_plotly_s_large_template():
+    """White background and pale grid, from a small template: the figure goes to the browser on
+    every canvas edit, and plotly's own "plotly_white" would add about 6 kB and 15-25 ms to it."""
+    import plotly.io as pio
+
+    figures = [histogram_figure(np.array([10.0, 12.0, 15.0, 20.0]), bin_width=2.0),
+               overlay_figure(np.zeros((8, 8), np.uint8), np.zeros((8, 8), int), opacity=0.5)]
+    for fig in figures:
+        layout = fig.layout.template.layout
+        assert layout.plot_bgcolor == "white" and layout.paper_bgcolor == "white"
+        assert layout.xaxis.gridcolor == layout.yaxis.gridcolor == "#EBF0F8"
+        assert len(pio.to_json(fig.layout.template)) < 1000
