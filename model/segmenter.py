@@ -70,8 +70,7 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise ModelLoadError(f"The {what} {path} is missing; reinstall SAEMI's model folder "
-                             "or choose the classical segmenter.") from err
+        raise ModelLoadError(f"The {what} {path} is missing; reinstall SAEMI's model folder.") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelLoadError(f"The {what} {path} is corrupted ({err}).") from err
 
