@@ -388,13 +388,16 @@ class UNetSegmenter:
         target_px = scaling["target_diameter_px"]
         window = estimate_window(image.shape, scaling.get("estimate_window_px"))
         if window is None:
-            passes = self.pyramid(image, max_scale=max_scale, run=run, accept_peak=scaling.get("accept_start_peak"))
+            run_pass = run
         else:
             # A large image: the pyramid runs on its central window, where the reference pass is not
             # so coarse that the particles vanish; the chosen scale is then applied to the whole image.
             run_window = self._run_on(image[window], progress)
-            passes = self.pyramid(image[window], max_scale=max_scale, accept_peak=scaling.get("accept_start_peak"),
-                                  run=lambda scale, first, span: run_window(scale, 0.3 * first, 0.3 * span))
+
+            def run_pass(scale: float, first: float, span: float) -> np.ndarray:
+                return run_window(scale, 0.3 * first, 0.3 * span)
+        passes = self.pyramid(image if window is None else image[window], max_scale=max_scale, run=run_pass,
+                              accept_peak=scaling.get("accept_start_peak"))
         scores = selector_scores(scaling["selector"], pass_features([p[0] for p in passes], target_px))
         best = int(np.argmax(scores))
         summary, maps, labels = passes[best]
@@ -407,9 +410,40 @@ class UNetSegmenter:
             rival = max(far, key=lambda k: scores[k], default=None)
             if rival is not None and scores[rival] >= scores[best] - scaling["ambiguity_logit_margin"]:
                 notes.append(ambiguous_size_note(target_px / summary.scale, target_px / passes[rival][0].scale))
+        scale = summary.scale
+        if best == 0:  # the most magnified pass won: the particles may need more than the pyramid had
+            maps, scale, labels = self._magnify_further(summary, maps, labels, run_pass, max_scale)
         if window is not None:
-            return run(summary.scale, 0.3, 0.5), summary.scale, None
-        return maps, summary.scale, labels
+            return run(scale, 0.3, 0.5), scale, None
+        return maps, scale, labels
+
+    def _magnify_further(self, summary: PassSummary, maps: np.ndarray, labels: np.ndarray, run,
+                         max_scale: float) -> tuple[np.ndarray, float, np.ndarray]:
+        """Maps, scale and labels after magnifying beyond the pyramid's largest pass (``summary``).
+
+        While the median particle (area-weighted, in network pixels) is under ``magnify_below``
+        times ``target_diameter_px``, the network runs again at the scale that would bring it to
+        the target, if that is at least 10% larger (at most ``magnify_further_steps`` times, up to
+        ``max_scale``). The pyramid's largest pass is twice its 512 px reference, so particles of
+        5-9 px in a 1024 px image stay under the trained size there; each step measures again,
+        because the network merges such particles into larger blobs (see the model card). The
+        area-weighted median is used because a few small spurious detections pull the plain
+        median down and sent the scale too far on EMPS training images.
+        """
+        cfg = self.load().config
+        scaling = cfg["input_scale"]
+        target_px = scaling["target_diameter_px"]
+        steps = int(scaling.get("magnify_further_steps", 0))
+        scale, diameter_px = summary.scale, summary.diameter_aw_px
+        for step in range(steps):
+            proposed = min(scale * target_px / diameter_px, max_scale) if diameter_px > 0 else scale
+            if not (0 < diameter_px < scaling["magnify_below"] * target_px and proposed >= 1.1 * scale):
+                break
+            scale = proposed
+            maps = run(scale, 0.8 + 0.1 * step / steps, 0.1 / steps)
+            labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
+            diameter_px = median_diameter_px(labels, min_area_px=4, area_weighted=True) or 0.0
+        return maps, scale, labels
 
     def _choose_scale(self, cfg: dict, estimates: list, run, max_scale: float,
                       notes: list[str] | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:

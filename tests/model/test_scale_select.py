@@ -285,6 +285,7 @@ def test_a_large_image_has_its_scale_chosen_on_a_central_window(tiny_model_dir, 
     path = tiny_model_dir / "config.json"
     config = json.loads(path.read_text())
     config["input_scale"]["estimate_window_px"] = window_px
+    config["input_scale"]["magnify_further_steps"] = 0  # the window alone
     path.write_text(json.dumps(config))
     calls = []
     monkeypatch.setattr(segmenter_module, "predict_tiled", _thresholding_network(calls))
@@ -299,3 +300,57 @@ def test_a_large_image_has_its_scale_chosen_on_a_central_window(tiny_model_dir, 
     assert scale == pytest.approx(1.0) and maps.shape[:2] == (2048, 2048) and labels is None
     assert all(shape[0] <= 1024 for shape in calls[:-1]) and calls[-1][:2] == (2048, 2048)
     assert reported[-2] <= 0.3 < reported[-1] <= 0.8  # the window's pyramid, then the whole image
+
+
+def _set_scaling(model_dir, **settings):
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["input_scale"].update(settings)
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("steps", [3, 0])
+def test_small_particles_are_magnified_beyond_the_pyramid(tiny_model_dir, monkeypatch, steps):
+    """5 px particles in a 1024 px image reach only 5 px in the pyramid's largest pass (twice the
+    512 px reference). When that pass wins and its particles are still small, the network runs
+    again at the scale that brings them to the trained size."""
+    import model.segmenter as segmenter_module
+    from model.segmenter import UNetSegmenter
+
+    _use_selector(tiny_model_dir, _hand_selector(peak=4.0, log_diameter_squared=-1.0))
+    _set_scaling(tiny_model_dir, magnify_below=1.0, magnify_further_steps=steps)
+    calls = []
+    monkeypatch.setattr(segmenter_module, "predict_tiled", _thresholding_network(calls))
+    reported = []
+    maps, scale, labels = UNetSegmenter(tiny_model_dir).network_maps(
+        _periodic_discs(1024, 5.0, 12), progress=lambda fraction, message: reported.append(fraction))
+    assert reported == sorted(reported) and reported[-1] <= 0.9
+    if steps == 0:
+        assert scale == pytest.approx(1.0)  # the largest pass of the pyramid
+        return
+    assert scale == pytest.approx(TARGET_PX / 5.0, rel=0.1)
+    assert maps.shape[:2] == calls[-1][:2] and labels is not None and labels.shape == maps.shape[:2]
+    assert sum(shape[0] > 1024 for shape in calls) == 1  # one step was enough: it measured 16 px
+
+
+def test_magnifying_further_stops_after_its_steps(tiny_model_dir, monkeypatch):
+    """A network that shows 10 px blobs at any scale never reaches the trained size: the scale
+    grows for ``magnify_further_steps`` passes and then stops."""
+    from skimage.measure import label
+
+    import model.segmenter as segmenter_module
+    from model.preprocess import instance_targets
+    from model.segmenter import UNetSegmenter
+
+    _use_selector(tiny_model_dir, _hand_selector(peak=4.0, log_diameter_squared=-1.0))
+    _set_scaling(tiny_model_dir, magnify_below=1.0, magnify_further_steps=2, max_scale=8.0)
+    calls = []
+
+    def network(model, scaled, **kwargs):
+        calls.append(scaled.shape)
+        return instance_targets(label(_periodic_discs(scaled.shape[0], 10.0, 24) > 0))
+
+    monkeypatch.setattr(segmenter_module, "predict_tiled", network)
+    _, scale, _ = UNetSegmenter(tiny_model_dir).network_maps(np.zeros((512, 512), np.float32))
+    beyond = [shape[0] for shape in calls if shape[0] > 1024]  # the pyramid's largest pass is 1024 px
+    assert len(beyond) == 2 and scale == pytest.approx(2.0 * 1.6 ** 2, rel=0.05)
