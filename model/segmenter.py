@@ -404,15 +404,16 @@ class UNetSegmenter:
         logger.debug("U-Net pyramid (scale, mean peak, diameter px, score): %s; chosen scale %.3f",
                      [(round(p[0].scale, 3), round(p[0].mean_peak, 2), round(p[0].diameter_aw_px, 1),
                        round(float(s), 2)) for p, s in zip(passes, scores)], summary.scale)
+        scale = summary.scale
+        if best == 0:  # the most magnified pass won: the particles may need more than the pyramid had
+            maps, scale, labels = self._magnify_further(summary, maps, labels, run_pass, max_scale)
         if notes is not None and "ambiguity_logit_margin" in scaling:
             far = [k for k, p in enumerate(passes)
                    if max(p[0].scale / summary.scale, summary.scale / p[0].scale) >= scaling["ambiguity_scale_ratio"]]
             rival = max(far, key=lambda k: scores[k], default=None)
             if rival is not None and scores[rival] >= scores[best] - scaling["ambiguity_logit_margin"]:
-                notes.append(ambiguous_size_note(target_px / summary.scale, target_px / passes[rival][0].scale))
-        scale = summary.scale
-        if best == 0:  # the most magnified pass won: the particles may need more than the pyramid had
-            maps, scale, labels = self._magnify_further(summary, maps, labels, run_pass, max_scale)
+                # the sizes in image pixels: the one finally used, and the rival pass's
+                notes.append(ambiguous_size_note(target_px / scale, target_px / passes[rival][0].scale))
         if window is not None:
             return run(scale, 0.3, 0.5), scale, None
         return maps, scale, labels

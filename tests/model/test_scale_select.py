@@ -354,3 +354,18 @@ def test_magnifying_further_stops_after_its_steps(tiny_model_dir, monkeypatch):
     _, scale, _ = UNetSegmenter(tiny_model_dir).network_maps(np.zeros((512, 512), np.float32))
     beyond = [shape[0] for shape in calls if shape[0] > 1024]  # the pyramid's largest pass is 1024 px
     assert len(beyond) == 2 and scale == pytest.approx(2.0 * 1.6 ** 2, rel=0.05)
+
+
+def test_an_uncertain_size_note_names_the_size_finally_used(tiny_model_dir, monkeypatch):
+    """A scorer that rates every pass alike picks the most magnified one, and every pass far from it
+    is a rival; the note gives the diameter after the further magnification (5 px), not that of
+    the pass that won (16 px)."""
+    import model.segmenter as segmenter_module
+    from model.segmenter import UNetSegmenter
+
+    _use_selector(tiny_model_dir, _hand_selector())
+    _set_scaling(tiny_model_dir, magnify_below=1.0, magnify_further_steps=3)
+    monkeypatch.setattr(segmenter_module, "predict_tiled", _thresholding_network([]))
+    notes = []
+    UNetSegmenter(tiny_model_dir).segment(_periodic_discs(1024, 5.0, 12), notes=notes)
+    assert len(notes) == 1 and "worked with particles about 5 px across" in notes[0]
