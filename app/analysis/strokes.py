@@ -16,9 +16,10 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from skimage import measure, segmentation
+from skimage import measure
 
 from app.analysis.errors import SaemiInputError
+from app.analysis.labels import sequential_labels
 
 #: Canvas line colour of each tool (what the UI sets as ``lineColor``).
 TOOL_COLOURS = {"draw": "#00e000", "remove": "#ff0000", "erase": "#0080ff"}
@@ -230,5 +231,4 @@ def apply_edits(label_image: np.ndarray, edits: list[list[dict]]) -> np.ndarray:
             raise SaemiInputError("A stored canvas edit is malformed; please redraw it.")
         for item in batch:
             labels = apply_stroke(labels, Stroke.from_dict(item))
-    relabelled, _, _ = segmentation.relabel_sequential(labels)
-    return relabelled.astype(np.int32)
+    return sequential_labels(labels)

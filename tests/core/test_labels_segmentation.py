@@ -81,3 +81,19 @@ def test_faint_but_real_particles_survive_the_noise_check():
     rng = np.random.default_rng(3)
     image = (0.5 + 0.08 * mask + rng.normal(0, 0.04, mask.shape)).astype(np.float32)  # contrast 2 sigma
     assert ClassicalSegmenter().segment(image).max() == 2
+
+
+def test_sequential_labels_match_scikit_image_and_keep_id_order():
+    from skimage.segmentation import relabel_sequential
+
+    from app.analysis.labels import sequential_labels
+
+    rng = np.random.default_rng(3)
+    labels = rng.choice([0, 0, 5, 9, 40_000, 123], size=(60, 80)).astype(np.int32)
+    out = sequential_labels(labels)
+    assert out.dtype == np.int32 and np.array_equal(out, relabel_sequential(labels)[0])
+    for old_id, new_id in [(0, 0), (5, 1), (9, 2), (123, 3), (40_000, 4)]:  # the order of the old ids
+        assert np.all(out[labels == old_id] == new_id)
+    with pytest.raises(ValueError, match="negative"):
+        sequential_labels(-labels)
+    assert sequential_labels(np.zeros((0, 3), np.int32)).shape == (0, 3)
