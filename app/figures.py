@@ -84,22 +84,24 @@ def histogram_figure(
     """
     unit_suffix = f" ({unit})" if unit else ""
     unit_text = f" {unit}" if unit else ""
-    fig = go.Figure()
-    fig.update_layout(
-        template=LIGHT_TEMPLATE,
-        bargap=0.02,
-        margin={"l": 60, "r": 60, "t": 30, "b": 50},
-        legend={"orientation": "h", "y": 1.08, "x": 0},
-        xaxis_title=f"{quantity_label}{unit_suffix}",
-    )
+    # The figure is built from plain dicts and made in one step: each plotly update call validates
+    # again, and this figure is rebuilt on every canvas edit.
+    layout = {
+        "template": LIGHT_TEMPLATE,
+        "bargap": 0.02,
+        "margin": {"l": 60, "r": 60, "t": 30, "b": 50},
+        "legend": {"orientation": "h", "y": 1.08, "x": 0},
+        "xaxis": {"title": {"text": f"{quantity_label}{unit_suffix}"}},
+    }
     result = histogram(values, bin_width, weights)
     if result.heights.size == 0:
-        fig.add_annotation(
-            text="No particles found", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
-            font={"size": 16},
-        )
-        fig.update_layout(yaxis_title="Particles", xaxis={"visible": True}, yaxis={"visible": True})
-        return fig
+        layout["annotations"] = [{
+            "text": "No particles found", "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5,
+            "y": 0.5, "font": {"size": 16},
+        }]
+        layout["xaxis"]["visible"] = True
+        layout["yaxis"] = {"title": {"text": "Particles"}, "visible": True}
+        return go.Figure(layout=layout)
 
     by_count = weights is None and basis == "number"
     scale = float(result.counts.sum()) if by_count else 100.0
@@ -108,62 +110,56 @@ def histogram_figure(
     percent = result.heights * 100.0
     customdata = np.column_stack([edges[:-1], edges[1:], result.counts, percent])
     weight_word = _BASIS_WORDS.get(basis, basis)
-    fig.add_trace(
-        go.Bar(
-            x=(edges[:-1] + edges[1:]) / 2.0,
-            y=heights,
-            width=np.full(heights.size, bin_width),
-            customdata=customdata,
-            name="Particles" if by_count else f"% by {weight_word}",
-            marker={"color": "#4c78a8"},
-            hovertemplate=(
-                f"{quantity_label} %{{customdata[0]:.4g}}–%{{customdata[1]:.4g}}{unit_text}<br>"
-                "Particles: %{customdata[2]:d}<br>"
-                f"Fraction by {weight_word}: %{{customdata[3]:.1f}}%<extra></extra>"
-            ),
-        )
-    )
-    fig.update_yaxes(
-        title_text="Particles" if by_count else f"Fraction by {weight_word} (%)", rangemode="tozero"
-    )
+    traces = [{
+        "type": "bar",
+        "x": (edges[:-1] + edges[1:]) / 2.0,
+        "y": heights,
+        "width": np.full(heights.size, bin_width),
+        "customdata": customdata,
+        "name": "Particles" if by_count else f"% by {weight_word}",
+        "marker": {"color": "#4c78a8"},
+        "hovertemplate": (
+            f"{quantity_label} %{{customdata[0]:.4g}}–%{{customdata[1]:.4g}}{unit_text}<br>"
+            "Particles: %{customdata[2]:d}<br>"
+            f"Fraction by {weight_word}: %{{customdata[3]:.1f}}%<extra></extra>"
+        ),
+    }]
+    layout["yaxis"] = {"title": {"text": "Particles" if by_count else f"Fraction by {weight_word} (%)"},
+                       "rangemode": "tozero"}
 
     if fit:
         mu, sigma = lognormal_fit(values, weights)
         if np.isfinite(mu) and np.isfinite(sigma) and sigma > 0:
             x = np.linspace(max(edges[0], 0.0), edges[-1], _FIT_POINTS)
-            fig.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=lognormal_pdf(x, mu, sigma) * scale * bin_width,
-                    mode="lines",
-                    name=f"Log-normal fit (median {np.exp(mu):.3g}{unit_text}, σ {sigma:.2f})",
-                    line={"color": "#e45756", "width": 2},
-                    hoverinfo="skip",
-                )
-            )
+            traces.append({
+                "type": "scatter",
+                "x": x,
+                "y": lognormal_pdf(x, mu, sigma) * scale * bin_width,
+                "mode": "lines",
+                "name": f"Log-normal fit (median {np.exp(mu):.3g}{unit_text}, σ {sigma:.2f})",
+                "line": {"color": "#e45756", "width": 2},
+                "hoverinfo": "skip",
+            })
 
     if cumulative:
-        fig.add_trace(
-            go.Scatter(
-                x=edges,
-                y=np.r_[0.0, result.cumulative * 100.0],
-                mode="lines",
-                name="Cumulative",
-                yaxis="y2",
-                line={"color": "#54a24b", "width": 2, "dash": "dot"},
-                hovertemplate=f"≤ %{{x:.4g}}{unit_text}: %{{y:.1f}}%<extra></extra>",
-            )
-        )
-        fig.update_layout(
-            yaxis2={
-                "title": {"text": "Cumulative (%)"},
-                "overlaying": "y",
-                "side": "right",
-                "range": [0, 100.5],
-                "showgrid": False,
-            }
-        )
-    return fig
+        traces.append({
+            "type": "scatter",
+            "x": edges,
+            "y": np.r_[0.0, result.cumulative * 100.0],
+            "mode": "lines",
+            "name": "Cumulative",
+            "yaxis": "y2",
+            "line": {"color": "#54a24b", "width": 2, "dash": "dot"},
+            "hovertemplate": f"≤ %{{x:.4g}}{unit_text}: %{{y:.1f}}%<extra></extra>",
+        })
+        layout["yaxis2"] = {
+            "title": {"text": "Cumulative (%)"},
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, 100.5],
+            "showgrid": False,
+        }
+    return go.Figure(data=traces, layout=layout)
 
 
 def label_colour_image(label_image, mode="bw"):
