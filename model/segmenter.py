@@ -388,15 +388,16 @@ class UNetSegmenter:
         target_px = scaling["target_diameter_px"]
         window = estimate_window(image.shape, scaling.get("estimate_window_px"))
         if window is None:
-            run_pass = run
+            pass_image, run_pass = image, run
         else:
             # A large image: the pyramid runs on its central window, where the reference pass is not
             # so coarse that the particles vanish; the chosen scale is then applied to the whole image.
-            run_window = self._run_on(image[window], progress)
+            pass_image = image[window]
+            run_window = self._run_on(pass_image, progress)
 
             def run_pass(scale: float, first: float, span: float) -> np.ndarray:
                 return run_window(scale, 0.3 * first, 0.3 * span)
-        passes = self.pyramid(image if window is None else image[window], max_scale=max_scale, run=run_pass,
+        passes = self.pyramid(pass_image, max_scale=max_scale, run=run_pass,
                               accept_peak=scaling.get("accept_start_peak"))
         scores = selector_scores(scaling["selector"], pass_features([p[0] for p in passes], target_px))
         best = int(np.argmax(scores))
@@ -437,8 +438,10 @@ class UNetSegmenter:
         steps = int(scaling.get("magnify_further_steps", 0))
         scale, diameter_px = summary.scale, summary.diameter_aw_px
         for step in range(steps):
-            proposed = min(scale * target_px / diameter_px, max_scale) if diameter_px > 0 else scale
-            if not (0 < diameter_px < scaling["magnify_below"] * target_px and proposed >= 1.1 * scale):
+            if not 0 < diameter_px < scaling["magnify_below"] * target_px:
+                break
+            proposed = min(scale * target_px / diameter_px, max_scale)
+            if proposed < 1.1 * scale:
                 break
             scale = proposed
             maps = run(scale, 0.8 + 0.1 * step / steps, 0.1 / steps)
