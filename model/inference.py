@@ -6,7 +6,7 @@ Tiles are processed a batch at a time and accumulated into float32 arrays, so me
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -82,6 +82,28 @@ def _forward(model, batch: np.ndarray) -> np.ndarray:
     return np.asarray(_traced_forward(model)(np.ascontiguousarray(batch, dtype=np.float32)))
 
 
+#: Views of a batch (NHWC) that the network can be shown besides the batch itself, each as a pair
+#: (to the view, back from it): 0 the batch, 1 turned by 180 degrees, 2 mirrored left to right,
+#: 3 mirrored top to bottom. The network is fully convolutional and was trained with all of
+#: these, so averaging its outputs over views smooths its errors (see ``views`` below).
+VIEWS: tuple[tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]], ...] = (
+    (lambda b: b, lambda o: o),
+    (lambda b: b[:, ::-1, ::-1], lambda o: o[:, ::-1, ::-1]),
+    (lambda b: b[:, :, ::-1], lambda o: o[:, :, ::-1]),
+    (lambda b: b[:, ::-1], lambda o: o[:, ::-1]),
+)
+
+
+def _forward_views(model, batch: np.ndarray, views: Sequence[int]) -> np.ndarray:
+    """The network's outputs for ``batch``, averaged over the :data:`VIEWS` numbered ``views``."""
+    total = None
+    for view in views:
+        to_view, back = VIEWS[view]
+        out = back(_forward(model, np.ascontiguousarray(to_view(batch))))
+        total = out if total is None else total + out
+    return total if len(views) == 1 else total / len(views)
+
+
 def _ramp_weights(length: int, overlap: int) -> np.ndarray:
     weights = np.ones(length, dtype=np.float32)
     if overlap > 0:
@@ -111,7 +133,7 @@ def _tile_layout(length: int, max_tile: int, overlap: int) -> tuple[int, list[in
 
 
 def predict_tiled(model, image: np.ndarray, *, tile: int = 256, overlap: int = 64, batch_size: int = 4,
-                  progress: Progress | None = None) -> np.ndarray:
+                  progress: Progress | None = None, views: Sequence[int] = (0,)) -> np.ndarray:
     """Run ``model`` over ``image`` in overlapping tiles and blend the outputs.
 
     Parameters
@@ -128,6 +150,9 @@ def predict_tiled(model, image: np.ndarray, *, tile: int = 256, overlap: int = 6
         Tiles per forward pass.
     progress : callable, optional
         Called as ``progress(fraction, message)`` after each batch.
+    views : sequence of int
+        Which :data:`VIEWS` of each tile the network sees; its outputs are averaged over them
+        (default: the tile only). Each view costs one more forward pass.
 
     Returns
     -------
@@ -151,7 +176,7 @@ def predict_tiled(model, image: np.ndarray, *, tile: int = 256, overlap: int = 6
     for first in range(0, len(corners), batch_size):
         chunk = corners[first:first + batch_size]
         batch = np.stack([padded[r:r + tile_rows, c:c + tile_cols] for r, c in chunk])[..., None]
-        for (r, c), out in zip(chunk, _forward(model, batch)):
+        for (r, c), out in zip(chunk, _forward_views(model, batch, views)):
             accumulated[r:r + tile_rows, c:c + tile_cols] += out * window[..., None]
             weight_sum[r:r + tile_rows, c:c + tile_cols] += window
         if progress is not None:

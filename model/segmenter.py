@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,6 +241,10 @@ class UNetSegmenter:
         given to the constructor replaces the estimate. When a checked proposal at a quite different
         scale was almost as convincing, a sentence saying so is appended to ``notes`` (if given).
 
+        Once the scale is chosen, a config with ``test_time_views`` of 2 or more (since v3.4.0)
+        runs the network again at that scale on the other views of the image
+        (:data:`model.inference.VIEWS`: turned by 180 degrees, then mirrored) and averages the maps.
+
         Returns
         -------
         maps : numpy.ndarray
@@ -250,11 +255,24 @@ class UNetSegmenter:
             Instances of ``maps`` (at network resolution, network-pixel thresholds) when the final
             pass was a size-estimate pass that already computed them, else None.
         """
-        shipped = self.load()
-        cfg = shipped.config
+        image, run, max_scale = self._runner(gray, progress)
+        maps, scale, labels = self._scaled_maps(image, run, max_scale, notes, progress)
+        views = int(self.load().config.get("test_time_views", 1))
+        if views > 1:
+            # The chosen pass saw the image as it is; averaging in the other views at the same
+            # scale smooths the network's errors. Its labels were made from one view, so they go.
+            maps_sum = run(scale, 0.9, 0.02, views=range(1, views))
+            maps_sum *= views - 1
+            maps_sum += maps
+            maps, labels = maps_sum / views, None
+        return maps, scale, labels
+
+    def _scaled_maps(self, image: np.ndarray, run, max_scale: float, notes: list[str] | None,
+                     progress: Progress | None) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """Maps, scale and labels of :meth:`network_maps` from one view of the normalised ``image``."""
+        cfg = self.load().config
         scaling = cfg["input_scale"]
         target_px = scaling["target_diameter_px"]
-        image, run, max_scale = self._runner(gray, progress)
         rows, cols = image.shape
         n_levels = scaling["estimate_levels"]
         accept_low_px = target_px / scaling["rescale_tolerance"]
@@ -307,18 +325,19 @@ class UNetSegmenter:
         return image, self._run_on(image, progress), max_scale
 
     def _run_on(self, image: np.ndarray, progress: Progress | None = None):
-        """``run(scale, first, span)``: the network on the normalised ``image`` resized by ``scale``."""
+        """``run(scale, first, span, views=(0,))``: the network on the normalised ``image`` resized by
+        ``scale``, averaged over ``views`` (:func:`model.inference.predict_tiled`)."""
         shipped = self.load()
         cfg = shipped.config
 
-        def run(scale: float, first: float, span: float) -> np.ndarray:
+        def run(scale: float, first: float, span: float, views: Sequence[int] = (0,)) -> np.ndarray:
             def report(fraction: float, message: str) -> None:
                 if progress is not None:
                     progress(first + span * fraction, message)
 
             scaled = resize_float(image, scaled_shape(image.shape, scale)) if scale != 1.0 else image
             return predict_tiled(shipped.model, scaled, tile=cfg["tile_px"], overlap=cfg["overlap_px"],
-                                 batch_size=cfg["batch_size"], progress=report)
+                                 batch_size=cfg["batch_size"], progress=report, views=views)
 
         return run
 

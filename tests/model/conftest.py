@@ -36,13 +36,18 @@ def two_touching_discs(shape=(64, 96), radius=14):
 
 @pytest.fixture
 def tiny_model_dir(tmp_path, tiny_model):
-    """A model folder holding the tiny network and the shipped config and scale selector."""
+    """A model folder holding the tiny network and the shipped config and scale selector.
+
+    The config shows the network one view of the image (``test_time_views`` 1), so that the tests of
+    the scale choice count and reuse passes of their own; the extra views have tests of their own.
+    """
     import shutil
     from pathlib import Path
 
     shipped = Path(__file__).resolve().parents[2] / "model"
     tiny_model.save(tmp_path / "saemi_unet.keras")
     config = json.loads((shipped / "config.json").read_text())
+    config["test_time_views"] = 1
     (tmp_path / "config.json").write_text(json.dumps(config))
     shutil.copy(shipped / config["input_scale"]["selector_file"], tmp_path)
     return tmp_path

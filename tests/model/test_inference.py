@@ -63,3 +63,16 @@ def test_traced_forward_matches_the_keras_model_for_any_tile_shape(tiny_model):
     # One trace serves every shape: the function object is built once per model.
     assert _traced_forward(tiny_model) is _traced_forward(tiny_model)
     assert len(_traced_forward(tiny_model)._list_all_concrete_functions()) == 1
+
+
+@pytest.mark.parametrize("view, turn", [(1, lambda a: a[::-1, ::-1]), (2, lambda a: a[:, ::-1]),
+                                        (3, lambda a: a[::-1])])
+def test_views_average_the_outputs_for_the_turned_and_mirrored_image(tiny_model, view, turn):
+    # One tile with no padding, so that a view of the tile is the same view of the image.
+    image = smooth_image((64, 96), seed=4)
+    plain = predict_tiled(tiny_model, image, tile=96, overlap=0)
+    seen_turned = turn(predict_tiled(tiny_model, np.ascontiguousarray(turn(image)), tile=96, overlap=0))
+    averaged = predict_tiled(tiny_model, image, tile=96, overlap=0, views=(0, view))
+    assert np.abs(plain - seen_turned).max() > 1e-3  # the untrained network does not see the views alike
+    assert np.allclose(averaged, (plain + seen_turned) / 2, atol=1e-5)
+    assert np.allclose(predict_tiled(tiny_model, image, tile=96, overlap=0, views=(view,)), seen_turned, atol=1e-5)

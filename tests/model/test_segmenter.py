@@ -262,3 +262,36 @@ def test_an_almost_as_convincing_other_size_is_reported(confidence_rule_dir, mon
     known = []
     UNetSegmenter(confidence_rule_dir, diameter_px=diameter_px).segment(image, notes=known)
     assert known == []
+
+
+@pytest.mark.parametrize("views", [1, 2])
+def test_the_chosen_scale_is_seen_again_in_the_other_views_and_averaged(tiny_model_dir, monkeypatch, views):
+    import model.segmenter as segmenter_module
+    from model.metrics import obj_f1
+    from model.preprocess import instance_targets, resize_labels, scaled_shape
+
+    path = tiny_model_dir / CONFIG_NAME
+    path.write_text(json.dumps({**json.loads(path.read_text()), "test_time_views": views}))
+    truth = _disc_grid((384, 512), 20.0, 50.0)
+    calls = []
+
+    def network(model, scaled, views=(0,), **kwargs):
+        calls.append((scaled.shape, tuple(views)))
+        maps = instance_targets(resize_labels(truth, scaled.shape))
+        if tuple(views) != (0,):  # the other views see the same particles, less surely
+            maps[..., 1] *= 0.5
+        return maps
+
+    monkeypatch.setattr(segmenter_module, "predict_tiled", network)
+    segmenter = UNetSegmenter(tiny_model_dir)
+    maps, scale, labels = segmenter.network_maps((truth > 0).astype(np.float32))
+    plain = instance_targets(resize_labels(truth, maps.shape[:2]))
+    if views == 1:
+        assert all(seen == (0,) for _, seen in calls)
+        assert np.allclose(maps, plain)
+    else:
+        assert calls[-1] == (scaled_shape(truth.shape, scale), (1,))  # one more pass, at the chosen scale
+        assert sum(seen != (0,) for _, seen in calls) == 1
+        assert labels is None  # made from one view: no longer the maps' instances
+        assert np.allclose(maps[..., 0], plain[..., 0]) and np.allclose(maps[..., 1], 0.75 * plain[..., 1])
+    assert obj_f1(truth, segmenter.segment((truth > 0).astype(np.float32))) > 0.95
