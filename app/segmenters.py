@@ -62,8 +62,8 @@ def default_segmenter_name(model_dir: Path | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def get_segmenter(name: str, diameter_px: float | None = None) -> Segmenter:
-    """The segmenter called ``name``, built once per process and diameter (the U-Net loads its weights lazily).
+def get_segmenter(name: str, diameter_px: float | None = None, views: int | None = None) -> Segmenter:
+    """The segmenter called ``name``, built once per process and settings (the U-Net loads its weights lazily).
 
     Parameters
     ----------
@@ -73,16 +73,19 @@ def get_segmenter(name: str, diameter_px: float | None = None) -> Segmenter:
         Typical particle diameter in image pixels; the U-Net then skips its automatic size estimate.
         The classical segmenter ignores it. The network weights are cached per model folder, so each
         diameter costs only a small object.
+    views : int, optional
+        Views of the image the U-Net averages at its chosen scale (1 to 4; default: its config's).
+        More views are slower and slightly more accurate. The classical segmenter ignores it.
 
     Raises
     ------
     SaemiInputError
-        For an unknown name, or a diameter that is not a positive number (U-Net).
+        For an unknown name, or a diameter or a number of views the U-Net cannot take.
     """
     if name == "classical":
         return ClassicalSegmenter()
     if name == "unet":
         from model.segmenter import UNetSegmenter
 
-        return UNetSegmenter(diameter_px=diameter_px)
+        return UNetSegmenter(diameter_px=diameter_px, views=views)
     raise SaemiInputError(f"Unknown segmenter '{name}'; choose one of: {', '.join(SEGMENTER_NAMES)}.")

@@ -145,8 +145,8 @@ def start_session(data: bytes, filename: str, settings: Mapping[str, Any],
     params = settings_to_params(settings)
     decoded = imageio.decode_image(data, filename)
     metadata = cal.read_metadata_calibration(data, filename, sidecar_text)
-    result = pipeline.analyze_decoded(decoded, params, segmenter=get_segmenter(params.segmenter, params.diameter_px),
-                                      metadata_calibration=metadata)
+    segmenter = get_segmenter(params.segmenter, params.diameter_px, params.views)
+    result = pipeline.analyze_decoded(decoded, params, segmenter=segmenter, metadata_calibration=metadata)
     bar = result.data_bar
     notes = list(result.notes)
     if sidecar_text is not None and metadata.nm_per_px is None:

@@ -50,16 +50,19 @@ def synthetic_cases(n_images: int, seed: int, size_px: int = 512) -> Iterator[tu
         yield f"synthetic_{seed + k}", sample.image.astype(np.float32) / 255.0, sample.labels.astype(np.int32)
 
 
-def get_segmenters(names: list[str], model_dir: Path | None) -> dict[str, object]:
-    """Segmenters by name, through the app's registry (a model folder override builds the U-Net directly)."""
+def get_segmenters(names: list[str], model_dir: Path | None, views: int | None = None) -> dict[str, object]:
+    """Segmenters by name, through the app's registry (a model folder override builds the U-Net directly).
+
+    ``views`` is the U-Net's number of averaged views (None: its config's).
+    """
     from app.segmenters import get_segmenter
 
     segmenters = {}
     for name in names:
         if name == "unet" and model_dir is not None:
-            segmenters[name] = UNetSegmenter(model_dir)
+            segmenters[name] = UNetSegmenter(model_dir, views=views)
         else:
-            segmenters[name] = get_segmenter(name)
+            segmenters[name] = get_segmenter(name, views=views)
     return segmenters
 
 
@@ -80,7 +83,8 @@ def evaluate(cases, segmenters: dict[str, object], min_area_px: int = MIN_AREA_P
         line = f"{name:<22}"
         for seg_name, segmenter in segmenters.items():
             if true_diameter and isinstance(segmenter, UNetSegmenter):
-                segmenter = UNetSegmenter(segmenter.model_dir, diameter_px=median_diameter_px(labels))
+                segmenter = UNetSegmenter(segmenter.model_dir, diameter_px=median_diameter_px(labels),
+                                          views=segmenter.views)
             notes = []
             started = time.perf_counter()
             predicted = segmenter.segment(gray, notes=notes)
@@ -142,6 +146,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--csv", type=Path, default=None, help="also write the per-image scores here")
     parser.add_argument("--true-diameter", action="store_true",
                         help="diagnostic: give the U-Net each image's true median particle diameter")
+    parser.add_argument("--views", type=int, default=None, metavar="N",
+                        help="views of each image the U-Net averages, 1 to 4 (default: the model's)")
     args = parser.parse_args(argv)
     if not args.synthetic and (args.images is None or args.masks is None):
         parser.error("give --images and --masks, or --synthetic N")
@@ -154,7 +160,7 @@ def main(argv: list[str]) -> int:
     from app.analysis.errors import ModelLoadError, SaemiInputError
 
     try:
-        segmenters = get_segmenters(args.segmenter or ["unet", "classical"], args.model_dir)
+        segmenters = get_segmenters(args.segmenter or ["unet", "classical"], args.model_dir, args.views)
         if args.synthetic:
             cases = synthetic_cases(args.synthetic, args.seed, args.size)
         else:

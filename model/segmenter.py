@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from app.analysis.errors import ModelLoadError, SaemiInputError
-from model.inference import Progress, predict_tiled
+from model.inference import VIEWS, Progress, predict_tiled
 from model.postprocess import maps_to_instances, upsample_instances
 from model.preprocess import median_diameter_px, normalize_percentile, resize_float, scaled_shape
 from model.scale_select import (PASS_STEP, PassSummary, mean_peak, pass_features, pyramid_scales,
@@ -171,15 +171,24 @@ class UNetSegmenter:
     diameter_px : float, optional
         Typical (median) particle diameter in image pixels, when the user knows it. The image is
         then rescaled directly and the automatic size estimate is skipped.
+    views : int, optional
+        How many views of the image (:data:`model.inference.VIEWS`) the network averages at the
+        chosen scale, 1 to 4; default: the config's ``test_time_views``. Each view adds one
+        network pass (see :meth:`network_maps`).
     """
 
     name = "unet"
 
-    def __init__(self, model_dir: str | os.PathLike | None = None, diameter_px: float | None = None) -> None:
+    def __init__(self, model_dir: str | os.PathLike | None = None, diameter_px: float | None = None,
+                 views: int | None = None) -> None:
         if diameter_px is not None and not diameter_px > 0:
             raise SaemiInputError(f"The particle diameter must be a positive number of pixels; got {diameter_px}.")
+        if views is not None and (isinstance(views, bool) or views not in range(1, len(VIEWS) + 1)):
+            raise SaemiInputError(f"The number of network views must be a whole number from 1 to {len(VIEWS)}; "
+                                  f"got {views}.")
         self.model_dir = str(Path(model_dir)) if model_dir is not None else str(default_model_dir())
         self.diameter_px = diameter_px
+        self.views = views
 
     def load(self) -> ShippedModel:
         """Load (once per process) and return the network and its config; raises ``ModelLoadError``."""
@@ -241,9 +250,10 @@ class UNetSegmenter:
         given to the constructor replaces the estimate. When a checked proposal at a quite different
         scale was almost as convincing, a sentence saying so is appended to ``notes`` (if given).
 
-        Once the scale is chosen, a config with ``test_time_views`` of 2 or more (since v3.4.0)
-        runs the network again at that scale on the other views of the image
-        (:data:`model.inference.VIEWS`: turned by 180 degrees, then mirrored) and averages the maps.
+        Once the scale is chosen, with ``views`` of 2 or more (the constructor's, else the config's
+        ``test_time_views``; since v3.4.0) the network runs again at that scale on the other views
+        of the image (:data:`model.inference.VIEWS`: turned by 180 degrees, then mirrored) and the
+        maps are averaged.
 
         Returns
         -------
@@ -257,7 +267,7 @@ class UNetSegmenter:
         """
         image, run, max_scale = self._runner(gray, progress)
         maps, scale, labels = self._scaled_maps(image, run, max_scale, notes, progress)
-        views = int(self.load().config.get("test_time_views", 1))
+        views = self.views or int(self.load().config.get("test_time_views", 1))
         if views > 1:
             # The chosen pass saw the image as it is; averaging in the other views at the same
             # scale smooths the network's errors. Its labels were made from one view, so they go.

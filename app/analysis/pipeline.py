@@ -59,6 +59,9 @@ class AnalysisParams:
     diameter_px : float or None
         Typical particle diameter in image pixels given by the user; the U-Net then skips its automatic
         size estimate. Ignored by the classical segmenter.
+    views : int or None
+        Views of the image the U-Net averages at its chosen scale (1 to 4; None: the model's
+        default). Each view adds one network pass. Ignored by the classical segmenter.
     """
 
     segmenter: str = "classical"
@@ -69,6 +72,7 @@ class AnalysisParams:
     data_bar: str = "auto"
     scale_bar_label: str | None = None
     diameter_px: float | None = None
+    views: int | None = None
 
     def __post_init__(self) -> None:
         if self.edge_mode not in EDGE_MODES:
@@ -94,8 +98,9 @@ class AnalysisParams:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known and v is not None}
         try:
-            if "min_area_px" in kwargs:
-                kwargs["min_area_px"] = int(kwargs["min_area_px"])
+            for key in ("min_area_px", "views"):
+                if key in kwargs:
+                    kwargs[key] = int(kwargs[key])
             for key in ("nm_per_px", "diameter_px"):
                 if key in kwargs:
                     kwargs[key] = float(kwargs[key])

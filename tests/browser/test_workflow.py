@@ -274,7 +274,7 @@ def test_a_segmenters_note_is_listed_on_the_page(dash_duo, monkeypatch, disc_png
             notes.append(sentence)
             return super().segment(gray, progress=progress, notes=notes)
 
-    monkeypatch.setattr(session, "get_segmenter", lambda name, diameter_px=None: DoubtfulSegmenter())
+    monkeypatch.setattr(session, "get_segmenter", lambda name, diameter_px=None, views=None: DoubtfulSegmenter())
     dash_duo.start_server(create_app(default_segmenter="classical"))
     dash_duo.wait_for_element(f"#{ids.UPLOAD}")
     upload(dash_duo, disc_png, "discs.png")

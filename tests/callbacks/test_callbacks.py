@@ -94,7 +94,7 @@ def segmenter_calls(monkeypatch):
     """Arguments of every ``get_segmenter`` call made by the session; the classical segmenter does the work."""
     calls = []
 
-    def record(name, diameter_px=None):
+    def record(name, diameter_px=None, views=None):
         calls.append((name, diameter_px))
         return ClassicalSegmenter()
 

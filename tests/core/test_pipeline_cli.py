@@ -224,3 +224,33 @@ def test_cli_refuses_a_bad_diameter_in_one_line(tmp_path, capsys, diameter):
     assert errors.startswith("error: The typical particle diameter must be a positive number of pixels")
     assert errors.count("\n") == 1 and "Traceback" not in errors
     assert not out.exists()
+
+
+def test_views_are_recorded_in_the_provenance():
+    decoded = decode_image(_png_bytes(np.zeros((48, 48), np.uint8)), "blank.png")
+    params = AnalysisParams.from_dict({"views": "2"})
+    assert params.views == 2 and AnalysisParams.from_dict(params.to_dict()) == params
+    assert analyze_decoded(decoded, params, segmenter=ClassicalSegmenter()).provenance()["param_views"] == "2"
+    assert analyze_decoded(decoded, AnalysisParams(), segmenter=ClassicalSegmenter()).provenance()["param_views"] == ""
+
+
+def test_cli_passes_views_to_the_unet_and_refuses_a_bad_number_in_one_line(tmp_path, capsys, monkeypatch):
+    from app import cli, segmenters
+
+    image = tmp_path / "blank.png"
+    image.write_bytes(_png_bytes(np.zeros((32, 32), np.uint8)))
+    out = tmp_path / "out"
+    status = cli.main(["analyze", str(image), "--out", str(out), "--segmenter", "unet", "--views", "5"])
+    errors = capsys.readouterr().err
+    assert status == 2 and not out.exists()
+    assert errors == "error: The number of network views must be a whole number from 1 to 4; got 5.\n"
+    asked = []
+
+    def record(name, diameter_px=None, views=None):
+        asked.append((name, views))
+        return ClassicalSegmenter()
+
+    monkeypatch.setattr(segmenters, "get_segmenter", record)
+    assert cli.main(["analyze", str(image), "--out", str(out), "--segmenter", "unet", "--views", "2"]) == 0
+    assert asked == [("unet", 2)]
+    assert "# param_views: 2\n" in (out / "blank_particles.csv").read_text()

@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from app.analysis.errors import ModelLoadError
+from app.analysis.errors import ModelLoadError, SaemiInputError
 from model.segmenter import CONFIG_NAME, WEIGHTS_NAME, UNetSegmenter, default_model_dir
 
 
@@ -264,14 +264,15 @@ def test_an_almost_as_convincing_other_size_is_reported(confidence_rule_dir, mon
     assert known == []
 
 
-@pytest.mark.parametrize("views", [1, 2])
-def test_the_chosen_scale_is_seen_again_in_the_other_views_and_averaged(tiny_model_dir, monkeypatch, views):
+@pytest.mark.parametrize("config_views, asked_views, views", [(1, None, 1), (2, None, 2), (1, 2, 2), (2, 1, 1)])
+def test_the_chosen_scale_is_seen_again_in_the_other_views_and_averaged(tiny_model_dir, monkeypatch,
+                                                                       config_views, asked_views, views):
     import model.segmenter as segmenter_module
     from model.metrics import obj_f1
     from model.preprocess import instance_targets, resize_labels, scaled_shape
 
     path = tiny_model_dir / CONFIG_NAME
-    path.write_text(json.dumps({**json.loads(path.read_text()), "test_time_views": views}))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "test_time_views": config_views}))
     truth = _disc_grid((384, 512), 20.0, 50.0)
     calls = []
 
@@ -283,7 +284,7 @@ def test_the_chosen_scale_is_seen_again_in_the_other_views_and_averaged(tiny_mod
         return maps
 
     monkeypatch.setattr(segmenter_module, "predict_tiled", network)
-    segmenter = UNetSegmenter(tiny_model_dir)
+    segmenter = UNetSegmenter(tiny_model_dir, views=asked_views)
     maps, scale, labels = segmenter.network_maps((truth > 0).astype(np.float32))
     plain = instance_targets(resize_labels(truth, maps.shape[:2]))
     if views == 1:
@@ -295,3 +296,9 @@ def test_the_chosen_scale_is_seen_again_in_the_other_views_and_averaged(tiny_mod
         assert labels is None  # made from one view: no longer the maps' instances
         assert np.allclose(maps[..., 0], plain[..., 0]) and np.allclose(maps[..., 1], 0.75 * plain[..., 1])
     assert obj_f1(truth, segmenter.segment((truth > 0).astype(np.float32))) > 0.95
+
+
+@pytest.mark.parametrize("views", [0, 5, 2.5, True])
+def test_a_number_of_views_the_network_cannot_take_is_refused_with_a_sentence(views):
+    with pytest.raises(SaemiInputError, match="number of network views must be a whole number from 1 to 4"):
+        UNetSegmenter(views=views)
