@@ -49,6 +49,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--median-diameter-px", type=float, default=30.0,
                         help="median particle diameter of the generated image")
     parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--views", type=int, default=2,
+                        help="also time segment with this many averaged views (the opt-in; 1 skips it)")
     args = parser.parse_args(argv)
 
     sample = generate_sample(args.seed, height=768, width=1024, median_diameter_px=args.median_diameter_px)
@@ -69,6 +71,11 @@ def main(argv: list[str]) -> int:
     print(f"segment (all included): median {t_segment:.3f} s over {args.runs} runs (goal <= 0.6 s)")
     print(f"network alone, one pass at scale {scale:.2f} ({scaled.shape[1]}x{scaled.shape[0]} px): "
           f"median {t_network:.3f} s over {args.runs} runs")
+    if args.views > 1:
+        with_views = UNetSegmenter(args.model_dir, views=args.views)
+        with_views.segment(gray)
+        t_views = median_seconds(lambda: with_views.segment(gray), args.runs)
+        print(f"segment with {args.views} views (opt-in, --views): median {t_views:.3f} s over {args.runs} runs")
     print(f"model: {segmenter.model_dir}, version {segmenter.version}, "
           f"{shipped.model.count_params()} parameters, filters {cfg['architecture']['filters']}")
     return 0
