@@ -82,10 +82,10 @@ def _forward(model, batch: np.ndarray) -> np.ndarray:
     return np.asarray(_traced_forward(model)(np.ascontiguousarray(batch, dtype=np.float32)))
 
 
-#: Views of a batch (NHWC) that the network can be shown besides the batch itself, each as a pair
-#: (to the view, back from it): 0 the batch, 1 turned by 180 degrees, 2 mirrored left to right,
-#: 3 mirrored top to bottom. The network is fully convolutional and was trained with all of
-#: these, so averaging its outputs over views smooths its errors (see ``views`` below).
+#: Views of a batch (NHWC) that the network can be shown, each as a pair (to the view, back from
+#: it): 0 the batch as it is, 1 turned by 180 degrees, 2 mirrored left to right, 3 mirrored top to
+#: bottom. The network is fully convolutional and was trained with all of these turns and mirrors,
+#: so averaging its outputs over views smooths its errors (see ``views`` in :func:`predict_tiled`).
 VIEWS: tuple[tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]], ...] = (
     (lambda b: b, lambda o: o),
     (lambda b: b[:, ::-1, ::-1], lambda o: o[:, ::-1, ::-1]),

@@ -271,10 +271,11 @@ class UNetSegmenter:
         if views > 1:
             # The chosen pass saw the image as it is; averaging in the other views at the same
             # scale smooths the network's errors. Its labels were made from one view, so they go.
-            maps_sum = run(scale, 0.9, 0.02, views=range(1, views))
-            maps_sum *= views - 1
-            maps_sum += maps
-            maps, labels = maps_sum / views, None
+            others = run(scale, 0.9, 0.02, views=range(1, views))
+            others *= views - 1  # in place: no third full-size array on large images
+            others += maps
+            others /= views
+            maps, labels = others, None
         return maps, scale, labels
 
     def _scaled_maps(self, image: np.ndarray, run, max_scale: float, notes: list[str] | None,
