@@ -39,13 +39,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--side-px", type=int, default=8192, help="image side (a multiple of 1024)")
     parser.add_argument("--median-diameter-px", type=float, default=30.0)
     parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--views", type=int, default=None,
+                        help="views the U-Net averages at its chosen scale (default: the model's)")
     args = parser.parse_args(argv)
 
     block = generate_sample(5, height=1024, width=1024, modality="sem", data_bar=False,
                             median_diameter_px=args.median_diameter_px)
     repeats = args.side_px // 1024
     gray = np.tile(block.image.astype(np.float32) / 255.0, (repeats, repeats))
-    segmenter = UNetSegmenter(args.model_dir)
+    segmenter = UNetSegmenter(args.model_dir, views=args.views)
     segmenter.segment(np.ascontiguousarray(gray[:512, :512]))  # load and trace outside the measurement
     before_mib = peak_rss_mib()
     with tqdm(total=100, unit="%", desc=f"{gray.shape[1]}x{gray.shape[0]}") as bar:

@@ -265,13 +265,19 @@ class UNetSegmenter:
             Instances of ``maps`` (at network resolution, network-pixel thresholds) when the final
             pass was a size-estimate pass that already computed them, else None.
         """
-        image, run, max_scale = self._runner(gray, progress)
-        maps, scale, labels = self._scaled_maps(image, run, max_scale, notes, progress)
         views = self.views or int(self.load().config.get("test_time_views", 1))
+        shown = progress
+        if progress is not None and views > 1:
+            # One view reports progress from 0 to 0.9. With more, it takes the first 1/views of
+            # that, and the other views (one pass each at the chosen scale) the rest.
+            def shown(fraction: float, message: str) -> None:
+                progress(fraction / views, message)
+        image, run, max_scale = self._runner(gray, shown)
+        maps, scale, labels = self._scaled_maps(image, run, max_scale, notes, shown)
         if views > 1:
             # The chosen pass saw the image as it is; averaging in the other views at the same
             # scale smooths the network's errors. Its labels were made from one view, so they go.
-            others = run(scale, 0.9, 0.02, views=range(1, views))
+            others = run(scale, 0.9, 0.9 * (views - 1), views=range(1, views))  # 0.9 / views to 0.9
             others *= views - 1  # in place: no third full-size array on large images
             others += maps
             others /= views

@@ -276,16 +276,24 @@ def test_the_chosen_scale_is_seen_again_in_the_other_views_and_averaged(tiny_mod
     truth = _disc_grid((384, 512), 20.0, 50.0)
     calls = []
 
-    def network(model, scaled, views=(0,), **kwargs):
+    def network(model, scaled, views=(0,), progress=None, **kwargs):
         calls.append((scaled.shape, tuple(views)))
         maps = instance_targets(resize_labels(truth, scaled.shape))
         if tuple(views) != (0,):  # the other views see the same particles, less surely
             maps[..., 1] *= 0.5
+        progress(1.0, "Running the segmentation model")
         return maps
 
     monkeypatch.setattr(segmenter_module, "predict_tiled", network)
     segmenter = UNetSegmenter(tiny_model_dir, views=asked_views)
-    maps, scale, labels = segmenter.network_maps((truth > 0).astype(np.float32))
+    reported = []
+    maps, scale, labels = segmenter.network_maps((truth > 0).astype(np.float32),
+                                                 progress=lambda fraction, message: reported.append(fraction))
+    # The progress shown never goes back or past 0.9. With more views, the first view's passes take
+    # 1/views of it and the other views end it at 0.9.
+    assert reported == sorted(reported) and reported[-1] <= 0.9
+    if views > 1:
+        assert reported[-1] == pytest.approx(0.9) and max(reported[:-1]) <= 0.9 / views + 1e-9
     plain = instance_targets(resize_labels(truth, maps.shape[:2]))
     if views == 1:
         assert all(seen == (0,) for _, seen in calls)
