@@ -112,6 +112,7 @@ def settings_to_params(settings: Mapping[str, Any]) -> pipeline.AnalysisParams:
             "data_bar": data_bar,
             "scale_bar_label": label,
             "diameter_px": settings.get("diameter_px"),
+            "views": settings.get("views"),
         }
     )
 
@@ -128,7 +129,8 @@ def start_session(data: bytes, filename: str, settings: Mapping[str, Any],
         The file's name.
     settings : mapping
         ``segmenter``, ``split_touching``, ``min_area_px``, ``data_bar_mode`` (auto, off, manual),
-        ``data_bar_rows``, ``scale_bar_label``, ``diameter_px`` (None: the U-Net estimates it).
+        ``data_bar_rows``, ``scale_bar_label``, ``diameter_px`` (None: the U-Net estimates it),
+        ``views`` (None: the model's default).
     sidecar_text : str, optional
         The JEOL or Hitachi ``.txt`` file uploaded with the image; its pixel size calibrates the image.
 

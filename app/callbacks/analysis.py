@@ -12,7 +12,7 @@ SOURCE_TRIGGERS = {ids.UPLOAD: "upload", ids.DEMO_BUTTON: "demo"}
 
 
 def analyse(contents, _demo, segmenter, diameter_px, split, min_area, bar_mode, bar_rows, bar_label, filename,
-            source, previous=None):
+            source, previous=None, views=None):
     """Segment and measure the uploaded or demo image, or rerun it when a segmentation setting changes.
 
     The upload may hold the image and its JEOL/Hitachi ``.txt`` sidecar. A line calibration drawn on the
@@ -23,7 +23,7 @@ def analyse(contents, _demo, segmenter, diameter_px, split, min_area, bar_mode, 
         return (no_update,) * 7
     settings = {"segmenter": segmenter, "diameter_px": diameter_px, "split_touching": bool(split),
                 "min_area_px": min_area, "data_bar_mode": bar_mode, "data_bar_rows": bar_rows,
-                "scale_bar_label": bar_label}
+                "scale_bar_label": bar_label, "views": 2 if views else None}
     outcome = session.guarded(session.run_analysis, source, contents, settings, filename)
     if outcome.message:
         return (no_update,) * 6 + (outcome.message,)
@@ -66,6 +66,7 @@ def register(app: dash.Dash) -> None:
         State(ids.UPLOAD, "filename"),
         State(ids.STORE_SOURCE, "data"),
         State(ids.STORE_ANALYSIS, "data"),
+        Input(ids.VIEWS, "value"),  # after the states: the callback's last, optional argument
         running=[
             (Output(ids.BUSY, "style"), {"display": "flex"}, {"display": "none"}),
             (Output(ids.DEMO_BUTTON, "disabled"), True, False),

@@ -10,6 +10,7 @@ NOTES = "notes"
 # Segmentation settings (a change reruns the analysis)
 SEGMENTER = "segmenter"
 DIAMETER_PX = "diameter-px"
+VIEWS = "views"
 SPLIT_TOUCHING = "split-touching"
 MIN_AREA = "min-area-px"
 DATA_BAR_MODE = "data-bar-mode"

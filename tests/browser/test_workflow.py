@@ -281,3 +281,26 @@ def test_a_segmenters_note_is_listed_on_the_page(dash_duo, monkeypatch, disc_png
     wait_detected(dash_duo, len(DISC_CENTRES))
     dash_duo.wait_for_contains_text(f"#{ids.NOTES}", "hard to estimate", timeout=TIMEOUT_S)
     assert sentence in [item.text for item in dash_duo.find_elements(f"#{ids.NOTES} li")]
+
+
+def test_look_twice_reruns_the_analysis_with_two_views(dash_duo, monkeypatch, disc_png):
+    """Ticking "Look twice" reruns the image with the U-Net's two-view option (Dash passes the box,
+    registered after the callback's states, as its last argument)."""
+    from app import session
+    from app.analysis.segmentation import ClassicalSegmenter
+
+    asked = []
+
+    def record(name, diameter_px=None, views=None):
+        asked.append(views)
+        return ClassicalSegmenter()
+
+    monkeypatch.setattr(session, "get_segmenter", record)
+    dash_duo.start_server(create_app(default_segmenter="classical"))
+    dash_duo.wait_for_element(f"#{ids.UPLOAD}")
+    upload(dash_duo, disc_png, "discs.png")
+    wait_detected(dash_duo, len(DISC_CENTRES))
+    assert asked == [None]
+    dash_duo.find_element(f"#{ids.VIEWS} input[type='checkbox']").click()
+    wait(dash_duo, lambda: asked[-1:] == [2], "ticking the box did not rerun the analysis with two views")
+    wait_detected(dash_duo, len(DISC_CENTRES))

@@ -115,6 +115,26 @@ def test_typed_diameter_reaches_the_segmenter_and_the_csv_header(segmenter_calls
     assert "# param_diameter_px: 20.0\n" in csv["content"]
 
 
+@pytest.mark.parametrize("ticked, views", [(["twice"], 2), ([], None)])
+def test_look_twice_asks_the_unet_for_two_views_and_is_recorded(monkeypatch, ticked, views):
+    asked = []
+
+    def record(name, diameter_px=None, views=None):
+        asked.append((name, views))
+        return ClassicalSegmenter()
+
+    monkeypatch.setattr(session, "get_segmenter", record)
+    outputs = triggered(f"{ids.VIEWS}.value", analysis_cb.analyse, [upload_url()], 0, "unet", None, ["split"], 10,
+                        "off", None, None, ["discs.png"], {"kind": "upload", "filename": "discs.png"}, None, ticked)
+    assert outputs[6] == "" and asked == [("unet", views)]
+    _, analysis, gray, edits, *_ = outputs
+    assert analysis["params"]["views"] == views
+    results, *_ = analysis_cb.results(analysis, edits, None, gray)
+    csv, _ = triggered(f"{ids.DOWNLOAD_CSV_BUTTON}.n_clicks", downloads_cb.download, 1, 0, 0, analysis, results,
+                       "exclude")
+    assert f"# param_views: {views or ''}\n" in csv["content"]
+
+
 def test_empty_diameter_lets_the_unet_estimate_it(segmenter_calls):
     triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, [upload_url()], 0, "unet", None, ["split"], 10,
               "off", None, None, ["discs.png"], None)
