@@ -183,7 +183,8 @@ class UNetSegmenter:
                  views: int | None = None) -> None:
         if diameter_px is not None and not diameter_px > 0:
             raise SaemiInputError(f"The particle diameter must be a positive number of pixels; got {diameter_px}.")
-        if views is not None and (isinstance(views, bool) or views not in range(1, len(VIEWS) + 1)):
+        if views is not None and (not isinstance(views, (int, np.integer)) or isinstance(views, bool)
+                                  or views not in range(1, len(VIEWS) + 1)):
             raise SaemiInputError(f"The number of network views must be a whole number from 1 to {len(VIEWS)}; "
                                   f"got {views}.")
         self.model_dir = str(Path(model_dir)) if model_dir is not None else str(default_model_dir())

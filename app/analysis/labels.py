@@ -45,21 +45,16 @@ def finalize_labels(
         labels[max(0, start) : max(0, stop)] = 0
     if not split_touching:
         labels = measure.label(labels > 0, connectivity=2).astype(np.int32)
-    if min_area_px > 1 and labels.max() > 0:
-        areas = np.bincount(labels.ravel())
-        small = areas < min_area_px
-        small[0] = False
-        if small.any():
-            labels[small[labels]] = 0
-    return sequential_labels(labels)
+    return sequential_labels(labels, min_area_px=min_area_px)
 
 
-def sequential_labels(label_image: np.ndarray) -> np.ndarray:
+def sequential_labels(label_image: np.ndarray, min_area_px: int = 0) -> np.ndarray:
     """Particle ids renumbered 1..n in increasing order of the old ids, 0 staying background.
 
     The same result as scikit-image's ``relabel_sequential``, through a lookup table indexed by
     id: about seven times faster on a 1024x768 image, which matters on the canvas-edit path.
-    Negative ids raise ``ValueError``, as they do in scikit-image.
+    Particles with fewer than ``min_area_px`` pixels become background in the same pass (one
+    pixel count serves both). Negative ids raise ``ValueError``, as they do in scikit-image.
 
     Examples
     --------
@@ -72,7 +67,7 @@ def sequential_labels(label_image: np.ndarray) -> np.ndarray:
         return labels.astype(np.int32)
     if labels.min() < 0:
         raise ValueError("Particle ids cannot be negative.")
-    present = np.bincount(labels.ravel()) > 0
+    present = np.bincount(labels.ravel()) >= max(1, min_area_px)
     present[0] = False
     lookup = np.zeros(present.size, dtype=np.int32)
     lookup[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
