@@ -116,12 +116,13 @@ def run_analyze(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m app``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if argv and argv[0] in ("train", "evaluate"):
-        if argv[0] == "train":
-            from model.train import main as train_main
+    if argv and argv[0] == "train":
+        # Before any logging set-up here: training configures its own, at INFO, for its progress lines.
+        from model.train import main as train_main
 
-            return train_main(argv[1:])
+        return train_main(argv[1:])
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] == "evaluate":
         from model.evaluate import main as evaluate_main
 
         return evaluate_main(argv[1:])

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from model.postprocess import maps_to_instances
 from model.preprocess import TARGET_DIAMETER_PX
 
 logger = logging.getLogger(__name__)
+
+# Without a terminal (a log file, nohup) Keras prints one line per epoch, which on two CPU cores
+# can be a quarter of an hour apart: a progress line is logged this often instead.
+PROGRESS_EVERY_S = 60.0
 
 
 def _configure_threads(n_threads: int) -> None:
@@ -187,9 +192,18 @@ def main(argv: list[str]) -> int:
             self.epoch_started = time.monotonic()
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.epoch_started = time.monotonic()
+            self.epoch_started = self.last_report = time.monotonic()
+            self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
+            now = time.monotonic()
+            if not keras_bar and now - self.last_report >= PROGRESS_EVERY_S:
+                self.last_report = now
+                done = batch + 1
+                left_min = (now - self.epoch_started) / done * (args.steps_per_epoch - done) / 60
+                logger.info("epoch %d/%d: step %d/%d, loss %.4f, about %.0f min left in this epoch",
+                            self.epoch + 1, args.epochs, done, args.steps_per_epoch,
+                            float((logs or {}).get("loss", float("nan"))), left_min)
             if deadline is not None and time.monotonic() > deadline:
                 logger.info("Time limit reached; stopping after this epoch's validation.")
                 self.model.stop_training = True
@@ -207,9 +221,10 @@ def main(argv: list[str]) -> int:
             state_path.write_text(json.dumps(state, indent=1))
             logger.info("epoch %d: %s", epoch + 1, {k: round(float(v), 4) for k, v in logs.items()})
 
+    keras_bar = sys.stdout.isatty()  # Keras draws a live bar only where a terminal shows it
     if state["epoch"] < args.epochs:
         model.fit(batches, epochs=args.epochs, initial_epoch=state["epoch"], steps_per_epoch=args.steps_per_epoch,
-                  verbose=2, callbacks=[EpochEnd(), keras.callbacks.CSVLogger(args.out / "log.csv", append=True)])
+                  verbose=1 if keras_bar else 2, callbacks=[EpochEnd(), keras.callbacks.CSVLogger(args.out / "log.csv", append=True)])
     if best_path.exists():
         logger.info("Best model (val obj_f1 %.4f) is in %s", state["best_obj_f1"], args.out / "final.keras")
     logger.info("Training wall time %.1f min (this process)", (time.monotonic() - started) / 60)

@@ -84,3 +84,39 @@ def test_batch_workers_and_the_samples_cache(tiny_dataset, tmp_path):
     assert (cache / "emps_train.npz").is_file() and (cache / "emps_val.npz").is_file()
     assert [row["epoch"] for row in _log_rows(out)] == ["0"]
     assert data.load_samples(cache / "emps_train.npz", data.read_split("train"), TARGET_DIAMETER_PX) is not None
+
+
+def test_progress_lines_between_epochs_without_a_terminal(tiny_dataset, tmp_path, monkeypatch, caplog):
+    """On two CPU cores an epoch can take a quarter of an hour; a log file still gets steps and loss."""
+    import logging
+
+    from model import train
+
+    monkeypatch.setattr(train, "PROGRESS_EVERY_S", 0.0)
+    caplog.set_level(logging.INFO, logger="model.train")
+    assert train.main(_args(tiny_dataset, tmp_path / "run_progress", 1)) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "model.train"]
+    steps = [line for line in lines if line.startswith("epoch 1/1: step ")]
+    assert [line.split(",")[0] for line in steps] == ["epoch 1/1: step 1/2", "epoch 1/1: step 2/2"]
+    assert all(", loss " in line and "min left in this epoch" in line for line in steps)
+
+
+def test_app_train_logs_at_info_level(monkeypatch, tmp_path):
+    """``python -m app train`` must not set WARNING first: that would silence every progress line."""
+    import logging
+
+    from app import cli
+
+    class Configured(Exception):
+        pass
+
+    levels = []
+
+    def record(**kwargs):
+        levels.append(kwargs.get("level"))
+        raise Configured
+
+    monkeypatch.setattr(logging, "basicConfig", record)
+    with pytest.raises(Configured):
+        cli.main(["train", "--out", str(tmp_path / "run")])
+    assert levels == [logging.INFO]
