@@ -186,6 +186,8 @@ def main(argv: list[str]) -> int:
     else:
         batches = data.training_batches(train_samples, synthetic=synthetic, **stream)
 
+    keras_bar = sys.stdout.isatty()  # Keras draws a live bar only where a terminal shows it
+
     class EpochEnd(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
@@ -221,7 +223,6 @@ def main(argv: list[str]) -> int:
             state_path.write_text(json.dumps(state, indent=1))
             logger.info("epoch %d: %s", epoch + 1, {k: round(float(v), 4) for k, v in logs.items()})
 
-    keras_bar = sys.stdout.isatty()  # Keras draws a live bar only where a terminal shows it
     if state["epoch"] < args.epochs:
         model.fit(batches, epochs=args.epochs, initial_epoch=state["epoch"], steps_per_epoch=args.steps_per_epoch,
                   verbose=1 if keras_bar else 2, callbacks=[EpochEnd(), keras.callbacks.CSVLogger(args.out / "log.csv", append=True)])
