@@ -206,7 +206,7 @@ def main(argv: list[str]) -> int:
                 logger.info("epoch %d/%d: step %d/%d, loss %.4f, about %.0f min left in this epoch",
                             self.epoch + 1, args.epochs, done, args.steps_per_epoch,
                             float((logs or {}).get("loss", float("nan"))), left_min)
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and now > deadline:
                 logger.info("Time limit reached; stopping after this epoch's validation.")
                 self.model.stop_training = True
 
