@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,19 +50,35 @@ def distance_watershed(foreground: np.ndarray, threshold: float = 0.5, h_px: flo
     return watershed(-distance, markers, mask=mask).astype(np.int32)
 
 
-def methods_for(maps: np.ndarray, scale: float) -> dict[str, np.ndarray]:
+FOREGROUND_THRESHOLDS = (0.4, 0.5, 0.6)
+CENTRE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def methods_for(maps: np.ndarray, scale: float, foreground_thresholds: Sequence[float] = FOREGROUND_THRESHOLDS,
+                centre_thresholds: Sequence[float] = CENTRE_THRESHOLDS) -> dict[str, np.ndarray]:
     """Instances from ``maps`` by every compared method (areas scaled as in the segmenter)."""
     fg, centre = maps[..., 0], maps[..., 1]
     min_marker = max(1, int(round(4 / scale ** 2)))
     results = {}
-    for f_thr in (0.4, 0.5, 0.6):
-        for c_thr in (0.3, 0.4, 0.5, 0.6, 0.7):
+    for f_thr in foreground_thresholds:
+        for c_thr in centre_thresholds:
             results[f"centre@{f_thr}/{c_thr}"] = maps_to_instances(
                 fg, centre, foreground_threshold=f_thr, centre_threshold=c_thr,
                 min_marker_area_px=min_marker, min_area_px=min_marker)
     results["components"] = ndimage.label(fg > 0.5)[0]
     results["distance"] = distance_watershed(fg, h_px=max(1.0, 2.0 / scale))
     return results
+
+
+def thresholds(text: str) -> tuple[float, ...]:
+    """Parse a comma-separated list of thresholds, each in (0, 1)."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not all(0.0 < value < 1.0 for value in values):
+        raise argparse.ArgumentTypeError(f"thresholds must lie between 0 and 1, got {text!r}")
+    return values
 
 
 def main(argv: list[str]) -> int:
@@ -73,6 +90,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--synthetic", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--foreground-thresholds", type=thresholds, default=FOREGROUND_THRESHOLDS,
+                        metavar="F,F,...", help="foreground thresholds of the centre@F/C grid")
+    parser.add_argument("--centre-thresholds", type=thresholds, default=CENTRE_THRESHOLDS,
+                        metavar="C,C,...", help="centre thresholds of the centre@F/C grid")
     args = parser.parse_args(argv)
     segmenter = UNetSegmenter(args.model_dir)
     cfg = segmenter.load().config
@@ -85,7 +106,7 @@ def main(argv: list[str]) -> int:
     for name, gray, labels in cases:
         net_maps, scale, _ = segmenter.network_maps(gray)
         maps = segmenter.resize_maps(net_maps, gray.shape)
-        results = methods_for(maps, scale)
+        results = methods_for(maps, scale, args.foreground_thresholds, args.centre_thresholds)
         for upsampling in (1.0, 2.0, math.inf):
             for c_thr in (0.4, 0.5, 0.6):
                 key = f"upsampling={'full' if upsampling == math.inf else upsampling}/{c_thr}"

@@ -1,5 +1,9 @@
-import numpy as np
+import argparse
 
+import numpy as np
+import pytest
+
+from model.compare_postprocess import methods_for, thresholds
 from model.metrics import obj_f1
 from model.postprocess import maps_to_instances
 from model.preprocess import instance_targets
@@ -69,3 +73,16 @@ def test_upsampling_drops_particles_under_the_full_resolution_minimum_area():
     instances = upsample_instances(small, np.ones((32, 32), np.float32), min_area_px=100)
     assert instances.max() == 1
     assert (instances == 1).sum() >= 9 * 16
+
+
+def test_comparison_grid_takes_the_thresholds_it_is_given():
+    labels = two_touching_discs()
+    maps = instance_targets(labels)
+    results = methods_for(maps, 1.0, foreground_thresholds=(0.55,), centre_thresholds=(0.45, 0.5))
+    grid = sorted(key for key in results if key.startswith("centre@"))
+    assert grid == ["centre@0.55/0.45", "centre@0.55/0.5"]
+    assert obj_f1(labels, results["centre@0.55/0.5"]) == 1.0
+    assert thresholds("0.45,0.5") == (0.45, 0.5)
+    for bad in ("0.5,x", "0.5,1.2", "0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            thresholds(bad)
