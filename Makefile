@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8050
 WORKERS ?= 2
+# Debian packages the tests need: the browser and its driver (dash_duo), tesseract (scale-bar OCR).
+SYSTEM_PACKAGES := chromium chromium-driver tesseract-ocr
 
-.PHONY: install run test bench demo clean
+.PHONY: install system-deps run test lint bench demo clean
 
 install: $(VENV)/.installed
 
@@ -16,11 +18,26 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# Installs with apt-get (as root, or through sudo) only what is missing.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v tesseract >/dev/null 2>&1 || missing="$$missing tesseract-ocr"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  echo "Installing with apt-get:$$missing"; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing; \
+	fi
+
 run: install
 	$(BIN)/gunicorn -c python:app.gunicorn_conf --bind $(HOST):$(PORT) --workers $(WORKERS) --timeout 300 app.wsgi:server
 
-test: install
-	$(BIN)/python -m pytest --headless -q -p no:cacheprovider --doctest-modules app/analysis model/postprocess.py model/segmenter.py tests
+lint: install
+	$(BIN)/ruff check .
+
+test: install system-deps lint
+	$(BIN)/python -m pytest -q --doctest-modules app/analysis model/postprocess.py model/segmenter.py model/config.py tests
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py

@@ -1,3 +1,5 @@
 """SAEMI: Size Analysis of Electron Microscopy Images."""
 
-__version__ = "1.0.0"
+from app.analysis import __version__
+
+__all__ = ["__version__"]

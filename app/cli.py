@@ -13,21 +13,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from app.analysis import calibration as _cal
+from app import config
 from app.analysis.encoding import labels_to_png_bytes
-from app.analysis.errors import ModelLoadError, SaemiInputError
-from app.analysis.imageio import decode_image
-from app.analysis.pipeline import EDGE_MODES, AnalysisParams, analyze_decoded
+from app.analysis.errors import SaemiInputError
+from app.analysis.pipeline import EDGE_MODES, AnalysisParams
 from app.analysis.report import particles_csv, summary_csv
+from app.engine import analyze_file, default_segmenter_name, get_segmenter
+from model.config import ModelLoadError
+from model.registry import SEGMENTER_NAMES
 
 SIDECAR_SUFFIXES = (".txt", ".TXT")
 logger = logging.getLogger("app.cli")
 
 
 def _analyze_parser(sub: argparse._SubParsersAction) -> None:
-    from app import config
-    from app.segmenters import SEGMENTER_NAMES
-
     p = sub.add_parser("analyze", help="segment and measure images, writing labels and CSVs")
     p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, TIFF, BMP)")
     p.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
@@ -58,8 +57,6 @@ def _read_sidecar(image_path: Path) -> str | None:
 
 def run_analyze(args: argparse.Namespace) -> int:
     """Analyse every image; one stderr line per failure; non-zero exit if any failed."""
-    from app.segmenters import default_segmenter_name, get_segmenter
-
     try:
         params = AnalysisParams(
             segmenter=args.segmenter or default_segmenter_name(),
@@ -72,7 +69,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             diameter_px=args.diameter_px,
             views=args.views,
         )
-        segmenter = get_segmenter(params.segmenter, params.diameter_px, params.views)
+        get_segmenter(params.segmenter, params.diameter_px, params.views)  # bad settings stop here, once
     except (SaemiInputError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -86,10 +83,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             continue
         stems.add(path.stem)
         try:
-            data = path.read_bytes()
-            decoded = decode_image(data, path.name)
-            metadata = _cal.read_metadata_calibration(data, path.name, _read_sidecar(path))
-            result = analyze_decoded(decoded, params, segmenter=segmenter, metadata_calibration=metadata)
+            result = analyze_file(path.read_bytes(), path.name, params, sidecar_text=_read_sidecar(path))
             (args.out / f"{path.stem}_labels.png").write_bytes(labels_to_png_bytes(result.label_image))
             (args.out / f"{path.stem}_particles.csv").write_text(
                 particles_csv(result.particles, result.provenance()), encoding="utf-8")

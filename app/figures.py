@@ -6,14 +6,11 @@ hold no state and know nothing about Dash, so callbacks and tests call them dire
 
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
 import plotly.graph_objects as go
-from PIL import Image
 from skimage.segmentation import find_boundaries
 
+from app.analysis.encoding import rgb_to_png_data_url
 from app.analysis.stats import histogram, lognormal_fit, lognormal_pdf
 
 __all__ = ["PALETTE", "histogram_figure", "label_colour_image", "overlay_figure"]
@@ -41,6 +38,11 @@ LIGHT_TEMPLATE = go.layout.Template(layout={
 
 _BASIS_WORDS = {"number": "number", "area": "area", "volume": "volume"}
 _FIT_POINTS = 200
+#: What a mouse drag on the overlay does: zoom, or draw the calibration line.
+DRAG_MODES = ("zoom", "drawline")
+#: Colour of the calibration line on the overlay, and of the data bar's frame.
+LINE_COLOUR = "#00e5ff"
+DATA_BAR_COLOUR = "#ffbf00"
 
 
 def histogram_figure(
@@ -186,7 +188,8 @@ def label_colour_image(label_image, mode="bw"):
     raise ValueError(f"mode must be 'bw' or 'colour', not {mode!r}.")
 
 
-def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline"):
+def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar_rows=None, line_px=None,
+                   dragmode="zoom"):
     """The image with the segmentation drawn over it, zoomable with equal aspect.
 
     Parameters
@@ -201,6 +204,12 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline"):
         without redrawing).
     mode : {"outline", "fill"}, optional
         Particle boundaries only, or whole particles, each in its palette colour.
+    data_bar_rows : (int, int), optional
+        Rows [y0, y1) of the data bar, framed and labelled as not analysed.
+    line_px : (x0, y0, x1, y1), optional
+        The line drawn to calibrate, drawn editable in :data:`LINE_COLOUR`.
+    dragmode : {"zoom", "drawline"}, optional
+        What a mouse drag does: zoom, or draw the calibration line (anything else means zoom).
 
     Returns
     -------
@@ -214,7 +223,7 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline"):
         gray = np.asarray(gray_uint8)
         if gray.shape[:2] != labels.shape:
             raise ValueError(f"Image {gray.shape[:2]} and labels {labels.shape} differ in size.")
-        image_source = _png_data_uri(gray)
+        image_source = rgb_to_png_data_url(gray)
     if mode == "outline":
         painted = find_boundaries(labels, mode="inner") & (labels > 0)
     elif mode == "fill":
@@ -234,7 +243,7 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline"):
     )
     fig.add_trace(
         go.Image(
-            source=_png_data_uri(overlay), name="particles", opacity=float(opacity),
+            source=rgb_to_png_data_url(overlay), name="particles", opacity=float(opacity),
             hoverinfo="skip",
         )
     )
@@ -248,10 +257,24 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline"):
     fig.update_layout(
         margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="zoom", template=LIGHT_TEMPLATE
     )
+    if data_bar_rows:
+        fig.add_shape(type="rect", x0=-0.5, x1=width - 0.5, y0=data_bar_rows[0] - 0.5,
+                      y1=data_bar_rows[1] - 0.5, line={"color": DATA_BAR_COLOUR, "width": 2, "dash": "dash"})
+        fig.add_annotation(x=0, y=data_bar_rows[0], xanchor="left", yanchor="bottom", showarrow=False,
+                           text="data bar (not analysed)", font={"color": DATA_BAR_COLOUR})
+    if line_px:
+        fig.add_shape(type="line", x0=line_px[0], y0=line_px[1], x1=line_px[2], y1=line_px[3], editable=True,
+                      line={"color": LINE_COLOUR, "width": 2})
+    fig.update_layout(dragmode=dragmode if dragmode in DRAG_MODES else "zoom",
+                      newshape={"line": {"color": LINE_COLOUR, "width": 2}})
     return fig
 
 
-def _png_data_uri(array):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def canvas_mask_url(label_image, colour_mode, edit_version):
+    """PNG data URL of the mask for the paint canvas, at full resolution.
+
+    The edit version is written into a PNG text chunk, so that the canvas reloads (and clears its
+    strokes) after every applied save, even when the mask did not change.
+    """
+    return rgb_to_png_data_url(label_colour_image(label_image, mode=colour_mode),
+                               text={"saemi-edit-version": str(edit_version)})

@@ -11,8 +11,8 @@ logger = logging.getLogger("app.gunicorn")
 
 def post_worker_init(worker) -> None:
     """Load the default segmenter's model once in this worker; a failure is logged, not fatal."""
-    from app.analysis.errors import ModelLoadError
-    from app.segmenters import default_segmenter_name, get_segmenter
+    from app.engine import default_segmenter_name, get_segmenter
+    from model.config import ModelLoadError
 
     name = default_segmenter_name()
     if name != "unet":

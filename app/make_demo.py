@@ -1,6 +1,6 @@
 """Write the synthetic demo images, their ground-truth labels and a README into ``demo_images/``.
 
-Run with ``python -m app.make_demo``. The images come from :mod:`app.analysis.synthetic`, so every
+Run with ``python -m app.make_demo``. The images come from :mod:`model.synthetic`, so every
 particle and the pixel size are known exactly; the README records them.
 """
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.analysis.synthetic import SyntheticSample, generate_sample
+from app import config
+from model.synthetic import SyntheticSample, generate_sample
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "demo_images"
+DEMO_DIR = config.DEMO_DIR
 
 DEMOS = (
     {
@@ -127,7 +128,7 @@ def write_demo_images(out_dir: Path = DEMO_DIR) -> list[Path]:
         "# Demo images (synthetic)",
         "",
         "These images are **synthetic**: they were rendered by SAEMI's own generator",
-        "(`app/analysis/synthetic.py`), not taken on a microscope. Because they are generated, the pixel",
+        "(`model/synthetic/`), not taken on a microscope. Because they are generated, the pixel",
         "size and every particle are known exactly, so the app's result can be checked against the truth.",
         "Regenerate them with `python -m app.make_demo` (the output is deterministic).",
         "",

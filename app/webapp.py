@@ -9,8 +9,9 @@ import dash
 
 from app.callbacks import analysis, canvas, downloads, linecal, views
 from app.config import REPO_ROOT
+from app.engine import default_segmenter_name
 from app.layout.main import build_layout
-from app.segmenters import default_segmenter_name, model_problem
+from model.loading import model_problem
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +22,9 @@ def create_app(*, default_segmenter: str | None = None, model_dir: Path | None =
     Parameters
     ----------
     default_segmenter : str, optional
-        Segmenter selected when the page opens; default from :func:`app.segmenters.default_segmenter_name`.
+        Segmenter selected when the page opens; default from :func:`app.engine.default_segmenter_name`.
     model_dir : Path, optional
-        Folder of the shipped U-Net, checked at start-up (default ``app.config.MODEL_DIR``). A missing or
+        Folder of the shipped U-Net, checked at start-up (default :func:`model.config.default_model_dir`). A missing or
         corrupted model is logged as an error and announced on the page; the app then serves with the
         classical segmenter.
 

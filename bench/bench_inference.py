@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from app.analysis.synthetic import generate_sample  # noqa: E402
 from model.inference import predict_tiled  # noqa: E402
 from model.preprocess import normalize_percentile, resize_float, scaled_shape  # noqa: E402
 from model.segmenter import UNetSegmenter  # noqa: E402
+from model.synthetic import generate_sample  # noqa: E402
 
 
 def median_seconds(fn, runs: int) -> float:
@@ -60,12 +60,12 @@ def main(argv: list[str]) -> int:
     cfg = shipped.config
     _, scale = segmenter.predict_maps(gray)
     labels = segmenter.segment(gray)
-    normalised = normalize_percentile(gray, *cfg["normalisation"]["percentiles"])
+    normalised = normalize_percentile(gray, *cfg.normalisation.percentiles)
     scaled = resize_float(normalised, scaled_shape(normalised.shape, scale))
 
     t_segment = median_seconds(lambda: segmenter.segment(gray), args.runs)
-    t_network = median_seconds(lambda: predict_tiled(shipped.model, scaled, tile=cfg["tile_px"],
-                                                     overlap=cfg["overlap_px"], batch_size=cfg["batch_size"]),
+    t_network = median_seconds(lambda: predict_tiled(shipped.model, scaled, tile=cfg.tile_px,
+                                                     overlap=cfg.overlap_px, batch_size=cfg.batch_size),
                                args.runs)
     print(f"image 1024x768, {labels.max()} particles found ({sample.labels.max()} drawn), final scale {scale:.2f}")
     print(f"segment (all included): median {t_segment:.3f} s over {args.runs} runs (goal <= 0.6 s)")
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
         t_views = median_seconds(lambda: with_views.segment(gray), args.runs)
         print(f"segment with {args.views} views (opt-in, --views): median {t_views:.3f} s over {args.runs} runs")
     print(f"model: {segmenter.model_dir}, version {segmenter.version}, "
-          f"{shipped.model.count_params()} parameters, filters {cfg['architecture']['filters']}")
+          f"{shipped.model.count_params()} parameters, filters {cfg.architecture.filters}")
     return 0
 
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from app.analysis.synthetic import generate_sample  # noqa: E402
 from model.segmenter import UNetSegmenter  # noqa: E402
+from model.synthetic import generate_sample  # noqa: E402
 
 
 def peak_rss_mib() -> float:

@@ -26,10 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image  # noqa: E402
 
-from app import session  # noqa: E402
 from app.analysis.strokes import TOOL_COLOURS  # noqa: E402
-from app.analysis.synthetic import generate_sample  # noqa: E402
-from app.segmenters import default_segmenter_name, get_segmenter  # noqa: E402
+from app.analysis.view import ViewOptions  # noqa: E402
+from app.engine import default_segmenter_name, get_segmenter  # noqa: E402
+from app.session.display import canvas_image, histogram_outputs, overlay  # noqa: E402
+from app.session.edits import apply_canvas  # noqa: E402
+from app.session.results import compute_results  # noqa: E402
+from app.session.start import PageSettings, start_from_upload  # noqa: E402
+from model.synthetic import generate_sample  # noqa: E402
 
 
 def _timed(func, runs: int) -> tuple[float, object]:
@@ -51,25 +55,25 @@ def main() -> None:
     buffer = io.BytesIO()
     Image.fromarray(sample.image).save(buffer, format="PNG")
     contents = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-    settings = {"segmenter": args.segmenter, "split_touching": True, "min_area_px": 10}
-    view = session.ViewOptions()
+    settings = PageSettings(segmenter=args.segmenter, split_touching=True, min_area_px=10)
+    view = ViewOptions()
 
     segmenter = get_segmenter(args.segmenter)
     start = time.perf_counter()
     if hasattr(segmenter, "warm_up"):
         segmenter.warm_up()
-    session.start_from_upload(contents, "bench.png", settings)  # loads the model once per process
+    start_from_upload(contents, "bench.png", settings)  # loads the model once per process
     first = time.perf_counter() - start
 
     def upload():
-        stores = session.start_from_upload(contents, "bench.png", settings)
-        results = session.compute_results(stores["analysis"], stores["gray"], stores["edits"], None)
-        session.histogram_outputs(results, stores["analysis"], view)
+        stores = start_from_upload(contents, "bench.png", settings)
+        results = compute_results(stores.analysis, stores.gray, stores.edits, None)
+        histogram_outputs(results, stores.analysis, view)
         return stores
 
     upload_s, stores = _timed(upload, args.runs)
-    analysis, gray = stores["analysis"], stores["gray"]
-    n_particles = len(session.table_from_json(analysis["particles"]))
+    analysis, gray = stores.analysis, stores.gray
+    n_particles = len(analysis.particles())
 
     canvas_width = 800
     scale = canvas_width / 1024
@@ -79,14 +83,14 @@ def main() -> None:
     json_data = json.dumps(stroke)
 
     def stroke_path():
-        edits = session.apply_canvas(stores["edits"], analysis, json_data, canvas_width)
-        results = session.compute_results(analysis, gray, edits, None)
-        session.histogram_outputs(results, analysis, view)
+        edits = apply_canvas(stores.edits, analysis, json_data, canvas_width)
+        results = compute_results(analysis, gray, edits, None)
+        histogram_outputs(results, analysis, view)
         return results
 
     def redraw_images(results):
-        session.overlay(results, gray, 0.5, "outline", analysis["data_bar"])
-        session.canvas_image(results, "bw")
+        overlay(results, gray, 0.5, "outline", analysis)
+        canvas_image(results, "bw")
 
     stroke_s, results = _timed(stroke_path, args.runs)
     redraw_s, _ = _timed(lambda: redraw_images(results), args.runs)

@@ -115,10 +115,10 @@ def main(argv: list[str]) -> int:
                     thresholds={"postprocess_upsampling": upsampling, "centre": c_thr})
         true_diameter_px = median_diameter_px(labels)
         if true_diameter_px is not None:
-            oracle = float(np.clip(cfg["input_scale"]["target_diameter_px"] / true_diameter_px,
-                                   cfg["input_scale"]["min_scale"], cfg["input_scale"]["max_scale"]))
+            oracle = float(np.clip(cfg.input_scale.target_diameter_px / true_diameter_px,
+                                   cfg.input_scale.min_scale, cfg.input_scale.max_scale))
             oracle_maps = predict_at_scale(segmenter.load().model, normalize_percentile(gray), oracle,
-                                           tile=cfg["tile_px"], overlap=cfg["overlap_px"])
+                                           tile=cfg.tile_px, overlap=cfg.overlap_px)
             results["centre@oracle-scale"] = maps_to_instances(
                 oracle_maps[..., 0], oracle_maps[..., 1], min_marker_area_px=max(1, int(round(4 / oracle ** 2))),
                 min_area_px=max(1, int(round(4 / oracle ** 2))))

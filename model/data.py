@@ -20,8 +20,15 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from model.preprocess import (TARGET_DIAMETER_PX, instance_targets, median_diameter_px,
-                              normalize_percentile, resize_float, resize_labels, scaled_shape)
+from model.preprocess import (
+    TARGET_DIAMETER_PX,
+    instance_targets,
+    median_diameter_px,
+    normalize_percentile,
+    resize_float,
+    resize_labels,
+    scaled_shape,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +314,7 @@ def validation_crops(samples: list[Sample], *, per_image: int = 2, seed: int = 1
 def synthetic_crop_generator() -> SyntheticCropFn | None:
     """The project's synthetic crop generator ``generate_crop(rng, size)``, or None if unavailable."""
     try:
-        from app.analysis.synthetic import generate_crop
+        from model.synthetic import generate_crop
     except ImportError as err:
         logger.warning("Synthetic generator unavailable (%s); training on EMPS only.", err)
         return None

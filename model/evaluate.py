@@ -18,8 +18,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from app.analysis.errors import SaemiInputError
+from app.analysis.imageio import decode_image
+from model.config import ModelLoadError
 from model.metrics import MIN_AREA_PX, score_image
 from model.preprocess import median_diameter_px
+from model.registry import make_segmenter
 from model.segmenter import UNetSegmenter
 
 METRICS = ("dice", "obj_f1", "count_err", "ecd_err")
@@ -29,8 +33,6 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 def folder_cases(images_dir: Path, masks_dir: Path, names: list[str] | None = None,
                  limit: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield ``(name, gray, labels)`` for images in ``images_dir`` that have a mask of the same stem."""
-    from app.analysis.imageio import decode_image
-
     images = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     masks = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     selected = [n for n in (names if names is not None else sorted(images)) if n in images and n in masks]
@@ -43,7 +45,7 @@ def folder_cases(images_dir: Path, masks_dir: Path, names: list[str] | None = No
 
 def synthetic_cases(n_images: int, seed: int, size_px: int = 512) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield ``n_images`` generated samples (seeds ``seed`` .. ``seed + n - 1``, both modalities)."""
-    from app.analysis.synthetic import generate_sample
+    from model.synthetic import generate_sample
 
     for k in range(n_images):
         sample = generate_sample(seed + k, height=size_px, width=size_px, modality=None)
@@ -51,19 +53,9 @@ def synthetic_cases(n_images: int, seed: int, size_px: int = 512) -> Iterator[tu
 
 
 def get_segmenters(names: list[str], model_dir: Path | None, views: int | None = None) -> dict[str, object]:
-    """Segmenters by name, through the app's registry (a model folder override builds the U-Net directly).
-
-    ``views`` is the U-Net's number of averaged views (None: its config's).
-    """
-    from app.segmenters import get_segmenter
-
-    segmenters = {}
-    for name in names:
-        if name == "unet" and model_dir is not None:
-            segmenters[name] = UNetSegmenter(model_dir, views=views)
-        else:
-            segmenters[name] = get_segmenter(name, views=views)
-    return segmenters
+    """Segmenters by name (:func:`model.registry.make_segmenter`); ``model_dir`` is the U-Net's folder
+    (None: the shipped model) and ``views`` its number of averaged views (None: its config's)."""
+    return {name: make_segmenter(name, views=views, model_dir=model_dir) for name in names}
 
 
 def evaluate(cases, segmenters: dict[str, object], min_area_px: int = MIN_AREA_PX,
@@ -157,8 +149,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     """Run the evaluation; returns the process exit status."""
     args = parse_args(argv)
-    from app.analysis.errors import ModelLoadError, SaemiInputError
-
     try:
         segmenters = get_segmenters(args.segmenter or ["unet", "classical"], args.model_dir, args.views)
         if args.synthetic:

@@ -185,20 +185,6 @@ def predict_tiled(model, image: np.ndarray, *, tile: int = 256, overlap: int = 6
     return accumulated[core] / weight_sum[core][..., None]
 
 
-def predict_whole(model, image: np.ndarray, *, margin: int = 32, multiple: int = 16) -> np.ndarray:
-    """Run ``model`` on the whole image at once, as a reference for :func:`predict_tiled`.
-
-    The image is reflect-padded by ``margin`` px on every side (as the tiles are) and up to a
-    multiple of ``multiple`` px, and the outputs are cropped back.
-    """
-    rows, cols = image.shape
-    pad = ((margin, margin + (-(rows + 2 * margin)) % multiple),
-           (margin, margin + (-(cols + 2 * margin)) % multiple))
-    padded = np.pad(np.asarray(image, np.float32), pad, mode="reflect")
-    outputs = _forward(model, padded[None, ..., None])[0]
-    return outputs[margin:margin + rows, margin:margin + cols]
-
-
 def predict_at_scale(model, image: np.ndarray, scale: float, *, tile: int = 256, overlap: int = 64,
                      batch_size: int = 4, progress: Progress | None = None) -> np.ndarray:
     """Resize ``image`` by ``scale``, predict tiled, and resize the maps back to the image's shape."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.analysis.measure import ecd_from_area
+
 #: Particles smaller than this (in pixels) are ignored on both sides.
 MIN_AREA_PX = 10
 
@@ -96,7 +98,7 @@ def mean_ecd_px(labels: np.ndarray) -> float:
     areas_px = areas_px[areas_px > 0]
     if areas_px.size == 0:
         return float("nan")
-    return float(np.mean(2.0 * np.sqrt(areas_px / np.pi)))
+    return float(np.mean(ecd_from_area(areas_px)))
 
 
 def ecd_err(true_labels: np.ndarray, pred_labels: np.ndarray) -> float:

@@ -6,9 +6,12 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-#: Default thresholds; the shipped values live in ``model/config.json``.
-FOREGROUND_THRESHOLD = 0.5
-CENTRE_THRESHOLD = 0.5
+from app.analysis.labels import add_orphan_regions, sequential_labels
+from model.config import ThresholdConfig
+
+#: Default thresholds (those of :class:`model.config.ThresholdConfig`).
+FOREGROUND_THRESHOLD = ThresholdConfig.foreground
+CENTRE_THRESHOLD = ThresholdConfig.centre
 
 
 def maps_to_instances(foreground: np.ndarray, centre: np.ndarray, *,
@@ -55,20 +58,8 @@ def maps_to_instances(foreground: np.ndarray, centre: np.ndarray, *,
             markers = keep[markers]
             n_markers = int(keep.max())
     labels = watershed(-centre, markers, mask=mask) if n_markers else np.zeros(mask.shape, np.int32)
-    orphans, n_orphans = ndimage.label(mask & (labels == 0))
-    if n_orphans:
-        labels = np.where(orphans > 0, orphans + labels.max(), labels)
-    return _drop_and_relabel(labels, min_area_px)
-
-
-def _drop_and_relabel(labels: np.ndarray, min_area_px: int) -> np.ndarray:
-    labels = np.asarray(labels, dtype=np.int64)
-    areas_px = np.bincount(labels.ravel())
-    keep = areas_px >= min_area_px
-    keep[0] = False
-    new_ids = np.zeros(areas_px.size, dtype=np.int32)
-    new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return new_ids[labels]
+    labels = add_orphan_regions(labels, mask, connectivity=1)
+    return sequential_labels(labels, min_area_px=min_area_px)
 
 
 def upsample_instances(labels: np.ndarray, foreground: np.ndarray, *,
@@ -116,4 +107,4 @@ def upsample_instances(labels: np.ndarray, foreground: np.ndarray, *,
     big = np.array(Image.fromarray(grown, mode="I").resize((cols, rows), Image.Resampling.NEAREST),
                      dtype=np.int32)
     big[np.asarray(foreground) <= foreground_threshold] = 0
-    return _drop_and_relabel(big, min_area_px)
+    return sequential_labels(big, min_area_px=min_area_px)

@@ -10,10 +10,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-#: Percentiles mapped to 0 and 1 by :func:`normalize_percentile`.
-NORM_PERCENTILES = (1.0, 99.0)
+from app.analysis.measure import ecd_from_area
+from model.config import NormalisationConfig, ScaleConfig
+
+#: Percentiles mapped to 0 and 1 by :func:`normalize_percentile` (default of :class:`model.config.NormalisationConfig`).
+NORM_PERCENTILES = NormalisationConfig.percentiles
 #: Median particle diameter (px) that the network is trained to see; images are rescaled to it.
-TARGET_DIAMETER_PX = 16.0
+TARGET_DIAMETER_PX = ScaleConfig.target_diameter_px
 
 
 def normalize_percentile(gray: np.ndarray, low: float = NORM_PERCENTILES[0],
@@ -94,8 +97,8 @@ def median_diameter_px(labels: np.ndarray, min_area_px: int = 10, area_weighted:
     if area_weighted:
         cumulative = np.cumsum(areas_px)
         median_area_px = areas_px[np.searchsorted(cumulative, 0.5 * cumulative[-1])]
-        return float(2.0 * np.sqrt(median_area_px / np.pi))
-    return float(np.median(2.0 * np.sqrt(areas_px / np.pi)))
+        return float(ecd_from_area(median_area_px))
+    return float(np.median(ecd_from_area(areas_px)))
 
 
 def instance_targets(labels: np.ndarray) -> np.ndarray:

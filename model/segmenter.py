@@ -10,112 +10,30 @@ watershed.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from app.analysis.errors import ModelLoadError, SaemiInputError
+from app.analysis.errors import SaemiInputError
+from model.config import ModelConfig, default_model_dir
 from model.inference import VIEWS, Progress, predict_tiled
+from model.loading import ShippedModel, load_shipped_model
 from model.postprocess import maps_to_instances, upsample_instances
 from model.preprocess import median_diameter_px, normalize_percentile, resize_float, scaled_shape
-from model.scale_select import (PASS_STEP, PassSummary, mean_peak, pass_features, pyramid_scales,
-                                selector_scores, summarize_pass)
+from model.scale_select import (
+    PASS_STEP,
+    PassSummary,
+    mean_peak,
+    pass_features,
+    pyramid_scales,
+    selector_scores,
+    summarize_pass,
+)
 
 logger = logging.getLogger(__name__)
-
-#: Environment variable naming the folder with ``saemi_unet.keras`` and ``config.json``.
-MODEL_DIR_ENV = "SAEMI_MODEL_DIR"
-WEIGHTS_NAME = "saemi_unet.keras"
-CONFIG_NAME = "config.json"
-#: The learned scale scorer, beside ``config.json`` (named there by ``input_scale.selector_file``).
-SELECTOR_NAME = "scale_selector.json"
-
-
-def default_model_dir() -> Path:
-    """``$SAEMI_MODEL_DIR`` if set, else the folder of this module (where the weights ship)."""
-    return Path(os.environ.get(MODEL_DIR_ENV, Path(__file__).resolve().parent))
-
-
-@dataclass(frozen=True)
-class ShippedModel:
-    """A loaded network with the settings it was trained and validated with."""
-
-    model: object
-    config: dict
-
-
-def read_config(model_dir: Path) -> dict:
-    """Read ``config.json`` from ``model_dir``, with the scale scorer its ``input_scale.selector_file``
-    names (since v3.2.0) placed under ``input_scale.selector``.
-
-    Raises
-    ------
-    ModelLoadError
-        When either file is missing or is not valid JSON.
-    """
-    path = Path(model_dir) / CONFIG_NAME
-    config = _read_json(path, "model settings file")
-    scaling = config.get("input_scale", {})
-    if "selector_file" in scaling:
-        scaling["selector"] = _read_json(Path(model_dir) / scaling["selector_file"], "scale selector file")
-    return config
-
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise ModelLoadError(f"The {what} {path} is missing; reinstall SAEMI's model folder.") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"The {what} {path} is corrupted ({err}).") from err
-
-
-def load_keras_model(path: Path):
-    """Load a ``.keras`` file in safe mode without compiling it.
-
-    Raises
-    ------
-    ModelLoadError
-        When the file is missing or cannot be read as a Keras model.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"The segmentation model weights {path} are missing; reinstall SAEMI's model "
-                             "folder or choose the classical segmenter.")
-    import keras
-
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as err:  # Keras raises many types (ValueError, OSError, zipfile errors) for bad files.
-        raise ModelLoadError(f"The segmentation model weights {path} are corrupted or unreadable "
-                             f"({type(err).__name__}); reinstall SAEMI's model folder.") from err
-
-
-@functools.lru_cache(maxsize=4)
-def load_shipped_model(model_dir: str | None = None) -> ShippedModel:
-    """Load the shipped network and its config once per process (cached per folder).
-
-    Parameters
-    ----------
-    model_dir : str, optional
-        Folder holding ``saemi_unet.keras`` and ``config.json``; default :func:`default_model_dir`.
-
-    Raises
-    ------
-    ModelLoadError
-        When either file is missing or corrupted.
-    """
-    folder = Path(model_dir) if model_dir else default_model_dir()
-    config = read_config(folder)
-    model = load_keras_model(folder / config.get("weights", WEIGHTS_NAME))
-    logger.info("Loaded segmentation model %s version %s", folder, config.get("version"))
-    return ShippedModel(model, config)
 
 
 def ambiguous_size_note(used_px: float, rival_px: float) -> str:
@@ -126,8 +44,9 @@ def ambiguous_size_note(used_px: float, rival_px: float) -> str:
 
     Examples
     --------
-    >>> ambiguous_size_note(8.2, 230.0)
-    'The particle size was hard to estimate: the U-Net worked with particles about 8 px across, but particles about 230 px across looked almost as convincing. If the outlines are wrong, give the typical particle diameter in pixels (the "Typical particle diameter" field, or --diameter-px) and analyse again.'
+    >>> note = ambiguous_size_note(8.2, 230.0)
+    >>> "particles about 8 px across" in note and "about 230 px across looked almost as convincing" in note
+    True
     """
     return (f"The particle size was hard to estimate: the U-Net worked with particles about {used_px:.0f} px "
             f"across, but particles about {rival_px:.0f} px across looked almost as convincing. If the outlines "
@@ -202,7 +121,7 @@ class UNetSegmenter:
         neither the load nor the tracing (about 0.5 s). gunicorn workers call it at start-up.
         """
         shipped = self.load()
-        multiple = 2 ** (len(shipped.config["architecture"]["filters"]) - 1)
+        multiple = 2 ** (len(shipped.config.architecture.filters) - 1)
         predict_tiled(shipped.model, np.zeros((multiple * 4, multiple * 4), np.float32),
                       tile=multiple * 4, overlap=0, batch_size=1)
         return shipped
@@ -210,7 +129,7 @@ class UNetSegmenter:
     @property
     def version(self) -> str:
         """Model version from ``config.json`` (recorded in provenance)."""
-        return str(self.load().config.get("version", "unknown"))
+        return str(self.load().config.version)
 
     def predict_maps(self, gray: np.ndarray, *, progress: Progress | None = None) -> tuple[np.ndarray, float]:
         """Network output maps at the resolution of ``gray`` and the scale they were computed at.
@@ -266,7 +185,7 @@ class UNetSegmenter:
             Instances of ``maps`` (at network resolution, network-pixel thresholds) when the final
             pass was a size-estimate pass that already computed them, else None.
         """
-        views = self.views or int(self.load().config.get("test_time_views", 1))
+        views = self.views or self.load().config.test_time_views
         shown = progress
         if progress is not None and views > 1:
             # One view reports progress from 0 to 0.9. With more, it takes the first 1/views of
@@ -289,19 +208,20 @@ class UNetSegmenter:
                      progress: Progress | None) -> tuple[np.ndarray, float, np.ndarray | None]:
         """Maps, scale and labels of :meth:`network_maps` from one view of the normalised ``image``."""
         cfg = self.load().config
-        scaling = cfg["input_scale"]
-        target_px = scaling["target_diameter_px"]
+        scaling = cfg.input_scale
+        target_px = scaling.target_diameter_px
         rows, cols = image.shape
-        n_levels = scaling["estimate_levels"]
-        accept_low_px = target_px / scaling["rescale_tolerance"]
-        accept_high_px = target_px * scaling.get("accept_max_ratio", scaling["rescale_tolerance"])
+        n_levels = scaling.estimate_levels
+        accept_low_px = target_px / scaling.rescale_tolerance
+        max_ratio = scaling.rescale_tolerance if scaling.accept_max_ratio is None else scaling.accept_max_ratio
+        accept_high_px = target_px * max_ratio
 
         if self.diameter_px is not None:
-            scale = float(np.clip(target_px / self.diameter_px, scaling["min_scale"], max_scale))
+            scale = float(np.clip(target_px / self.diameter_px, scaling.min_scale, max_scale))
             return run(scale, 0.0, 0.9), scale, None
-        if "selector" in scaling:
+        if scaling.selector is not None:
             return self._learned_scale(image, run, max_scale, notes, progress)
-        scale = min(scaling["estimate_max_side_px"] / max(rows, cols), scaling["estimate_max_scale"], max_scale)
+        scale = min(scaling.estimate_max_side_px / max(rows, cols), scaling.estimate_max_scale, max_scale)
         estimates = []  # (mean centre peak, scale, area-weighted median diameter in network px, maps, labels)
         for level in range(n_levels):
             maps = run(scale, 0.4 * level / n_levels, 0.4 / n_levels)
@@ -310,7 +230,7 @@ class UNetSegmenter:
             if diameter_px is not None:
                 estimates.append((mean_peak(maps[..., 1], labels), scale, diameter_px, maps, labels))
                 peak = estimates[-1][0]
-                if (peak >= scaling["accept_peak"] and peak >= max(e[0] for e in estimates)
+                if (peak >= scaling.accept_peak and peak >= max(e[0] for e in estimates)
                         and accept_low_px <= diameter_px <= accept_high_px):
                     # Confident (and more so than any larger scale), and particles appear at the
                     # trained size or somewhat larger: smaller scales cannot do better, so the
@@ -318,8 +238,8 @@ class UNetSegmenter:
                     # more pass at the final scale).
                     estimates = estimates[-1:]
                     break
-            too_small = min(scaled_shape(image.shape, scale / 2)) < scaling["estimate_min_side_px"]
-            if scale / 2 < scaling["min_scale"] or (too_small and estimates):
+            too_small = min(scaled_shape(image.shape, scale / 2)) < scaling.estimate_min_side_px
+            if scale / 2 < scaling.min_scale or (too_small and estimates):
                 break
             scale /= 2
         labels = None
@@ -336,10 +256,10 @@ class UNetSegmenter:
         """The normalised image, ``run(scale, first, span)`` (the network on it resized by ``scale``,
         reporting progress from ``first`` over ``span``) and the largest scale allowed for it."""
         cfg = self.load().config
-        scaling = cfg["input_scale"]
-        image = normalize_percentile(_as_gray(gray), *cfg["normalisation"]["percentiles"])
+        scaling = cfg.input_scale
+        image = normalize_percentile(_as_gray(gray), *cfg.normalisation.percentiles)
         rows, cols = image.shape
-        max_scale = min(scaling["max_scale"], float(np.sqrt(scaling["max_scaled_pixels"] / (rows * cols))))
+        max_scale = min(scaling.max_scale, float(np.sqrt(scaling.max_scaled_pixels / (rows * cols))))
         return image, self._run_on(image, progress), max_scale
 
     def _run_on(self, image: np.ndarray, progress: Progress | None = None):
@@ -354,8 +274,8 @@ class UNetSegmenter:
                     progress(first + span * fraction, message)
 
             scaled = resize_float(image, scaled_shape(image.shape, scale)) if scale != 1.0 else image
-            return predict_tiled(shipped.model, scaled, tile=cfg["tile_px"], overlap=cfg["overlap_px"],
-                                 batch_size=cfg["batch_size"], progress=report, views=views)
+            return predict_tiled(shipped.model, scaled, tile=cfg.tile_px, overlap=cfg.overlap_px,
+                                 batch_size=cfg.batch_size, progress=report, views=views)
 
         return run
 
@@ -376,15 +296,15 @@ class UNetSegmenter:
         for a third of the cost of the whole pyramid.
         """
         cfg = self.load().config
-        scaling = cfg["input_scale"]
+        scaling = cfg.input_scale
         if run is None:
             _, run, runner_max_scale = self._runner(gray)
             max_scale = runner_max_scale if max_scale is None else max_scale
         shape = np.shape(gray)[:2]
-        reference_scale = scaling["estimate_max_side_px"] / max(shape)
-        start_scale = min(reference_scale, scaling["estimate_max_scale"], max_scale)
-        below = pyramid_scales(shape, start_scale, scaling["pyramid_min_side_px"])
-        above = [start_scale * PASS_STEP ** k for k in range(scaling["magnify_steps"], 0, -1)
+        reference_scale = scaling.estimate_max_side_px / max(shape)
+        start_scale = min(reference_scale, scaling.estimate_max_scale, max_scale)
+        below = pyramid_scales(shape, start_scale, scaling.pyramid_min_side_px)
+        above = [start_scale * PASS_STEP ** k for k in range(scaling.magnify_steps, 0, -1)
                  if start_scale * PASS_STEP ** k <= max_scale]
         thresholds = self._threshold_kwargs(cfg, 1.0)
         n_total = len(below) + len(above)
@@ -393,9 +313,9 @@ class UNetSegmenter:
         def one(scale: float) -> tuple[PassSummary, np.ndarray, np.ndarray]:
             maps = run(scale, 0.8 * len(passes) / n_total, 0.8 / n_total)
             labels = maps_to_instances(maps[..., 0], maps[..., 1], **thresholds)
-            return summarize_pass(maps, labels, scale, start_scale, cfg["thresholds"]["foreground"]), maps, labels
+            return summarize_pass(maps, labels, scale, start_scale, cfg.thresholds.foreground), maps, labels
 
-        target_px = scaling["target_diameter_px"]
+        target_px = scaling.target_diameter_px
         passes.append(one(below[0]))
         start = passes[0][0]
         if (accept_peak is not None and start.mean_peak >= accept_peak
@@ -421,9 +341,9 @@ class UNetSegmenter:
         pyramid run on its central window (:func:`estimate_window`) and is then segmented whole at
         the chosen scale (labels None: the caller makes the instances).
         """
-        scaling = self.load().config["input_scale"]
-        target_px = scaling["target_diameter_px"]
-        window = estimate_window(image.shape, scaling.get("estimate_window_px"))
+        scaling = self.load().config.input_scale
+        target_px = scaling.target_diameter_px
+        window = estimate_window(image.shape, scaling.estimate_window_px)
         if window is None:
             pass_image, run_pass = image, run
         else:
@@ -435,8 +355,8 @@ class UNetSegmenter:
             def run_pass(scale: float, first: float, span: float) -> np.ndarray:
                 return run_window(scale, 0.3 * first, 0.3 * span)
         passes = self.pyramid(pass_image, max_scale=max_scale, run=run_pass,
-                              accept_peak=scaling.get("accept_start_peak"))
-        scores = selector_scores(scaling["selector"], pass_features([p[0] for p in passes], target_px))
+                              accept_peak=scaling.accept_start_peak)
+        scores = selector_scores(scaling.selector, pass_features([p[0] for p in passes], target_px))
         best = int(np.argmax(scores))
         summary, maps, labels = passes[best]
         logger.debug("U-Net pyramid (scale, mean peak, diameter px, score): %s; chosen scale %.3f",
@@ -445,11 +365,11 @@ class UNetSegmenter:
         scale = summary.scale
         if best == 0:  # the most magnified pass won: the particles may need more than the pyramid had
             maps, scale, labels = self._magnify_further(summary, maps, labels, run_pass, max_scale)
-        if notes is not None and "ambiguity_logit_margin" in scaling:
+        if notes is not None and scaling.ambiguity_logit_margin is not None:
             far = [k for k, p in enumerate(passes)
-                   if max(p[0].scale / summary.scale, summary.scale / p[0].scale) >= scaling["ambiguity_scale_ratio"]]
+                   if max(p[0].scale / summary.scale, summary.scale / p[0].scale) >= scaling.ambiguity_scale_ratio]
             rival = max(far, key=lambda k: scores[k], default=None)
-            if rival is not None and scores[rival] >= scores[best] - scaling["ambiguity_logit_margin"]:
+            if rival is not None and scores[rival] >= scores[best] - scaling.ambiguity_logit_margin:
                 # the sizes in image pixels: the one finally used, and the rival pass's
                 notes.append(ambiguous_size_note(target_px / scale, target_px / passes[rival][0].scale))
         if window is not None:
@@ -470,12 +390,12 @@ class UNetSegmenter:
         median down and sent the scale too far on EMPS training images.
         """
         cfg = self.load().config
-        scaling = cfg["input_scale"]
-        target_px = scaling["target_diameter_px"]
-        steps = int(scaling.get("magnify_further_steps", 0))
+        scaling = cfg.input_scale
+        target_px = scaling.target_diameter_px
+        steps = scaling.magnify_further_steps
         scale, diameter_px = summary.scale, summary.diameter_aw_px
         for step in range(steps):
-            if not 0 < diameter_px < scaling["magnify_below"] * target_px:
+            if not 0 < diameter_px < scaling.magnify_below * target_px:
                 break
             proposed = min(scale * target_px / diameter_px, max_scale)
             if proposed < 1.1 * scale:
@@ -486,7 +406,7 @@ class UNetSegmenter:
             diameter_px = median_diameter_px(labels, min_area_px=4, area_weighted=True) or 0.0
         return maps, scale, labels
 
-    def _choose_scale(self, cfg: dict, estimates: list, run, max_scale: float,
+    def _choose_scale(self, cfg: ModelConfig, estimates: list, run, max_scale: float,
                       notes: list[str] | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
         """Final maps, scale and labels (or None) from the size-estimate passes.
 
@@ -501,20 +421,20 @@ class UNetSegmenter:
         whose scale differs from it by at least ``ambiguity_scale_ratio`` makes the size uncertain;
         :func:`ambiguous_size_note` then tells the user, through ``notes``.
         """
-        scaling = cfg["input_scale"]
+        scaling = cfg.input_scale
 
         def ratio(a: float, b: float) -> float:
             return max(a / b, b / a)
 
         def close(a: float, b: float) -> bool:
-            return ratio(a, b) <= scaling["rescale_tolerance"]
+            return ratio(a, b) <= scaling.rescale_tolerance
 
-        ranked = sorted(estimates, key=lambda e: -e[0])[:max(1, int(scaling.get("verify_candidates", 1)))]
+        ranked = sorted(estimates, key=lambda e: -e[0])[:max(1, scaling.verify_candidates)]
         checked = []  # (mean centre peak at the proposed scale, that scale) of every checked proposal
         best = None  # (mean centre peak at the proposed scale, that scale, maps, labels or None)
         for k, (peak, estimate_scale, diameter_px, maps, labels) in enumerate(ranked):
-            final_scale = float(np.clip(estimate_scale * scaling["target_diameter_px"] / diameter_px,
-                                        scaling["min_scale"], max_scale))
+            final_scale = float(np.clip(estimate_scale * scaling.target_diameter_px / diameter_px,
+                                        scaling.min_scale, max_scale))
             if close(final_scale, estimate_scale):
                 final_scale = estimate_scale  # this pass already shows the proposed size
             elif any(close(final_scale, scale) for _, scale in checked):
@@ -529,12 +449,12 @@ class UNetSegmenter:
             if best is None or peak > best[0]:  # only the winner's maps are kept (large images)
                 best = (peak, final_scale, maps, labels)
         best_peak, final_scale, maps, labels = best
-        if notes is not None and "ambiguity_peak_margin" in scaling:
+        if notes is not None and scaling.ambiguity_peak_margin is not None:
             rivals = [(peak, scale) for peak, scale in checked
-                      if peak >= best_peak - scaling["ambiguity_peak_margin"]
-                      and ratio(scale, final_scale) >= scaling["ambiguity_scale_ratio"]]
+                      if peak >= best_peak - scaling.ambiguity_peak_margin
+                      and ratio(scale, final_scale) >= scaling.ambiguity_scale_ratio]
             if rivals:
-                target_px = scaling["target_diameter_px"]
+                target_px = scaling.target_diameter_px
                 notes.append(ambiguous_size_note(target_px / final_scale, target_px / max(rivals)[1]))
         return maps, final_scale, labels
 
@@ -553,8 +473,8 @@ class UNetSegmenter:
         """
         cfg = self.load().config
         if thresholds:
-            cfg = {**cfg, "thresholds": {**cfg["thresholds"], **thresholds}}
-        work_scale = min(1.0, scale * cfg["thresholds"].get("postprocess_upsampling", 1.0))
+            cfg = cfg.replace(thresholds=thresholds)
+        work_scale = min(1.0, scale * cfg.thresholds.postprocess_upsampling)
         if work_scale >= 1.0:
             if labels is not None and maps.shape[:2] == tuple(shape):
                 return labels
@@ -565,7 +485,7 @@ class UNetSegmenter:
             labels = maps_to_instances(work_maps[..., 0], work_maps[..., 1],
                                        **self._threshold_kwargs(cfg, scale / work_scale))
         return upsample_instances(labels, resize_float(maps[..., 0], shape),
-                                  foreground_threshold=cfg["thresholds"]["foreground"],
+                                  foreground_threshold=cfg.thresholds.foreground,
                                   min_area_px=self._threshold_kwargs(cfg, scale)["min_area_px"])
 
     @staticmethod
@@ -576,13 +496,13 @@ class UNetSegmenter:
         return np.stack([resize_float(maps[..., k], shape) for k in range(maps.shape[-1])], axis=-1)
 
     @staticmethod
-    def _threshold_kwargs(cfg: dict, scale: float) -> dict:
+    def _threshold_kwargs(cfg: ModelConfig, scale: float) -> dict:
         """Post-processing arguments for maps at image resolution when the network ran at ``scale``."""
-        thresholds = cfg["thresholds"]
+        thresholds = cfg.thresholds
         area_factor = 1.0 / scale ** 2  # network-scale areas to areas in image pixels
-        return {"foreground_threshold": thresholds["foreground"], "centre_threshold": thresholds["centre"],
-                "min_marker_area_px": max(1, int(round(thresholds["min_marker_area_px"] * area_factor))),
-                "min_area_px": max(1, int(round(thresholds["min_area_px"] * area_factor)))}
+        return {"foreground_threshold": thresholds.foreground, "centre_threshold": thresholds.centre,
+                "min_marker_area_px": max(1, int(round(thresholds.min_marker_area_px * area_factor))),
+                "min_area_px": max(1, int(round(thresholds.min_area_px * area_factor)))}
 
     def segment(self, gray: np.ndarray, *, progress: Progress | None = None,
                 notes: list[str] | None = None) -> np.ndarray:

@@ -225,7 +225,8 @@ def main(argv: list[str]) -> int:
 
     if state["epoch"] < args.epochs:
         model.fit(batches, epochs=args.epochs, initial_epoch=state["epoch"], steps_per_epoch=args.steps_per_epoch,
-                  verbose=1 if keras_bar else 2, callbacks=[EpochEnd(), keras.callbacks.CSVLogger(args.out / "log.csv", append=True)])
+                  verbose=1 if keras_bar else 2,
+                  callbacks=[EpochEnd(), keras.callbacks.CSVLogger(args.out / "log.csv", append=True)])
     if best_path.exists():
         logger.info("Best model (val obj_f1 %.4f) is in %s", state["best_obj_f1"], args.out / "final.keras")
     logger.info("Training wall time %.1f min (this process)", (time.monotonic() - started) / 60)

@@ -17,8 +17,9 @@ from app.analysis.imageio import decode_image
 from app.analysis.measure import measure_particles
 from app.analysis.pipeline import AnalysisParams, analysed_rows, analyze_decoded
 from app.analysis.scalebar import tesseract_available
-from app.analysis.synthetic import generate_sample
-from app.segmenters import get_segmenter, model_problem
+from app.engine import get_segmenter
+from model.loading import model_problem
+from model.synthetic import generate_sample
 
 NM_PER_PX = 2.0
 needs_model = pytest.mark.skipif(model_problem() is not None, reason=f"shipped U-Net unusable: {model_problem()}")

@@ -25,6 +25,7 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from app.analysis.errors import SaemiInputError
+from app.analysis.imageio import is_tiff
 
 logger = logging.getLogger(__name__)
 
@@ -258,10 +259,13 @@ def _resolution_tag_calibration(tif: tifffile.TiffFile) -> Calibration | None:
 
 
 def _tiff_calibrations(
-    data: bytes,
-) -> tuple[list[Calibration], int, Calibration | None]:
-    """Vendor calibrations in a TIFF (FEI, Zeiss, TESCAN), its width, and a generic calibration."""
-    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+    tif: tifffile.TiffFile, filename: str
+) -> tuple[list[Calibration], int | None, Calibration | None]:
+    """Vendor calibrations in a TIFF (FEI, Zeiss, TESCAN), its width, and a generic calibration.
+
+    Unreadable metadata is logged and gives no calibration and no width.
+    """
+    try:
         width_px = int(tif.pages.first.imagewidth)
         found = []
         for reader in (_fei_calibration, _zeiss_calibration, _tescan_calibration):
@@ -269,7 +273,53 @@ def _tiff_calibrations(
             if calibration is not None:
                 found.append(calibration)
         generic = _imagej_calibration(tif) or _resolution_tag_calibration(tif)
+    except Exception:  # noqa: BLE001 - metadata must never stop an analysis
+        logger.warning("Could not read TIFF metadata of %s", filename, exc_info=True)
+        return [], None, None
     return found, width_px, generic
+
+
+def _first_calibration(
+    vendor: list[Calibration],
+    generic: Calibration | None,
+    sidecar_text: str | None,
+    width_px: int | None,
+) -> Calibration:
+    """Vendor tags, else a usable sidecar, else generic tags, else :data:`NO_CALIBRATION`."""
+    if vendor:
+        return vendor[0]
+    if sidecar_text:
+        sidecar = parse_sidecar(sidecar_text, image_width_px=width_px)
+        if sidecar.nm_per_px is not None:
+            return sidecar
+    return generic or NO_CALIBRATION
+
+
+def tiff_metadata_calibration(
+    tif: tifffile.TiffFile, filename: str = "image", sidecar_text: str | None = None
+) -> Calibration:
+    """Read the pixel size that the microscope recorded in an open TIFF file.
+
+    The same choice as :func:`read_metadata_calibration`, for a caller that has the file open
+    already (for example to read :func:`tiff_fei_image_height_px` from the same parse).
+
+    Parameters
+    ----------
+    tif : tifffile.TiffFile
+        The open file.
+    filename : str
+        Its name, used only in log messages.
+    sidecar_text : str, optional
+        Contents of the ``.txt`` file that JEOL and Hitachi microscopes save beside the image.
+
+    Returns
+    -------
+    Calibration
+        The first calibration found, or :data:`NO_CALIBRATION`. Unreadable or odd metadata is
+        logged and skipped, never raised; a JEOL bar is then not rescaled to the image width.
+    """
+    vendor, width_px, generic = _tiff_calibrations(tif, filename)
+    return _first_calibration(vendor, generic, sidecar_text, width_px)
 
 
 def read_metadata_calibration(
@@ -294,24 +344,32 @@ def read_metadata_calibration(
     Calibration
         The first calibration found, or :data:`NO_CALIBRATION`. Unreadable or odd metadata is
         logged and skipped, never raised.
+
+    See Also
+    --------
+    tiff_metadata_calibration : The same for an open TIFF file.
     """
     vendor: list[Calibration] = []
     generic = None
     width_px = None
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        try:
-            vendor, width_px, generic = _tiff_calibrations(data)
-        except Exception:  # noqa: BLE001 - metadata must never stop an analysis
-            logger.warning("Could not read TIFF metadata of %s", filename, exc_info=True)
-    if vendor:
-        return vendor[0]
-    if sidecar_text and width_px is None:
+    tif = _open_tiff(data, "Could not read TIFF metadata of %s", filename)
+    if tif is not None:
+        with tif:
+            vendor, width_px, generic = _tiff_calibrations(tif, filename)
+    if sidecar_text and not vendor and width_px is None:
         width_px = _image_width_px(data)
-    if sidecar_text:
-        sidecar = parse_sidecar(sidecar_text, image_width_px=width_px)
-        if sidecar.nm_per_px is not None:
-            return sidecar
-    return generic or NO_CALIBRATION
+    return _first_calibration(vendor, generic, sidecar_text, width_px)
+
+
+def _open_tiff(data: bytes, message: str, *args: object) -> tifffile.TiffFile | None:
+    """``data`` opened with tifffile; None when it is not a TIFF, or (logged) cannot be opened."""
+    if not is_tiff(data):
+        return None
+    try:
+        return tifffile.TiffFile(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - metadata must never stop an analysis
+        logger.warning(message, *args, exc_info=True)
+        return None
 
 
 def _image_width_px(data: bytes) -> int | None:
@@ -321,6 +379,29 @@ def _image_width_px(data: bytes) -> int | None:
             return int(image.size[0])
     except (UnidentifiedImageError, OSError, ValueError):
         return None
+
+
+def tiff_fei_image_height_px(tif: tifffile.TiffFile) -> int | None:
+    """Height of the image proper, without the data bar, from FEI ``[Image] ResolutionY``.
+
+    Parameters
+    ----------
+    tif : tifffile.TiffFile
+        The open file.
+
+    Returns
+    -------
+    int or None
+        The number of image rows above the data bar, or None when the file has no readable FEI
+        metadata with that entry.
+    """
+    try:
+        metadata = tif.fei_metadata or {}
+    except Exception:  # noqa: BLE001 - metadata must never stop an analysis
+        logger.warning("Could not read FEI metadata", exc_info=True)
+        return None
+    height = _positive(metadata.get("Image", {}).get("ResolutionY"))
+    return int(height) if height is not None else None
 
 
 def fei_image_height_px(data: bytes) -> int | None:
@@ -335,17 +416,16 @@ def fei_image_height_px(data: bytes) -> int | None:
     -------
     int or None
         The number of image rows above the data bar, or None when the file is not an FEI TIFF.
+
+    See Also
+    --------
+    tiff_fei_image_height_px : The same for an open TIFF file.
     """
-    if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    tif = _open_tiff(data, "Could not read FEI metadata")
+    if tif is None:
         return None
-    try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            metadata = tif.fei_metadata or {}
-    except Exception:  # noqa: BLE001 - metadata must never stop an analysis
-        logger.warning("Could not read FEI metadata", exc_info=True)
-        return None
-    height = _positive(metadata.get("Image", {}).get("ResolutionY"))
-    return int(height) if height is not None else None
+    with tif:
+        return tiff_fei_image_height_px(tif)
 
 
 def _sidecar_values(text: str) -> dict[str, str]:

@@ -7,6 +7,3 @@ class SaemiInputError(ValueError):
     ``str(err)`` is a complete sentence that the UI shows as it is and the CLI prints on one line.
     """
 
-
-class ModelLoadError(RuntimeError):
-    """Raised when the shipped segmentation model cannot be loaded (missing or corrupted weights)."""

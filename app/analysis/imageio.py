@@ -21,6 +21,9 @@ from app.analysis.errors import SaemiInputError
 
 #: Smallest image side we try to analyse, in pixels.
 MIN_SIDE_PX = 8
+#: Default limits of :func:`decode_image`: 50 MB of file and 70 megapixels (8192 x 8192 is 67 Mpx).
+DEFAULT_MAX_BYTES = 50_000_000
+DEFAULT_MAX_PIXELS = 70_000_000
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 SUPPORTED_FORMATS = "PNG, JPEG, TIFF or BMP"
@@ -88,8 +91,8 @@ def decode_image(
     data: bytes,
     filename: str = "image",
     *,
-    max_bytes: int | None = None,
-    max_pixels: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DecodedImage:
     """Decode PNG, JPEG, TIFF or BMP bytes into a grayscale float image in [0, 1].
 
@@ -100,7 +103,8 @@ def decode_image(
     filename : str
         Name shown in messages.
     max_bytes, max_pixels : int, optional
-        Limits; default to ``app.config.MAX_UPLOAD_BYTES`` and ``app.config.MAX_PIXELS``.
+        Limits of the file size in bytes and of the image size in pixels (the web app and the CLI
+        pass the deployment's, see ``app.config``).
 
     Returns
     -------
@@ -117,10 +121,6 @@ def decode_image(
     >>> decode_image(buf.getvalue(), "grey.png").shape
     (16, 32)
     """
-    from app import config
-
-    max_bytes = config.MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
-    max_pixels = config.MAX_PIXELS if max_pixels is None else max_pixels
     name = filename or "image"
     if not data:
         raise SaemiInputError(f"The file '{name}' is empty (0 bytes); please upload an image file.")
@@ -129,7 +129,7 @@ def decode_image(
             f"The file '{name}' is {len(data) / 1e6:.1f} MB, above the limit of {max_bytes / 1e6:.0f} MB; "
             "please crop or compress it."
         )
-    if data[:4] in _TIFF_MAGIC:
+    if is_tiff(data):
         array, mode, n_pages = _read_tiff(data, name, max_pixels)
     else:
         array, mode, n_pages = _read_with_pillow(data, name, max_pixels)
@@ -157,6 +157,17 @@ def decode_image(
         notes=notes,
         data=data,
     )
+
+
+def is_tiff(data: bytes) -> bool:
+    """Whether ``data`` starts with a TIFF or BigTIFF signature (either byte order).
+
+    Examples
+    --------
+    >>> is_tiff(b"II*\\x00rest"), is_tiff(b"\\x89PNG")
+    (True, False)
+    """
+    return data[:4] in _TIFF_MAGIC
 
 
 def _check_pixels(width: int, height: int, name: str, max_pixels: int) -> None:

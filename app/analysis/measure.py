@@ -42,7 +42,7 @@ from scipy import ndimage as ndi
 
 from app.analysis.errors import SaemiInputError
 
-__all__ = ["measure_particles", "PX_COLUMNS", "NM_COLUMNS"]
+__all__ = ["measure_particles", "ecd_from_area", "PX_COLUMNS", "NM_COLUMNS"]
 
 #: Columns always present, in order, with their dtypes.
 PX_COLUMNS = {
@@ -85,6 +85,32 @@ _PERIMETER_WEIGHTS = np.zeros(50, dtype=np.float64)
 _PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1.0
 _PERIMETER_WEIGHTS[[21, 33]] = sqrt(2.0)
 _PERIMETER_WEIGHTS[[13, 23]] = (1.0 + sqrt(2.0)) / 2.0
+
+
+def ecd_from_area(area_px):
+    """Equivalent circular diameter: the diameter of the disc with the given area.
+
+    Computed as ``sqrt(4 area / pi)`` in float64. This is the ``ecd_px`` column of
+    :func:`measure_particles` and the particle size of the model's scale estimate and metrics.
+
+    Parameters
+    ----------
+    area_px : float or array_like of float
+        Areas in pixels (or any squared length unit; the result is in the matching length unit).
+
+    Returns
+    -------
+    numpy.float64 or ndarray of float64
+        The diameters, with the shape of ``area_px``.
+
+    Examples
+    --------
+    >>> float(ecd_from_area(np.pi))
+    2.0
+    >>> ecd_from_area([4.0, 100.0]).round(4)
+    array([ 2.2568, 11.2838])
+    """
+    return np.sqrt(4.0 * np.asarray(area_px, dtype=np.float64) / np.pi)
 
 
 def measure_particles(
@@ -149,7 +175,7 @@ def measure_particles(
     columns = {"particle_id": ids.astype(np.int64)}
     area = counts[ids].astype(np.float64)
     columns["area_px"] = area
-    columns["ecd_px"] = np.sqrt(4.0 * area / np.pi)
+    columns["ecd_px"] = ecd_from_area(area)
 
     hull = _convex_hulls(labels, ids)
     if include_feret:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from app.analysis import __version__
 from app.analysis import calibration as _cal
 from app.analysis import databar as _databar
 from app.analysis import scalebar as _scalebar
@@ -24,8 +25,7 @@ from app.analysis.imageio import DecodedImage
 from app.analysis.labels import finalize_labels
 from app.analysis.measure import measure_particles
 from app.analysis.segmentation import ProgressCallback, Segmenter
-
-EDGE_MODES = ("exclude", "include", "miles-lantuejoul")
+from app.analysis.stats import EDGE_MODES
 
 
 def _is_positive_number(value: object) -> bool:
@@ -123,7 +123,7 @@ class AnalysisResult:
     segmenter_version: str
     params: AnalysisParams
     notes: list[str] = field(default_factory=list)
-    analysed_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    analysed_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
 
     @property
     def frame(self) -> tuple[int, int]:
@@ -170,8 +170,6 @@ def build_provenance(
     analysed_at: str,
 ) -> dict[str, str]:
     """Provenance for CSV headers: what was analysed, how, and with which calibration."""
-    from app import __version__
-
     prov = {
         "software": f"SAEMI {__version__}",
         "file": filename,

@@ -13,6 +13,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, measure, morphology, segmentation
 
+from app.analysis.labels import add_orphan_regions
+
 ProgressCallback = Callable[[float, str], None]
 
 
@@ -166,7 +168,4 @@ def split_touching(mask: np.ndarray, *, h_px: float = 1.5) -> np.ndarray:
     markers = measure.label(peaks & mask)
     labels = segmentation.watershed(-smooth, markers, mask=mask)
     # Regions without a marker (tiny specks) keep their own label.
-    orphans = measure.label(mask & (labels == 0))
-    if orphans.max():
-        labels = np.where(orphans > 0, orphans + labels.max(), labels)
-    return labels.astype(np.int32)
+    return add_orphan_regions(labels, mask, connectivity=2)

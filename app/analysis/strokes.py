@@ -19,7 +19,7 @@ import numpy as np
 from skimage import measure
 
 from app.analysis.errors import SaemiInputError
-from app.analysis.labels import sequential_labels
+from app.analysis.labels import add_orphan_regions, sequential_labels
 
 #: Canvas line colour of each tool (what the UI sets as ``lineColor``).
 TOOL_COLOURS = {"draw": "#00e000", "remove": "#ff0000", "erase": "#0080ff"}
@@ -197,8 +197,7 @@ def apply_stroke(label_image: np.ndarray, stroke: Stroke) -> np.ndarray:
     if not mask.any():
         return labels
     if stroke.tool == "draw":
-        new = measure.label(mask & (labels == 0), connectivity=1)
-        labels = np.where(new > 0, new + labels.max(), labels).astype(np.int32)
+        labels = add_orphan_regions(labels, mask, connectivity=1)
     elif stroke.tool == "remove":
         hit = np.unique(labels[mask])
         hit = hit[hit > 0]

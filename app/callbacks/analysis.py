@@ -5,81 +5,113 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, State, ctx, html, no_update
 
-from app import session
 from app.layout import ids
+from app.session import results as session_results
+from app.session import start
+from app.session.edits import edit_info
+from app.session.guard import guarded
+from app.session.stores import AnalysisState, EditsState, GrayState, Source
 
 SOURCE_TRIGGERS = {ids.UPLOAD: "upload", ids.DEMO_BUTTON: "demo"}
+ANALYSE_OUTPUTS = ("source", "analysis", "gray", "edits", "file_info", "notes", "alert")
 
 
-def analyse(contents, _demo, segmenter, diameter_px, split, min_area, bar_mode, bar_rows, bar_label, filename,
-            source, previous=None, views=None):
+def analyse(upload, demo_clicks, settings, filenames, source, previous, trigger=None):
     """Segment and measure the uploaded or demo image, or rerun it when a segmentation setting changes.
 
-    The upload may hold the image and its JEOL/Hitachi ``.txt`` sidecar. A line calibration drawn on the
-    same image is kept across a rerun.
+    ``settings`` holds the page's segmentation controls (:class:`app.session.start.PageSettings`);
+    ``trigger`` is the id of the control that fired (default: Dash's). The upload may hold the image
+    and its JEOL/Hitachi ``.txt`` sidecar. A line calibration drawn on the same image is kept across a rerun.
     """
-    source = session.choose_source(SOURCE_TRIGGERS.get(ctx.triggered_id), filename, source)
-    if source is None:
-        return (no_update,) * 7
-    settings = {"segmenter": segmenter, "diameter_px": diameter_px, "split_touching": bool(split),
-                "min_area_px": min_area, "data_bar_mode": bar_mode, "data_bar_rows": bar_rows,
-                "scale_bar_label": bar_label, "views": 2 if views else None}
-    outcome = session.guarded(session.run_analysis, source, contents, settings, filename)
+    trigger = ctx.triggered_id if trigger is None else trigger
+    unchanged = dict.fromkeys(ANALYSE_OUTPUTS, no_update)
+
+    def run():
+        chosen = start.choose_source(SOURCE_TRIGGERS.get(trigger), filenames, Source.from_store(source))
+        if chosen is None:
+            return None
+        page = start.PageSettings(**{**settings, "split_touching": bool(settings["split_touching"]),
+                                      "look_twice": bool(settings["look_twice"])})
+        started = start.run_analysis(chosen, upload, page, filenames)
+        return chosen, start.keep_measured_line(started.analysis, AnalysisState.from_store(previous)), started
+
+    outcome = guarded(run)
     if outcome.message:
-        return (no_update,) * 6 + (outcome.message,)
-    stores = outcome.value
-    analysis = session.keep_measured_line(stores["analysis"], previous)
-    notes = [html.Li(note) for note in analysis["notes"]]
-    return (source, analysis, stores["gray"], stores["edits"], session.file_info(analysis), notes, "")
+        return {**unchanged, "alert": outcome.message}
+    if outcome.value is None:
+        return unchanged
+    chosen, analysis, started = outcome.value
+    return {"source": chosen.to_store(), "analysis": analysis.to_store(), "gray": started.gray.to_store(),
+            "edits": started.edits.to_store(), "file_info": start.file_info(analysis),
+            "notes": [html.Li(note) for note in analysis.notes], "alert": ""}
 
 
 def results(analysis, edits, nm_per_px, gray):
     """Replay the canvas edits and apply the pixel-size override (re-measuring only when needed)."""
     if not analysis:
-        return (no_update,) * 4
-    outcome = session.guarded(session.compute_results, analysis, gray, edits, nm_per_px)
+        return dict.fromkeys(("results", "calibration", "edit_info", "alert"), no_update)
+
+    def run():
+        state = AnalysisState.from_store(analysis)
+        history = EditsState.from_store(edits)
+        current = session_results.compute_results(state, GrayState.from_store(gray), history, nm_per_px)
+        return current, history
+
+    outcome = guarded(run)
     if outcome.message:
-        return no_update, no_update, no_update, outcome.message
-    info = [html.Div(line) for line in session.calibration_text(outcome.value)]
-    return outcome.value, info, session.edit_info(edits or session.new_edits()), no_update
+        return {"results": no_update, "calibration": no_update, "edit_info": no_update, "alert": outcome.message}
+    current, history = outcome.value
+    return {"results": current.to_store(),
+            "calibration": [html.Div(line) for line in session_results.calibration_text(current)],
+            "edit_info": edit_info(history), "alert": no_update}
 
 
 def register(app: dash.Dash) -> None:
     """Attach this module's callbacks to ``app``."""
     app.callback(
-        Output(ids.STORE_SOURCE, "data"),
-        Output(ids.STORE_ANALYSIS, "data"),
-        Output(ids.STORE_GRAY, "data"),
-        Output(ids.STORE_EDITS, "data"),
-        Output(ids.FILE_INFO, "children"),
-        Output(ids.NOTES, "children"),
-        Output(ids.ALERT, "children"),
-        Input(ids.UPLOAD, "contents"),
-        Input(ids.DEMO_BUTTON, "n_clicks"),
-        Input(ids.SEGMENTER, "value"),
-        Input(ids.DIAMETER_PX, "value"),
-        Input(ids.SPLIT_TOUCHING, "value"),
-        Input(ids.MIN_AREA, "value"),
-        Input(ids.DATA_BAR_MODE, "value"),
-        Input(ids.DATA_BAR_ROWS, "value"),
-        Input(ids.SCALE_BAR_LABEL, "value"),
-        State(ids.UPLOAD, "filename"),
-        State(ids.STORE_SOURCE, "data"),
-        State(ids.STORE_ANALYSIS, "data"),
-        Input(ids.VIEWS, "value"),  # after the states: the callback's last, optional argument
+        output={
+            "source": Output(ids.STORE_SOURCE, "data"),
+            "analysis": Output(ids.STORE_ANALYSIS, "data"),
+            "gray": Output(ids.STORE_GRAY, "data"),
+            "edits": Output(ids.STORE_EDITS, "data"),
+            "file_info": Output(ids.FILE_INFO, "children"),
+            "notes": Output(ids.NOTES, "children"),
+            "alert": Output(ids.ALERT, "children"),
+        },
+        inputs={
+            "upload": Input(ids.UPLOAD, "contents"),
+            "demo_clicks": Input(ids.DEMO_BUTTON, "n_clicks"),
+            "settings": {
+                "segmenter": Input(ids.SEGMENTER, "value"),
+                "diameter_px": Input(ids.DIAMETER_PX, "value"),
+                "split_touching": Input(ids.SPLIT_TOUCHING, "value"),
+                "min_area_px": Input(ids.MIN_AREA, "value"),
+                "data_bar_mode": Input(ids.DATA_BAR_MODE, "value"),
+                "data_bar_rows": Input(ids.DATA_BAR_ROWS, "value"),
+                "scale_bar_label": Input(ids.SCALE_BAR_LABEL, "value"),
+                "look_twice": Input(ids.VIEWS, "value"),
+            },
+            "filenames": State(ids.UPLOAD, "filename"),
+            "source": State(ids.STORE_SOURCE, "data"),
+            "previous": State(ids.STORE_ANALYSIS, "data"),
+        },
         running=[
             (Output(ids.BUSY, "style"), {"display": "flex"}, {"display": "none"}),
             (Output(ids.DEMO_BUTTON, "disabled"), True, False),
         ],
     )(analyse)
     app.callback(
-        Output(ids.STORE_RESULTS, "data"),
-        Output(ids.CALIBRATION_INFO, "children"),
-        Output(ids.EDIT_INFO, "children"),
-        Output(ids.ALERT, "children", allow_duplicate=True),
-        Input(ids.STORE_ANALYSIS, "data"),
-        Input(ids.STORE_EDITS, "data"),
-        Input(ids.NM_PER_PX, "value"),
-        State(ids.STORE_GRAY, "data"),
+        output={
+            "results": Output(ids.STORE_RESULTS, "data"),
+            "calibration": Output(ids.CALIBRATION_INFO, "children"),
+            "edit_info": Output(ids.EDIT_INFO, "children"),
+            "alert": Output(ids.ALERT, "children", allow_duplicate=True),
+        },
+        inputs={
+            "analysis": Input(ids.STORE_ANALYSIS, "data"),
+            "edits": Input(ids.STORE_EDITS, "data"),
+            "nm_per_px": Input(ids.NM_PER_PX, "value"),
+            "gray": State(ids.STORE_GRAY, "data"),
+        },
         prevent_initial_call=True,
     )(results)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, State, ctx, no_update
 
-from app import session
 from app.analysis.strokes import TOOL_COLOURS
 from app.layout import ids
 from app.layout.main import CANVAS_WIDTH_PX
+from app.session import display, edits
+from app.session.guard import guarded
+from app.session.stores import AnalysisState, EditsState, ResultsState
 
 
 def tool_colour(tool):
@@ -27,22 +29,34 @@ def canvas_image(results, colour_mode):
     Returns the image and, when it could not be drawn, the sentence for the alert.
     """
     if not results:
-        return no_update, no_update
-    outcome = session.guarded(session.canvas_image, results, colour_mode)
-    return (no_update, outcome.message) if outcome.message else (outcome.value, no_update)
+        return {"image": no_update, "alert": no_update}
+    outcome = guarded(lambda: display.canvas_image(ResultsState.from_store(results), colour_mode))
+    if outcome.message:
+        return {"image": no_update, "alert": outcome.message}
+    return {"image": outcome.value, "alert": no_update}
 
 
-def edit(_saves, _undo, _redo, json_data, edits, analysis):
-    """Apply the strokes of a canvas Save, or move through the applied edits with Undo and Redo."""
+def edit(saves, undo_clicks, redo_clicks, json_data, history, analysis, trigger=None):
+    """Apply the strokes of a canvas Save, or move through the applied edits with Undo and Redo.
+
+    ``trigger`` is the id of the control that fired (default: Dash's).
+    """
+    trigger = ctx.triggered_id if trigger is None else trigger
     if not analysis:
-        return no_update, "Upload an image (or try the demo) before editing the mask."
-    edits = edits or session.new_edits()
-    if ctx.triggered_id == ids.UNDO:
-        return session.undo(edits), ""
-    if ctx.triggered_id == ids.REDO:
-        return session.redo(edits), ""
-    outcome = session.guarded(session.apply_canvas, edits, analysis, json_data, CANVAS_WIDTH_PX)
-    return (no_update, outcome.message) if outcome.message else (outcome.value, "")
+        return {"edits": no_update, "alert": "Upload an image (or try the demo) before editing the mask."}
+
+    def run():
+        state = EditsState.from_store(history)
+        if trigger == ids.UNDO:
+            return edits.undo(state)
+        if trigger == ids.REDO:
+            return edits.redo(state)
+        return edits.apply_canvas(state, AnalysisState.from_store(analysis), json_data, CANVAS_WIDTH_PX)
+
+    outcome = guarded(run)
+    if outcome.message:
+        return {"edits": no_update, "alert": outcome.message}
+    return {"edits": outcome.value.to_store(), "alert": ""}
 
 
 def register(app: dash.Dash) -> None:
@@ -50,20 +64,21 @@ def register(app: dash.Dash) -> None:
     app.callback(Output(ids.CANVAS, "lineColor"), Input(ids.CANVAS_TOOL, "value"))(tool_colour)
     app.callback(Output(ids.CANVAS, "lineWidth"), Input(ids.CANVAS_BRUSH, "value"))(brush_width)
     app.callback(
-        Output(ids.CANVAS, "image_content"),
-        Output(ids.ALERT, "children", allow_duplicate=True),
-        Input(ids.STORE_RESULTS, "data"),
-        Input(ids.CANVAS_COLOUR, "value"),
+        output={"image": Output(ids.CANVAS, "image_content"),
+                "alert": Output(ids.ALERT, "children", allow_duplicate=True)},
+        inputs={"results": Input(ids.STORE_RESULTS, "data"), "colour_mode": Input(ids.CANVAS_COLOUR, "value")},
         prevent_initial_call=True,
     )(canvas_image)
     app.callback(
-        Output(ids.STORE_EDITS, "data", allow_duplicate=True),
-        Output(ids.ALERT, "children", allow_duplicate=True),
-        Input(ids.CANVAS, "trigger"),
-        Input(ids.UNDO, "n_clicks"),
-        Input(ids.REDO, "n_clicks"),
-        State(ids.CANVAS, "json_data"),
-        State(ids.STORE_EDITS, "data"),
-        State(ids.STORE_ANALYSIS, "data"),
+        output={"edits": Output(ids.STORE_EDITS, "data", allow_duplicate=True),
+                "alert": Output(ids.ALERT, "children", allow_duplicate=True)},
+        inputs={
+            "saves": Input(ids.CANVAS, "trigger"),
+            "undo_clicks": Input(ids.UNDO, "n_clicks"),
+            "redo_clicks": Input(ids.REDO, "n_clicks"),
+            "json_data": State(ids.CANVAS, "json_data"),
+            "history": State(ids.STORE_EDITS, "data"),
+            "analysis": State(ids.STORE_ANALYSIS, "data"),
+        },
         prevent_initial_call=True,
     )(edit)

@@ -5,34 +5,47 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, State, ctx, no_update
 
-from app import session
 from app.layout import ids
+from app.session import downloads
+from app.session.guard import guarded
+from app.session.stores import AnalysisState, ResultsState
 
 
-def download(_csv, _labels, _summary, analysis, results, edge_mode):
-    """Send the requested file; the provenance header records the settings in force."""
+def download(csv_clicks, labels_clicks, summary_clicks, analysis, results, edge_mode, trigger=None):
+    """Send the requested file; the provenance header records the settings in force.
+
+    ``trigger`` is the id of the button pressed (default: Dash's).
+    """
+    trigger = ctx.triggered_id if trigger is None else trigger
     if not analysis or not results:
-        return no_update, "Nothing to download yet: upload an image or try the demo first."
-    view = session.ViewOptions(edge_mode=edge_mode or "exclude")
-    if ctx.triggered_id == ids.DOWNLOAD_LABELS_BUTTON:
-        outcome = session.guarded(session.labels_download, analysis, results)
-    elif ctx.triggered_id == ids.DOWNLOAD_SUMMARY_BUTTON:
-        outcome = session.guarded(session.summary_download, analysis, results, view)
-    else:
-        outcome = session.guarded(session.particles_download, analysis, results, view)
-    return (no_update, outcome.message) if outcome.message else (outcome.value, "")
+        return {"file": no_update, "alert": "Nothing to download yet: upload an image or try the demo first."}
+
+    def run():
+        state = AnalysisState.from_store(analysis)
+        current = ResultsState.from_store(results, state.shape)
+        if trigger == ids.DOWNLOAD_LABELS_BUTTON:
+            return downloads.labels_download(state, current)
+        if trigger == ids.DOWNLOAD_SUMMARY_BUTTON:
+            return downloads.summary_download(state, current, edge_mode or "exclude")
+        return downloads.particles_download(state, current, edge_mode or "exclude")
+
+    outcome = guarded(run)
+    if outcome.message:
+        return {"file": no_update, "alert": outcome.message}
+    return {"file": outcome.value, "alert": ""}
 
 
 def register(app: dash.Dash) -> None:
     """Attach this module's callbacks to ``app``."""
     app.callback(
-        Output(ids.DOWNLOAD, "data"),
-        Output(ids.ALERT, "children", allow_duplicate=True),
-        Input(ids.DOWNLOAD_CSV_BUTTON, "n_clicks"),
-        Input(ids.DOWNLOAD_LABELS_BUTTON, "n_clicks"),
-        Input(ids.DOWNLOAD_SUMMARY_BUTTON, "n_clicks"),
-        State(ids.STORE_ANALYSIS, "data"),
-        State(ids.STORE_RESULTS, "data"),
-        State(ids.EDGE_MODE, "value"),
+        output={"file": Output(ids.DOWNLOAD, "data"), "alert": Output(ids.ALERT, "children", allow_duplicate=True)},
+        inputs={
+            "csv_clicks": Input(ids.DOWNLOAD_CSV_BUTTON, "n_clicks"),
+            "labels_clicks": Input(ids.DOWNLOAD_LABELS_BUTTON, "n_clicks"),
+            "summary_clicks": Input(ids.DOWNLOAD_SUMMARY_BUTTON, "n_clicks"),
+            "analysis": State(ids.STORE_ANALYSIS, "data"),
+            "results": State(ids.STORE_RESULTS, "data"),
+            "edge_mode": State(ids.EDGE_MODE, "value"),
+        },
         prevent_initial_call=True,
     )(download)

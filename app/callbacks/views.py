@@ -5,76 +5,103 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, Patch, State, ctx, html, no_update
 
-from app import session
+from app.analysis.view import ViewOptions
 from app.layout import ids
+from app.session import display
+from app.session.guard import guarded
+from app.session.stores import AnalysisState, GrayState, ResultsState
 
 
-def histogram(results, quantity, basis, bin_width, edge_mode, min_ecd, max_ecd, min_circ, analysis):
-    """Histogram and statistics of the selected quantity, weighting, edge treatment and filters."""
+def histogram(results, analysis, view):
+    """Histogram and statistics of the selected quantity, weighting, edge treatment and filters.
+
+    ``view`` holds the page's histogram controls (:class:`app.analysis.view.ViewOptions`).
+    """
+    unchanged = {"figure": no_update, "table": no_update, "hint": no_update, "filters": no_update}
     if not results or not analysis:
-        return (no_update,) * 4
-    view = session.ViewOptions(quantity=quantity, basis=basis, bin_width=bin_width, edge_mode=edge_mode,
-                               min_ecd=min_ecd, max_ecd=max_ecd, min_circularity=min_circ)
-    outcome = session.guarded(session.histogram_outputs, results, analysis, view)
+        return unchanged
+
+    def run():
+        state = AnalysisState.from_store(analysis)
+        return display.histogram_outputs(ResultsState.from_store(results, state.shape), state, ViewOptions(**view))
+
+    outcome = guarded(run)
     if outcome.message:
-        return no_update, no_update, outcome.message, no_update
-    figure, rows, hint, filters = outcome.value
-    table = html.Table([html.Tbody([html.Tr([html.Th(name), html.Td(value)]) for name, value in rows])])
-    return figure, table, hint, filters
+        return {**unchanged, "hint": outcome.message}
+    shown = outcome.value
+    table = html.Table([html.Tbody([html.Tr([html.Th(name), html.Td(value)]) for name, value in shown.rows])])
+    return {"figure": shown.figure, "table": table, "hint": shown.hint, "filters": shown.filters}
 
 
-def reset_bin_width(_quantity, _nm_per_px, _analysis):
+def reset_bin_width(quantity, nm_per_px, analysis):
     """A new quantity, unit or image starts again from the automatic bin width."""
     return None
 
 
-def overlay(results, opacity, mode, gray, analysis, drag_mode=None):
-    """The current labels over the image, and the sentence for the alert when it could not be drawn."""
+def overlay(results, opacity, mode, gray, analysis, drag_mode=None, trigger=None):
+    """The current labels over the image, and the sentence for the alert when it could not be drawn.
+
+    ``trigger`` is the id of the control that fired (default: Dash's): the opacity slider only
+    patches the particles trace.
+    """
+    trigger = ctx.triggered_id if trigger is None else trigger
     if not results or not gray:
-        return no_update, no_update
-    if ctx.triggered_id == ids.OVERLAY_OPACITY:
+        return {"figure": no_update, "alert": no_update}
+    if trigger == ids.OVERLAY_OPACITY:
         patch = Patch()
         patch["data"][1]["opacity"] = opacity  # the particles trace; the image is not sent again
-        return patch, no_update
-    analysis = analysis or {}
-    outcome = session.guarded(session.overlay, results, gray, opacity, mode, analysis.get("data_bar"),
-                              analysis.get("measured_line"), drag_mode)
-    return (no_update, outcome.message) if outcome.message else (outcome.value, no_update)
+        return {"figure": patch, "alert": no_update}
+
+    def run():
+        state = AnalysisState.from_store(analysis)
+        current = ResultsState.from_store(results, None if state is None else state.shape)
+        return display.overlay(current, GrayState.from_store(gray), opacity, mode, state, drag_mode)
+
+    outcome = guarded(run)
+    if outcome.message:
+        return {"figure": no_update, "alert": outcome.message}
+    return {"figure": outcome.value, "alert": no_update}
 
 
 def register(app: dash.Dash) -> None:
     """Attach this module's callbacks to ``app``."""
     app.callback(
-        Output(ids.HISTOGRAM, "figure"),
-        Output(ids.STATS_TABLE, "children"),
-        Output(ids.BIN_WIDTH_HINT, "children"),
-        Output(ids.FILTER_INFO, "children"),
-        Input(ids.STORE_RESULTS, "data"),
-        Input(ids.QUANTITY, "value"),
-        Input(ids.BASIS, "value"),
-        Input(ids.BIN_WIDTH, "value"),
-        Input(ids.EDGE_MODE, "value"),
-        Input(ids.MIN_ECD, "value"),
-        Input(ids.MAX_ECD, "value"),
-        Input(ids.MIN_CIRCULARITY, "value"),
-        State(ids.STORE_ANALYSIS, "data"),
+        output={
+            "figure": Output(ids.HISTOGRAM, "figure"),
+            "table": Output(ids.STATS_TABLE, "children"),
+            "hint": Output(ids.BIN_WIDTH_HINT, "children"),
+            "filters": Output(ids.FILTER_INFO, "children"),
+        },
+        inputs={
+            "results": Input(ids.STORE_RESULTS, "data"),
+            "view": {
+                "quantity": Input(ids.QUANTITY, "value"),
+                "basis": Input(ids.BASIS, "value"),
+                "bin_width": Input(ids.BIN_WIDTH, "value"),
+                "edge_mode": Input(ids.EDGE_MODE, "value"),
+                "min_ecd": Input(ids.MIN_ECD, "value"),
+                "max_ecd": Input(ids.MAX_ECD, "value"),
+                "min_circularity": Input(ids.MIN_CIRCULARITY, "value"),
+            },
+            "analysis": State(ids.STORE_ANALYSIS, "data"),
+        },
         prevent_initial_call=True,
     )(histogram)
     app.callback(
         Output(ids.BIN_WIDTH, "value"),
-        Input(ids.QUANTITY, "value"),
-        Input(ids.NM_PER_PX, "value"),
-        Input(ids.STORE_ANALYSIS, "data"),
+        inputs={"quantity": Input(ids.QUANTITY, "value"), "nm_per_px": Input(ids.NM_PER_PX, "value"),
+                "analysis": Input(ids.STORE_ANALYSIS, "data")},
         prevent_initial_call=True,
     )(reset_bin_width)
     app.callback(
-        Output(ids.OVERLAY, "figure"),
-        Output(ids.ALERT, "children", allow_duplicate=True),
-        Input(ids.STORE_RESULTS, "data"),
-        Input(ids.OVERLAY_OPACITY, "value"),
-        Input(ids.OVERLAY_MODE, "value"),
-        State(ids.STORE_GRAY, "data"),
-        State(ids.STORE_ANALYSIS, "data"),
-        State(ids.LINE_MODE, "value"),
+        output={"figure": Output(ids.OVERLAY, "figure"), "alert": Output(ids.ALERT, "children", allow_duplicate=True)},
+        inputs={
+            "results": Input(ids.STORE_RESULTS, "data"),
+            "opacity": Input(ids.OVERLAY_OPACITY, "value"),
+            "mode": Input(ids.OVERLAY_MODE, "value"),
+            "gray": State(ids.STORE_GRAY, "data"),
+            "analysis": State(ids.STORE_ANALYSIS, "data"),
+            "drag_mode": State(ids.LINE_MODE, "value"),
+        },
         prevent_initial_call=True,
     )(overlay)

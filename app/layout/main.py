@@ -6,9 +6,11 @@ from dash import dcc, html
 from dash_canvas import DashCanvas
 
 from app import config
+from app.analysis.stats import EDGE_MODES
 from app.analysis.strokes import TOOL_COLOURS
+from app.analysis.view import QUANTITIES
 from app.layout import ids
-from app.segmenters import SEGMENTER_CHOICES
+from model.registry import SEGMENTER_CHOICES
 
 #: Display width of the paint canvas; strokes are mapped back to full-resolution image pixels.
 CANVAS_WIDTH_PX = 640
@@ -16,23 +18,16 @@ CANVAS_WIDTH_PX = 640
 CANVAS_HIDDEN_BUTTONS = ["zoom", "pan", "line", "rectangle", "select"]
 
 QUANTITY_OPTIONS = [
-    {"label": "Equivalent circular diameter (ECD)", "value": "ecd"},
-    {"label": "Area", "value": "area"},
-    {"label": "Maximum Feret diameter", "value": "feret_max"},
-    {"label": "Minimum Feret diameter", "value": "feret_min"},
-    {"label": "Aspect ratio", "value": "aspect_ratio"},
-    {"label": "Circularity", "value": "circularity"},
+    {"label": f"{spec.label} ({spec.abbreviation})" if spec.abbreviation else spec.label, "value": key}
+    for key, spec in QUANTITIES.items()
 ]
 BASIS_OPTIONS = [
     {"label": "by number", "value": "number"},
     {"label": "by area", "value": "area"},
     {"label": "by volume", "value": "volume"},
 ]
-EDGE_OPTIONS = [
-    {"label": "exclude", "value": "exclude"},
-    {"label": "include", "value": "include"},
-    {"label": "Miles–Lantuéjoul correction", "value": "miles-lantuejoul"},
-]
+_EDGE_LABELS = {"miles-lantuejoul": "Miles–Lantuéjoul correction"}
+EDGE_OPTIONS = [{"label": _EDGE_LABELS.get(mode, mode), "value": mode} for mode in EDGE_MODES]
 DATA_BAR_OPTIONS = [
     {"label": "detect", "value": "auto"},
     {"label": "none", "value": "off"},

@@ -6,22 +6,22 @@ Only the last test needs a browser (``pytest --headless``); the others call the 
 from __future__ import annotations
 
 import re
-from contextvars import copy_context
 
 import numpy as np
 import pytest
 from dash import Patch, no_update
-from dash._callback_context import context_value
-from dash._utils import AttributeDict
 from selenium.webdriver.common.action_chains import ActionChains
 
-from app import session
+from app.analysis.view import ViewOptions
 from app.callbacks import analysis as analysis_cb
 from app.callbacks import linecal as linecal_cb
 from app.callbacks import views as views_cb
 from app.layout import ids
+from app.session.display import histogram_outputs
+from app.session.start import PageSettings, start_session
+from app.session.stores import AnalysisState, ResultsState, table_from_json
 from app.webapp import create_app
-from tests.conftest import poll, disc_image, png_bytes
+from tests.conftest import disc_image, png_bytes, poll
 
 TIMEOUT_S = 30
 #: A horizontal line of 42 px: "84 nm" along it means 2 nm/px.
@@ -30,73 +30,81 @@ LINE_SHAPES = {"shapes": [{"type": "line", "x0": 10.0, "y0": 5.0, "x1": 52.0, "y
 
 @pytest.fixture(scope="module")
 def stores():
-    """Store payloads of the disc image analysed with the classical segmenter (uncalibrated)."""
-    settings = {"segmenter": "classical", "split_touching": True, "min_area_px": 10, "data_bar_mode": "off"}
-    return session.start_session(png_bytes(disc_image()), "discs.png", settings)
+    """Store payloads (as the browser keeps them) of the disc image analysed with the classical segmenter
+    (uncalibrated)."""
+    settings = PageSettings(segmenter="classical", split_touching=True, min_area_px=10, data_bar_mode="off")
+    started = start_session(png_bytes(disc_image()), "discs.png", settings)
+    return {name: store.to_store() for name, store in started._asdict().items()}
+
+
+def measure(relayout, length_text, analysis):
+    """The analysis store after the line-calibration callback (``no_update`` when nothing changed)."""
+    outputs = linecal_cb.measure(relayout=relayout, length_text=length_text, analysis=analysis)
+    assert outputs["alert"] is no_update
+    return outputs["analysis"]
 
 
 def results_of(analysis, gray, nm_per_px=None):
     """The results store and calibration panel lines, from the results callback."""
-    results, info, _edit_info, alert = analysis_cb.results(analysis, None, nm_per_px, gray)
-    assert alert is no_update
-    return results, [div.children for div in info]
+    outputs = analysis_cb.results(analysis=analysis, edits=None, nm_per_px=nm_per_px, gray=gray)
+    assert outputs["alert"] is no_update
+    return outputs["results"], [div.children for div in outputs["calibration"]]
 
 
 def test_drawn_line_and_length_calibrate_the_results(stores):
     analysis, gray = stores["analysis"], stores["gray"]
     assert analysis["calibration"]["nm_per_px"] is None
-    updated = linecal_cb.measure(LINE_SHAPES, "84 nm", analysis)
+    updated = measure(LINE_SHAPES, "84 nm", analysis)
     results, info = results_of(updated, gray)
     assert results["calibration"]["source"] == "scalebar:user"
     assert results["calibration"]["nm_per_px"] == pytest.approx(2.0)
     assert "source: scalebar:user" in info[0]
     assert info[1] == "Line of 42.0 px drawn by the user = 84 nm"
-    table = session.table_from_json(results["particles"])
+    table = table_from_json(results["particles"])
     assert np.allclose(table["ecd_nm"], 2.0 * table["ecd_px"])
-    _figure, rows, _hint, _filters = session.histogram_outputs(results, updated, session.ViewOptions())
+    state = AnalysisState.from_store(updated)
+    _figure, rows, _hint, _filters = histogram_outputs(ResultsState.from_store(results, state.shape), state,
+                                                       ViewOptions())
     assert dict(rows)["Median"].endswith(" nm")
 
     # a zoom afterwards keeps the line; nothing changes, so nothing is recomputed
-    assert linecal_cb.measure({"xaxis.range[0]": 3.0}, "84 nm", updated) is no_update
+    assert measure({"xaxis.range[0]": 3.0}, "84 nm", updated) is no_update
     # moving an end point of the stored line (index keys) recalibrates with the new length
-    moved = linecal_cb.measure({"shapes[0].x0": 10.0, "shapes[0].y0": 5.0, "shapes[0].x1": 31.0,
-                                "shapes[0].y1": 5.0}, "84 nm", updated)
+    moved = measure({"shapes[0].x0": 10.0, "shapes[0].y0": 5.0, "shapes[0].x1": 31.0,
+                     "shapes[0].y1": 5.0}, "84 nm", updated)
     assert results_of(moved, gray)[0]["calibration"]["nm_per_px"] == pytest.approx(4.0)
 
 
 def test_missing_line_or_bad_length_is_said_in_the_calibration_panel(stores):
     analysis, gray = stores["analysis"], stores["gray"]
-    no_line = linecal_cb.measure({"autosize": True}, "500 nm", analysis)
+    no_line = measure({"autosize": True}, "500 nm", analysis)
     results, info = results_of(no_line, gray)
     assert results["calibration"]["source"] == "none"
     assert any("No line is drawn" in line for line in info)
 
-    bad = linecal_cb.measure(LINE_SHAPES, "half a micron", analysis)
+    bad = measure(LINE_SHAPES, "half a micron", analysis)
     results, info = results_of(bad, gray)
     assert results["calibration"]["source"] == "none"
     assert any("Could not read 'half a micron' as a length" in line for line in info)
 
 
 def test_typed_pixel_size_wins_over_the_drawn_line(stores):
-    updated = linecal_cb.measure(LINE_SHAPES, "84 nm", stores["analysis"])
+    updated = measure(LINE_SHAPES, "84 nm", stores["analysis"])
     results, info = results_of(updated, stores["gray"], nm_per_px=3.0)
     assert results["calibration"]["source"] == "manual"
     assert results["calibration"]["nm_per_px"] == 3.0
     assert any("drawn line (2 nm/px) is ignored" in line for line in info)
-    table = session.table_from_json(results["particles"])
+    table = table_from_json(results["particles"])
     assert np.allclose(table["ecd_nm"], 3.0 * table["ecd_px"])
 
 
 def test_overlay_draws_the_stored_line_and_follows_the_drag_mode(stores):
-    updated = linecal_cb.measure(LINE_SHAPES, "84 nm", stores["analysis"])
+    updated = measure(LINE_SHAPES, "84 nm", stores["analysis"])
     results, _ = results_of(updated, stores["gray"])
-
-    def run():
-        context_value.set(AttributeDict(triggered_inputs=[{"prop_id": f"{ids.STORE_RESULTS}.data", "value": None}]))
-        return views_cb.overlay(results, 0.7, "outline", stores["gray"], updated, "drawline")
-
-    figure, alert = copy_context().run(run)
-    assert alert is no_update
+    outputs = views_cb.overlay(results=results, opacity=0.7, mode="outline", gray=stores["gray"], analysis=updated,
+                               drag_mode="drawline", trigger=ids.STORE_RESULTS)
+    figure = outputs["figure"]
+    assert outputs["alert"] is no_update
     lines = [shape for shape in figure.layout.shapes if shape.type == "line"]
     assert [(s.x0, s.y0, s.x1, s.y1) for s in lines] == [(10.0, 5.0, 52.0, 5.0)]
     assert figure.layout.dragmode == "drawline"

@@ -20,7 +20,7 @@ from app.analysis.scalebar import tesseract_available
 from app.analysis.strokes import TOOL_COLOURS
 from app.layout import ids
 from app.webapp import create_app
-from tests.conftest import poll, DISC_CENTRES, disc_image
+from tests.conftest import DISC_CENTRES, disc_image, poll
 
 pytestmark = pytest.mark.browser
 

@@ -1,117 +1,137 @@
-"""The Dash callbacks called as functions, with a fake callback context where they read ``ctx``."""
+"""The Dash callbacks called as functions; ``trigger=`` names the control that fired, as Dash would."""
 
 from __future__ import annotations
 
 import base64
-from contextvars import copy_context
+import json
 
 import numpy as np
 import pytest
 from dash import Patch, no_update
-from dash._callback_context import context_value
-from dash._utils import AttributeDict
 
-from app import session
+from app import engine
+from app.analysis.segmentation import ClassicalSegmenter
+from app.analysis.strokes import TOOL_COLOURS
 from app.callbacks import analysis as analysis_cb
 from app.callbacks import canvas as canvas_cb
 from app.callbacks import downloads as downloads_cb
+from app.callbacks import linecal as linecal_cb
 from app.callbacks import views as views_cb
-from app.analysis.segmentation import ClassicalSegmenter
-from app.analysis.strokes import TOOL_COLOURS
 from app.layout import ids
+from app.session.stores import DAMAGED_STORE, table_from_json
 from tests.conftest import DISC_CENTRES, disc_image, png_bytes
 
+#: What the analysis callback's outputs hold when nothing changes.
+UNCHANGED = dict.fromkeys(analysis_cb.ANALYSE_OUTPUTS, no_update)
+#: The stores and panels the analysis callback fills (all its outputs but the alert).
+STORE_OUTPUTS = ("source", "analysis", "gray", "edits", "file_info", "notes")
+#: The histogram controls as the page sends them.
+VIEW = {"quantity": "ecd", "basis": "number", "bin_width": None, "edge_mode": "exclude", "min_ecd": None,
+        "max_ecd": None, "min_circularity": None}
 
-def triggered(prop_id: str, func, *args):
-    """Run ``func(*args)`` as if ``prop_id`` (``"component.property"``) had fired it."""
 
-    def run():
-        context_value.set(AttributeDict(triggered_inputs=[{"prop_id": prop_id, "value": None}]))
-        return func(*args)
+def settings(segmenter="classical", diameter_px=None, split=("split",), min_area_px=10, look_twice=()):
+    """The segmentation controls as the page sends them (checklists give lists)."""
+    return {"segmenter": segmenter, "diameter_px": diameter_px, "split_touching": list(split),
+            "min_area_px": min_area_px, "data_bar_mode": "off", "data_bar_rows": None, "scale_bar_label": None,
+            "look_twice": list(look_twice)}
 
-    return copy_context().run(run)
+
+def analyse(trigger, upload, page_settings, filenames, source=None, previous=None):
+    return analysis_cb.analyse(upload=upload, demo_clicks=0, settings=page_settings, filenames=filenames,
+                               source=source, previous=previous, trigger=trigger)
 
 
 def upload_url() -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(disc_image())).decode()
 
 
-def analysed():
+def analysed() -> dict:
     """Outputs of the analysis callback for an upload of the disc image (``dcc.Upload(multiple=True)`` lists)."""
-    return triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, [upload_url()], 0, "classical", None,
-                     ["split"], 10, "off", None, None, ["discs.png"], None)
+    return analyse(ids.UPLOAD, [upload_url()], settings(), ["discs.png"])
+
+
+def results_of(outputs: dict, nm_per_px=None) -> dict:
+    return analysis_cb.results(analysis=outputs["analysis"], edits=outputs["edits"], nm_per_px=nm_per_px,
+                               gray=outputs["gray"])
+
+
+def download(trigger, analysis, results, edge_mode="exclude") -> dict:
+    return downloads_cb.download(csv_clicks=1, labels_clicks=0, summary_clicks=0, analysis=analysis,
+                                 results=results, edge_mode=edge_mode, trigger=trigger)
 
 
 def test_upload_fills_the_stores_and_clears_the_alert():
-    source, analysis, gray, edits, info, notes, alert = analysed()
-    assert source == {"kind": "upload", "filename": "discs.png"}
-    assert info.startswith("discs.png: 320 × 256 px")
-    assert alert == "" and edits["cursor"] == 0 and gray["png"]
+    outputs = analysed()
+    assert set(outputs) == set(analysis_cb.ANALYSE_OUTPUTS)
+    assert outputs["source"] == {"kind": "upload", "filename": "discs.png"}
+    assert outputs["file_info"].startswith("discs.png: 320 × 256 px")
+    assert outputs["alert"] == "" and outputs["edits"]["cursor"] == 0 and outputs["gray"]["png"]
 
 
 def test_bad_upload_shows_the_sentence_and_keeps_the_previous_results():
     url = "data:image/png;base64," + base64.b64encode(b"hello").decode()
-    outputs = triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, url, 0, "classical", None, ["split"], 10,
-                        "off", None, None, "hello.png", None)
-    assert outputs[:6] == (no_update,) * 6
-    assert "hello.png" in outputs[6]
+    outputs = analyse(ids.UPLOAD, url, settings(), "hello.png")
+    assert {name: outputs[name] for name in STORE_OUTPUTS} == {name: no_update for name in STORE_OUTPUTS}
+    assert "hello.png" in outputs["alert"]
 
 
 def test_settings_change_without_an_image_does_nothing():
-    outputs = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, None, 0, "classical", None, ["split"], 50,
-                        "off", None, None, None, None)
-    assert outputs == (no_update,) * 7
+    assert analyse(ids.MIN_AREA, None, settings(min_area_px=50), None) == UNCHANGED
 
 
 def test_settings_change_reanalyses_the_stored_source():
-    source, *_ = analysed()
-    outputs = triggered(f"{ids.SPLIT_TOUCHING}.value", analysis_cb.analyse, [upload_url()], 0, "classical", None,
-                        [], 5000, "off", None, None, ["discs.png"], source)
-    assert outputs[1]["params"]["min_area_px"] == 5000 and outputs[1]["params"]["split_touching"] is False
+    source = analysed()["source"]
+    outputs = analyse(ids.SPLIT_TOUCHING, [upload_url()], settings(split=(), min_area_px=5000), ["discs.png"],
+                      source)
+    params = outputs["analysis"]["params"]
+    assert params["min_area_px"] == 5000 and params["split_touching"] is False
 
 
 def test_upload_with_a_hitachi_sidecar_is_calibrated_and_a_rerun_keeps_it():
     sidecar = "data:text/plain;base64," + base64.b64encode(b"[SemImageFile]\r\nPixelSize=2.5\r\n").decode()
     contents, names = [sidecar, upload_url()], ["discs.txt", "discs.png"]
-    source, analysis, *_ = triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, contents, 0, "classical", None,
-                                     ["split"], 10, "off", None, None, names, None)
-    assert source["filename"] == "discs.png"
-    assert analysis["calibration"]["source"] == "metadata:hitachi"
-    rerun = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, contents, 0, "classical", None, ["split"], 50,
-                      "off", None, None, names, source, analysis)
-    assert rerun[1]["calibration"]["nm_per_px"] == 2.5 and rerun[1]["params"]["min_area_px"] == 50
+    first = analyse(ids.UPLOAD, contents, settings(), names)
+    assert first["source"]["filename"] == "discs.png"
+    assert first["analysis"]["calibration"]["source"] == "metadata:hitachi"
+    rerun = analyse(ids.MIN_AREA, contents, settings(min_area_px=50), names, first["source"], first["analysis"])
+    assert rerun["analysis"]["calibration"]["nm_per_px"] == 2.5 and rerun["analysis"]["params"]["min_area_px"] == 50
 
 
 def test_two_images_in_one_upload_get_a_sentence():
-    outputs = triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, [upload_url(), upload_url()], 0,
-                        "classical", None, ["split"], 10, "off", None, None, ["a.png", "b.png"], None)
-    assert outputs[:6] == (no_update,) * 6
-    assert "2 images" in outputs[6] and "a.png" in outputs[6] and "b.png" in outputs[6]
+    outputs = analyse(ids.UPLOAD, [upload_url(), upload_url()], settings(), ["a.png", "b.png"])
+    assert {name: outputs[name] for name in STORE_OUTPUTS} == {name: no_update for name in STORE_OUTPUTS}
+    assert "2 images" in outputs["alert"] and "a.png" in outputs["alert"] and "b.png" in outputs["alert"]
+
+
+def test_demo_button_analyses_the_demo():
+    outputs = analysis_cb.analyse(upload=None, demo_clicks=1, settings=settings(), filenames=None, source=None,
+                                  previous=None, trigger=ids.DEMO_BUTTON)
+    assert outputs["alert"] == "" and outputs["source"] == {"kind": "demo", "filename": "demo_sem.png"}
+    assert outputs["file_info"].startswith("demo_sem.png")
 
 
 @pytest.fixture
 def segmenter_calls(monkeypatch):
-    """Arguments of every ``get_segmenter`` call made by the session; the classical segmenter does the work."""
+    """Arguments of every ``get_segmenter`` call made by the engine; the classical segmenter does the work."""
     calls = []
 
     def record(name, diameter_px=None, views=None):
         calls.append((name, diameter_px))
         return ClassicalSegmenter()
 
-    monkeypatch.setattr(session, "get_segmenter", record)
+    monkeypatch.setattr(engine, "get_segmenter", record)
     return calls
 
 
 def test_typed_diameter_reaches_the_segmenter_and_the_csv_header(segmenter_calls):
-    outputs = triggered(f"{ids.DIAMETER_PX}.value", analysis_cb.analyse, [upload_url()], 0, "unet", 20,
-                        ["split"], 10, "off", None, None, ["discs.png"], {"kind": "upload", "filename": "discs.png"})
-    assert outputs[6] == ""
+    outputs = analyse(ids.DIAMETER_PX, [upload_url()], settings("unet", 20), ["discs.png"],
+                      {"kind": "upload", "filename": "discs.png"})
+    assert outputs["alert"] == ""
     assert segmenter_calls == [("unet", 20.0)]
-    _, analysis, gray, edits, *_ = outputs
-    assert analysis["params"]["diameter_px"] == 20.0
-    results, *_ = analysis_cb.results(analysis, edits, None, gray)
-    csv, _ = triggered(f"{ids.DOWNLOAD_CSV_BUTTON}.n_clicks", downloads_cb.download, 1, 0, 0, analysis, results,
-                       "exclude")
+    assert outputs["analysis"]["params"]["diameter_px"] == 20.0
+    results = results_of(outputs)["results"]
+    csv = download(ids.DOWNLOAD_CSV_BUTTON, outputs["analysis"], results)["file"]
     assert "# param_diameter_px: 20.0\n" in csv["content"]
 
 
@@ -123,102 +143,126 @@ def test_look_twice_asks_the_unet_for_two_views_and_is_recorded(monkeypatch, tic
         asked.append((name, views))
         return ClassicalSegmenter()
 
-    monkeypatch.setattr(session, "get_segmenter", record)
-    outputs = triggered(f"{ids.VIEWS}.value", analysis_cb.analyse, [upload_url()], 0, "unet", None, ["split"], 10,
-                        "off", None, None, ["discs.png"], {"kind": "upload", "filename": "discs.png"}, None, ticked)
-    assert outputs[6] == "" and asked == [("unet", views)]
-    _, analysis, gray, edits, *_ = outputs
-    assert analysis["params"]["views"] == views
-    results, *_ = analysis_cb.results(analysis, edits, None, gray)
-    csv, _ = triggered(f"{ids.DOWNLOAD_CSV_BUTTON}.n_clicks", downloads_cb.download, 1, 0, 0, analysis, results,
-                       "exclude")
+    monkeypatch.setattr(engine, "get_segmenter", record)
+    outputs = analyse(ids.VIEWS, [upload_url()], settings("unet", look_twice=ticked), ["discs.png"],
+                      {"kind": "upload", "filename": "discs.png"})
+    assert outputs["alert"] == "" and asked == [("unet", views)]
+    assert outputs["analysis"]["params"]["views"] == views
+    results = results_of(outputs)["results"]
+    csv = download(ids.DOWNLOAD_CSV_BUTTON, outputs["analysis"], results)["file"]
     assert f"# param_views: {views or ''}\n" in csv["content"]
 
 
 def test_empty_diameter_lets_the_unet_estimate_it(segmenter_calls):
-    triggered(f"{ids.UPLOAD}.contents", analysis_cb.analyse, [upload_url()], 0, "unet", None, ["split"], 10,
-              "off", None, None, ["discs.png"], None)
+    analyse(ids.UPLOAD, [upload_url()], settings("unet"), ["discs.png"])
     assert segmenter_calls == [("unet", None)]
 
 
 @pytest.mark.parametrize("diameter_px", [0, -12.5])
 def test_bad_diameter_gets_a_sentence_and_segments_nothing(segmenter_calls, diameter_px):
-    outputs = triggered(f"{ids.DIAMETER_PX}.value", analysis_cb.analyse, [upload_url()], 0, "unet", diameter_px,
-                        ["split"], 10, "off", None, None, ["discs.png"], {"kind": "upload", "filename": "discs.png"})
-    assert outputs[:6] == (no_update,) * 6
-    assert outputs[6].startswith("The typical particle diameter must be a positive number of pixels")
+    outputs = analyse(ids.DIAMETER_PX, [upload_url()], settings("unet", diameter_px), ["discs.png"],
+                      {"kind": "upload", "filename": "discs.png"})
+    assert {name: outputs[name] for name in STORE_OUTPUTS} == {name: no_update for name in STORE_OUTPUTS}
+    assert outputs["alert"].startswith("The typical particle diameter must be a positive number of pixels")
     assert segmenter_calls == []
 
 
 def test_segmentation_change_keeps_the_line_drawn_on_the_same_image():
-    from app.callbacks import linecal as linecal_cb
-
-    source, analysis, *_ = analysed()
+    first = analysed()
     line = {"shapes": [{"type": "line", "x0": 10.0, "y0": 5.0, "x1": 52.0, "y1": 5.0}]}
-    measured = linecal_cb.measure(line, "84 nm", analysis)
+    measured = linecal_cb.measure(relayout=line, length_text="84 nm", analysis=first["analysis"])
+    assert measured["alert"] is no_update
+    measured = measured["analysis"]
     assert measured["measured_line"]["calibration"]["nm_per_px"] == 2.0
-    rerun = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, [upload_url()], 0, "classical", None,
-                      ["split"], 50, "off", None, None, ["discs.png"], source, measured)
-    assert rerun[1]["params"]["min_area_px"] == 50
-    assert rerun[1]["measured_line"] == measured["measured_line"]
-    results, *_ = analysis_cb.results(rerun[1], rerun[3], None, rerun[2])
+    rerun = analyse(ids.MIN_AREA, [upload_url()], settings(min_area_px=50), ["discs.png"], first["source"],
+                    measured)
+    assert rerun["analysis"]["params"]["min_area_px"] == 50
+    assert rerun["analysis"]["measured_line"] == measured["measured_line"]
+    results = results_of(rerun)["results"]
     assert results["calibration"] == {**measured["measured_line"]["calibration"], "source": "scalebar:user"}
-    table = session.table_from_json(results["particles"])
+    table = table_from_json(results["particles"])
     assert np.allclose(table["ecd_nm"], 2.0 * table["ecd_px"])
     # a different image does not inherit the line
     other = {**measured, "sha256": "0" * 64}
-    fresh = triggered(f"{ids.MIN_AREA}.value", analysis_cb.analyse, [upload_url()], 0, "classical", None,
-                      ["split"], 50, "off", None, None, ["discs.png"], source, other)
-    assert "measured_line" not in fresh[1]
+    fresh = analyse(ids.MIN_AREA, [upload_url()], settings(min_area_px=50), ["discs.png"], first["source"], other)
+    assert fresh["analysis"]["measured_line"] is None
 
 
 def test_results_histogram_overlay_chain():
-    _, analysis, gray, edits, *_ = analysed()
-    results, calibration_info, edit_info, _ = analysis_cb.results(analysis, edits, None, gray)
-    assert "Not calibrated" in calibration_info[0].children
-    figure, table, hint, _ = views_cb.histogram(results, "ecd", "number", None, "exclude", None, None, None, analysis)
-    assert sum(figure.data[0].customdata[:, 2]) == len(DISC_CENTRES)
-    overlay, alert = triggered(f"{ids.STORE_RESULTS}.data", views_cb.overlay, results, 0.5, "outline", gray,
-                               analysis)
-    assert overlay.data[1].opacity == 0.5 and alert is no_update
-    image, alert = canvas_cb.canvas_image(results, "colour")
-    assert image.startswith("data:image/png;base64,") and alert is no_update
+    outputs = analysed()
+    chained = results_of(outputs)
+    results = chained["results"]
+    assert chained["alert"] is no_update and chained["edit_info"] == "0 edit(s) applied."
+    assert "Not calibrated" in chained["calibration"][0].children
+    shown = views_cb.histogram(results=results, analysis=outputs["analysis"], view=VIEW)
+    assert sum(shown["figure"].data[0].customdata[:, 2]) == len(DISC_CENTRES)
+    assert "Particles detected" in str(shown["table"]) and shown["hint"].startswith("Bins of")
+    drawn = views_cb.overlay(results=results, opacity=0.5, mode="outline", gray=outputs["gray"],
+                             analysis=outputs["analysis"], trigger=ids.STORE_RESULTS)
+    assert drawn["figure"].data[1].opacity == 0.5 and drawn["alert"] is no_update
+    canvas = canvas_cb.canvas_image(results=results, colour_mode="colour")
+    assert canvas["image"].startswith("data:image/png;base64,") and canvas["alert"] is no_update
 
 
 def test_overlay_and_canvas_failures_show_a_sentence():
-    _, analysis, gray, edits, *_ = analysed()
-    results, *_ = analysis_cb.results(analysis, edits, None, gray)
+    outputs = analysed()
+    results = results_of(outputs)["results"]
     broken = {**results, "labels_png": "not a png"}
-    figure, alert = triggered(f"{ids.STORE_RESULTS}.data", views_cb.overlay, broken, 0.5, "outline", gray, analysis)
-    assert figure is no_update and "damaged" in alert
-    image, alert = triggered(f"{ids.STORE_RESULTS}.data", canvas_cb.canvas_image, broken, "colour")
-    assert image is no_update and "damaged" in alert
+    drawn = views_cb.overlay(results=broken, opacity=0.5, mode="outline", gray=outputs["gray"],
+                             analysis=outputs["analysis"], trigger=ids.STORE_RESULTS)
+    assert drawn["figure"] is no_update and "damaged" in drawn["alert"]
+    canvas = canvas_cb.canvas_image(results=broken, colour_mode="colour")
+    assert canvas["image"] is no_update and "damaged" in canvas["alert"]
+
+
+def test_damaged_stores_get_the_sentence_not_a_crash():
+    outputs = analysed()
+    damaged = {**outputs["analysis"], "shape": "a lot"}
+    chained = analysis_cb.results(analysis=damaged, edits=outputs["edits"], nm_per_px=None, gray=outputs["gray"])
+    assert chained["results"] is no_update and chained["alert"].startswith(DAMAGED_STORE)
+    past_the_end = {**outputs["edits"], "cursor": 3}
+    chained = analysis_cb.results(analysis=outputs["analysis"], edits=past_the_end, nm_per_px=None,
+                                  gray=outputs["gray"])
+    assert chained["results"] is no_update and chained["alert"].startswith(DAMAGED_STORE)
+    results = results_of(outputs)["results"]
+    shown = views_cb.histogram(results=results, analysis=damaged, view=VIEW)
+    assert shown["figure"] is no_update and shown["hint"].startswith(DAMAGED_STORE)
+    sent = download(ids.DOWNLOAD_CSV_BUTTON, "not a store", results)
+    assert sent["file"] is no_update and sent["alert"].startswith(DAMAGED_STORE)
 
 
 def test_opacity_change_patches_the_figure_without_redrawing():
-    _, analysis, gray, edits, *_ = analysed()
-    results, *_ = analysis_cb.results(analysis, edits, None, gray)
-    patch, alert = triggered(f"{ids.OVERLAY_OPACITY}.value", views_cb.overlay, results, 0.8, "outline", gray,
-                             analysis)
-    assert isinstance(patch, Patch) and alert is no_update
+    outputs = analysed()
+    results = results_of(outputs)["results"]
+    drawn = views_cb.overlay(results=results, opacity=0.8, mode="outline", gray=outputs["gray"],
+                             analysis=outputs["analysis"], trigger=ids.OVERLAY_OPACITY)
+    patch = drawn["figure"]
+    assert isinstance(patch, Patch) and drawn["alert"] is no_update
     assert patch.to_plotly_json()["operations"][0]["params"]["value"] == 0.8
 
 
 def test_canvas_save_then_undo_and_redo():
-    _, analysis, _, edits, *_ = analysed()
-    import json
-
+    outputs = analysed()
+    analysis, edits = outputs["analysis"], outputs["edits"]
     canvas = json.dumps({"objects": [{"type": "image", "scaleX": 2.0},
                                      {"type": "path", "stroke": TOOL_COLOURS["draw"], "strokeWidth": 8,
                                       "path": [["M", 200, 240], ["L", 260, 240]]}]})
-    edits, alert = triggered(f"{ids.CANVAS}.trigger", canvas_cb.edit, 1, 0, 0, canvas, edits, analysis)
-    assert edits["cursor"] == 1 and alert == ""
-    undone, _ = triggered(f"{ids.UNDO}.n_clicks", canvas_cb.edit, 1, 1, 0, canvas, edits, analysis)
+
+    def edit(trigger, json_data, history, clicks=(1, 0, 0)):
+        return canvas_cb.edit(saves=clicks[0], undo_clicks=clicks[1], redo_clicks=clicks[2], json_data=json_data,
+                              history=history, analysis=analysis, trigger=trigger)
+
+    saved = edit(ids.CANVAS, canvas, edits)
+    assert saved["edits"]["cursor"] == 1 and saved["alert"] == ""
+    undone = edit(ids.UNDO, canvas, saved["edits"], (1, 1, 0))["edits"]
     assert undone["cursor"] == 0
-    redone, _ = triggered(f"{ids.REDO}.n_clicks", canvas_cb.edit, 1, 1, 1, canvas, undone, analysis)
+    redone = edit(ids.REDO, canvas, undone, (1, 1, 1))["edits"]
     assert redone["cursor"] == 1
-    kept, alert = triggered(f"{ids.CANVAS}.trigger", canvas_cb.edit, 2, 1, 1, "{broken", redone, analysis)
-    assert kept is no_update and "canvas" in alert
+    kept = edit(ids.CANVAS, "{broken", redone, (2, 1, 1))
+    assert kept["edits"] is no_update and "canvas" in kept["alert"]
+    before = canvas_cb.edit(saves=1, undo_clicks=0, redo_clicks=0, json_data=canvas, history=None, analysis=None,
+                            trigger=ids.CANVAS)
+    assert before["edits"] is no_update and "Upload an image" in before["alert"]
 
 
 def test_tool_sets_the_line_colour():
@@ -227,17 +271,17 @@ def test_tool_sets_the_line_colour():
 
 
 def test_download_buttons_send_the_right_files():
-    _, analysis, gray, edits, *_ = analysed()
-    results, *_ = analysis_cb.results(analysis, edits, None, gray)
-    csv, _ = triggered(f"{ids.DOWNLOAD_CSV_BUTTON}.n_clicks", downloads_cb.download, 1, 0, 0, analysis, results,
-                       "exclude")
-    labels, _ = triggered(f"{ids.DOWNLOAD_LABELS_BUTTON}.n_clicks", downloads_cb.download, 1, 1, 0, analysis,
-                          results, "exclude")
-    assert csv["filename"].endswith("_particles.csv") and csv["content"].startswith("#")
-    assert labels["filename"].endswith("_labels.png") and labels["base64"] is True
-    nothing, alert = triggered(f"{ids.DOWNLOAD_CSV_BUTTON}.n_clicks", downloads_cb.download, 1, 0, 0, None, None,
-                               "exclude")
-    assert nothing is no_update and "upload" in alert.lower()
+    outputs = analysed()
+    analysis, results = outputs["analysis"], results_of(outputs)["results"]
+    csv = download(ids.DOWNLOAD_CSV_BUTTON, analysis, results)
+    labels = download(ids.DOWNLOAD_LABELS_BUTTON, analysis, results)
+    summary = download(ids.DOWNLOAD_SUMMARY_BUTTON, analysis, results)
+    assert csv["alert"] == "" and csv["file"]["filename"].endswith("_particles.csv")
+    assert csv["file"]["content"].startswith("#")
+    assert labels["file"]["filename"].endswith("_labels.png") and labels["file"]["base64"] is True
+    assert summary["file"]["filename"].endswith("_summary.csv")
+    nothing = download(ids.DOWNLOAD_CSV_BUTTON, None, None)
+    assert nothing["file"] is no_update and "upload" in nothing["alert"].lower()
 
 
 def test_every_app_gets_all_callbacks():

@@ -5,9 +5,10 @@ import logging
 
 import pytest
 
+from app.engine import default_segmenter_name, get_segmenter
 from app.layout import ids
-from app.segmenters import default_segmenter_name, get_segmenter, model_problem
 from app.webapp import create_app
+from model.loading import model_problem
 
 
 def _find(component, component_id):
@@ -60,7 +61,7 @@ def test_sound_archive_passes_the_check(model_dir):
 
 def test_shipped_model_is_the_default_and_workers_preload_it(monkeypatch):
     from app import config, gunicorn_conf
-    from model.segmenter import load_shipped_model
+    from model.loading import load_shipped_model
 
     monkeypatch.setattr(config, "SEGMENTER_OVERRIDE", None)
     assert model_problem() is None

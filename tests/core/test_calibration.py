@@ -15,6 +15,8 @@ from app.analysis.calibration import (
     parse_sidecar,
     read_metadata_calibration,
     resolve_calibration,
+    tiff_fei_image_height_px,
+    tiff_metadata_calibration,
 )
 from app.analysis.errors import SaemiInputError
 
@@ -63,6 +65,18 @@ def test_fei_image_height_is_resolution_y():
     assert fei_image_height_px(fei_tiff()) == 80
     assert fei_image_height_px(tiff_bytes()) is None
     assert fei_image_height_px(b"\x89PNG not a tiff") is None
+    assert fei_image_height_px(b"II*\x00 damaged") is None
+
+
+def test_one_open_tiff_serves_calibration_and_data_bar_height():
+    with tifffile.TiffFile(io.BytesIO(fei_tiff())) as tif:
+        assert tiff_metadata_calibration(tif, "fei.tif") == read_metadata_calibration(fei_tiff(), "fei.tif")
+        assert tiff_fei_image_height_px(tif) == 80
+    with tifffile.TiffFile(io.BytesIO(tiff_bytes())) as tif:
+        assert tiff_fei_image_height_px(tif) is None
+        assert tiff_metadata_calibration(tif) == NO_CALIBRATION
+        jeol = tiff_metadata_calibration(tif, sidecar_text=JEOL_TEXT)
+        assert jeol == read_metadata_calibration(tiff_bytes(), "jeol.tif", sidecar_text=JEOL_TEXT)
 
 
 @pytest.mark.parametrize(

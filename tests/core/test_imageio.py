@@ -8,7 +8,7 @@ import tifffile
 from PIL import Image
 
 from app.analysis.errors import SaemiInputError
-from app.analysis.imageio import decode_data_url, decode_image
+from app.analysis.imageio import decode_data_url, decode_image, is_tiff
 
 
 def _png(array, mode=None):
@@ -147,3 +147,11 @@ def test_bilevel_tiff_and_all_nan_tiff():
     tifffile.imwrite(buf, np.full((20, 20), np.nan, np.float32))
     with pytest.raises(SaemiInputError, match="no valid intensities"):
         decode_image(buf.getvalue(), "nan.tif")
+
+
+def test_tiff_signature_in_both_byte_orders_and_bigtiff():
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((8, 8), np.uint8))
+    assert is_tiff(buffer.getvalue())
+    assert all(is_tiff(magic) for magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"))
+    assert not is_tiff(b"\x89PNG\r\n") and not is_tiff(b"") and not is_tiff(b"II")

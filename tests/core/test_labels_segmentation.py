@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.analysis.labels import edge_touching_ids, finalize_labels
+from app.analysis.labels import add_orphan_regions, finalize_labels
 from app.analysis.segmentation import ClassicalSegmenter, Segmenter, split_touching
 
 
@@ -49,24 +49,14 @@ def test_blank_image_gives_no_particles():
     assert ClassicalSegmenter().segment(np.zeros((40, 40), np.float32)).max() == 0
 
 
-def test_finalize_drops_small_and_blanks_data_bar_and_is_sequential():
+def test_finalize_drops_small_and_is_sequential():
     labels = np.zeros((20, 20), np.int32)
     labels[1:3, 1:3] = 7  # 4 px
     labels[5:10, 5:10] = 3  # 25 px
-    labels[15:20, 0:5] = 9  # in the data bar rows 15..20
-    out = finalize_labels(labels, min_area_px=5, excluded_rows=(15, 20))
+    out = finalize_labels(labels, min_area_px=5)
     assert out.max() == 1
     assert (out[5:10, 5:10] == 1).all()
-    assert out[15:].max() == 0 and out[1:3, 1:3].max() == 0
-
-
-def test_edge_ids_respect_the_frame():
-    labels = np.zeros((10, 10), np.int32)
-    labels[0, 4] = 1
-    labels[4, 4] = 2
-    labels[7, 4] = 3  # touches the frame's last row (row 7) when rows 8.. are a data bar
-    assert list(edge_touching_ids(labels)) == [1]
-    assert list(edge_touching_ids(labels, frame=(0, 8))) == [1, 3]
+    assert out[1:3, 1:3].max() == 0
 
 
 @pytest.mark.parametrize("noise", [0.01, 0.05, 0.15])
@@ -97,3 +87,19 @@ def test_sequential_labels_match_scikit_image_and_keep_id_order():
     with pytest.raises(ValueError, match="negative"):
         sequential_labels(-labels)
     assert sequential_labels(np.zeros((0, 3), np.int32)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_orphan_regions_are_numbered_after_the_existing_ids_in_raster_order(connectivity):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    mask = ndimage.gaussian_filter(rng.random((70, 90)), 1.5) > 0.5
+    labels = np.where(mask & (rng.random(mask.shape) < 0.3), rng.integers(1, 9, mask.shape), 0).astype(np.int64)
+    out = add_orphan_regions(labels, mask, connectivity=connectivity)
+    assert out.dtype == np.int32
+    kept = labels > 0
+    assert np.array_equal(out[kept], labels[kept]) and np.array_equal(out > 0, kept | mask)
+    pieces, n = ndimage.label(mask & ~kept, structure=ndimage.generate_binary_structure(2, connectivity))
+    assert n > 1 and np.array_equal(out[pieces > 0], pieces[pieces > 0] + labels.max())
+    assert np.array_equal(add_orphan_regions(labels, kept), labels)  # nothing left over

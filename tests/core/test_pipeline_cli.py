@@ -13,8 +13,8 @@ from app.analysis.errors import SaemiInputError
 from app.analysis.imageio import decode_image
 from app.analysis.pipeline import AnalysisParams, analyze_decoded, remeasure
 from app.analysis.segmentation import ClassicalSegmenter
-from app.analysis.synthetic import generate_sample
 from app.config import REPO_ROOT
+from model.synthetic import generate_sample
 
 
 def _png_bytes(array):
@@ -166,14 +166,14 @@ def test_cli_survives_unexpected_failures_and_duplicate_names(tmp_path, sample, 
     for path in (first, second, third):
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(_png_bytes(sample.image))
-    real = cli.decode_image
+    real = cli.analyze_file
 
-    def flaky(data, name, **kwargs):
+    def flaky(data, name, *args, **kwargs):
         if name == "boom.png":
             raise RuntimeError("simulated bug")
-        return real(data, name, **kwargs)
+        return real(data, name, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "decode_image", flaky)
+    monkeypatch.setattr(cli, "analyze_file", flaky)
     out = tmp_path / "out"
     status = cli.main(["analyze", str(third), str(first), str(second), "--out", str(out),
                        "--segmenter", "classical"])
@@ -235,7 +235,7 @@ def test_views_are_recorded_in_the_provenance():
 
 
 def test_cli_passes_views_to_the_unet_and_refuses_a_bad_number_in_one_line(tmp_path, capsys, monkeypatch):
-    from app import cli, segmenters
+    from app import cli, engine
 
     image = tmp_path / "blank.png"
     image.write_bytes(_png_bytes(np.zeros((32, 32), np.uint8)))
@@ -250,7 +250,7 @@ def test_cli_passes_views_to_the_unet_and_refuses_a_bad_number_in_one_line(tmp_p
         asked.append((name, views))
         return ClassicalSegmenter()
 
-    monkeypatch.setattr(segmenters, "get_segmenter", record)
+    monkeypatch.setattr(engine, "get_segmenter", record)
     assert cli.main(["analyze", str(image), "--out", str(out), "--segmenter", "unet", "--views", "2"]) == 0
     assert asked == [("unet", 2)]
     assert "# param_views: 2\n" in (out / "blank_particles.csv").read_text()

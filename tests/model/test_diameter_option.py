@@ -8,7 +8,7 @@ import pytest
 
 from app.analysis.errors import SaemiInputError
 from app.analysis.segmentation import ClassicalSegmenter
-from app.segmenters import get_segmenter
+from app.engine import SEGMENTER_CACHE_SIZE, get_segmenter
 from tests.conftest import disc_image, png_bytes
 
 
@@ -18,6 +18,14 @@ def fresh_segmenters():
     get_segmenter.cache_clear()
     yield get_segmenter
     get_segmenter.cache_clear()
+
+
+def test_the_segmenter_cache_stays_bounded_whatever_diameters_users_type(fresh_segmenters):
+    first = get_segmenter("unet", diameter_px=1.5)
+    for k in range(3 * SEGMENTER_CACHE_SIZE):
+        get_segmenter("unet", diameter_px=2.0 + k)
+    assert get_segmenter.cache_info().currsize == SEGMENTER_CACHE_SIZE
+    assert get_segmenter("unet", diameter_px=1.5) is not first  # the oldest was let go
 
 
 def test_get_segmenter_gives_the_diameter_to_the_unet(fresh_segmenters):
@@ -38,17 +46,17 @@ def test_classical_segmenter_ignores_the_diameter(fresh_segmenters):
 
 def test_cli_runs_the_unet_at_the_given_diameter_and_records_it(tmp_path, tiny_model_dir, monkeypatch,
                                                                 fresh_segmenters):
-    from app import cli
+    from app import cli, engine
 
     monkeypatch.setenv("SAEMI_MODEL_DIR", str(tiny_model_dir))
     used = []
-    real_analyze = cli.analyze_decoded
+    real_analyze = engine.analyze_decoded
 
     def analyze_recording_the_segmenter(decoded, params, *, segmenter, **kwargs):
         used.append((segmenter.name, segmenter.diameter_px))
         return real_analyze(decoded, params, segmenter=segmenter, **kwargs)
 
-    monkeypatch.setattr(cli, "analyze_decoded", analyze_recording_the_segmenter)
+    monkeypatch.setattr(engine, "analyze_decoded", analyze_recording_the_segmenter)
     image = tmp_path / "discs.png"
     image.write_bytes(png_bytes(disc_image()))
     out = tmp_path / "out"

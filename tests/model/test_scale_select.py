@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from model.scale_select import (FEATURE_NAMES, PASS_STEP, PassSummary, fit_selector, fit_tree_selector, good_pass,
-                                main, pass_features, pyramid_scales, selector_scores, write_selector)
+from model.scale_fit import fit_selector, fit_tree_selector, good_pass, main, write_selector
+from model.scale_select import FEATURE_NAMES, PASS_STEP, PassSummary, pass_features, pyramid_scales, selector_scores
 
 TARGET_PX = 16.0
 
@@ -167,9 +167,9 @@ def test_the_validation_seeds_cannot_be_used_for_fitting():
 
 
 def test_the_shipped_model_has_a_complete_selector():
-    from model.segmenter import default_model_dir, read_config
+    from model.config import default_model_dir, read_config
 
-    selector = read_config(default_model_dir())["input_scale"]["selector"]
+    selector = read_config(default_model_dir()).input_scale.selector
     assert selector["kind"] == "boosted_trees" and selector["features"] == list(FEATURE_NAMES)
     assert len(selector["trees"]) == selector["settings"]["n_trees"] > 0
     assert "model.scale_select" in selector["fitted_on"]
@@ -179,8 +179,7 @@ def test_the_shipped_model_has_a_complete_selector():
 
 
 def test_a_missing_or_broken_selector_file_gives_a_clear_error(tiny_model_dir):
-    from app.analysis.errors import ModelLoadError
-    from model.segmenter import SELECTOR_NAME, read_config
+    from model.config import SELECTOR_NAME, ModelLoadError, read_config
 
     (tiny_model_dir / SELECTOR_NAME).write_text('{"kind": "boosted_trees", "trees": [')
     with pytest.raises(ModelLoadError, match="scale selector file .* is corrupted"):
@@ -232,7 +231,8 @@ def test_the_segmenter_segments_the_pass_the_selector_rates_best(tiny_model_dir,
 
 def test_a_rival_pass_at_another_scale_is_reported(tiny_model_dir, monkeypatch):
     import model.segmenter as segmenter_module
-    from model.segmenter import UNetSegmenter, load_shipped_model
+    from model.loading import load_shipped_model
+    from model.segmenter import UNetSegmenter
 
     # Rates every pass alike: the first one wins, and passes far from it are rivals.
     _use_selector(tiny_model_dir, _hand_selector())

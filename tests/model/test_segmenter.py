@@ -4,8 +4,9 @@ import re
 import numpy as np
 import pytest
 
-from app.analysis.errors import ModelLoadError, SaemiInputError
-from model.segmenter import CONFIG_NAME, WEIGHTS_NAME, UNetSegmenter, default_model_dir
+from app.analysis.errors import SaemiInputError
+from model.config import CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, default_model_dir
+from model.segmenter import UNetSegmenter
 
 
 def test_missing_weights_give_a_clear_error(tmp_path):
@@ -44,10 +45,9 @@ def test_segmenter_runs_end_to_end_with_any_network(tiny_model_dir):
 def test_shipped_model_separates_particles_on_generated_images():
     if not (default_model_dir() / WEIGHTS_NAME).is_file():
         pytest.skip(f"shipped weights {default_model_dir() / WEIGHTS_NAME} are absent")
-    from app.analysis.synthetic import generate_sample
-    from model.metrics import score_image
-
     from app.analysis.segmentation import ClassicalSegmenter
+    from model.metrics import score_image
+    from model.synthetic import generate_sample
 
     segmenter, classical = UNetSegmenter(), ClassicalSegmenter()
     scores, classical_scores = [], []

@@ -14,7 +14,7 @@ from model.preprocess import TARGET_DIAMETER_PX
 @pytest.fixture
 def tiny_dataset(tmp_path, monkeypatch):
     """Three generated images in the EMPS folder layout, with a committed-style split beside them."""
-    from app.analysis.synthetic import generate_sample
+    from model.synthetic import generate_sample
 
     root = tmp_path / "datasets"
     for sub in ("images", "masks"):

@@ -8,7 +8,7 @@ from scipy import ndimage
 from skimage.measure import label as connected_components
 
 from app.analysis.errors import SaemiInputError
-from app.analysis.synthetic import (
+from model.synthetic import (
     format_length,
     generate_crop,
     generate_sample,

@@ -1,0 +1,52 @@
+"""The downloads: per-particle CSV, label image and summary CSV, each with its provenance."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from app.analysis import pipeline, report
+from app.session.stores import AnalysisState, ResultsState
+
+
+def provenance(analysis: AnalysisState, results: ResultsState, edge_mode: str) -> dict[str, str]:
+    """Provenance header lines for the downloads, with the settings in force now."""
+    manual = results.calibration.nm_per_px if results.calibration.source == "manual" else None
+    prov = pipeline.build_provenance(
+        filename=analysis.filename,
+        sha256=analysis.sha256,
+        shape=analysis.shape,
+        segmenter=analysis.segmenter,
+        params=replace(analysis.params, edge_mode=edge_mode, nm_per_px=manual),
+        calibration=results.calibration,
+        data_bar=analysis.data_bar,
+        analysed_at=analysis.analysed_at,
+    )
+    prov["canvas_edits"] = str(results.n_edits)
+    return prov
+
+
+def _stem(analysis: AnalysisState) -> str:
+    name = str(analysis.filename).rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] or "image"
+
+
+def particles_download(analysis: AnalysisState, results: ResultsState, edge_mode: str) -> dict:
+    """``dcc.Download`` payload of the per-particle CSV."""
+    text = report.particles_csv(results.particles(), provenance(analysis, results, edge_mode))
+    return {"content": text, "filename": f"{_stem(analysis)}_particles.csv", "type": "text/csv"}
+
+
+def labels_download(analysis: AnalysisState, results: ResultsState) -> dict:
+    """``dcc.Download`` payload of the label image (16-bit PNG, 0 = background)."""
+    return {"content": results.labels_png, "filename": f"{_stem(analysis)}_labels.png",
+            "base64": True, "type": "image/png"}
+
+
+def summary_download(analysis: AnalysisState, results: ResultsState, edge_mode: str) -> dict:
+    """``dcc.Download`` payload of the one-row summary CSV."""
+    prov = provenance(analysis, results, edge_mode)
+    params = replace(analysis.params, edge_mode=edge_mode)
+    row = pipeline.summary_row(analysis.filename, results.particles(), params, results.calibration,
+                               analysis.shape, analysis.frame)
+    return {"content": report.summary_csv([row], prov), "filename": f"{_stem(analysis)}_summary.csv",
+            "type": "text/csv"}
