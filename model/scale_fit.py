@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="generated training images, seeds START:STOP (never the validation seeds 1000-1019)")
     parser.add_argument("--synthetic-size", type=int, default=512)
     parser.add_argument("--kind", choices=["trees", "logistic"], default="trees",
-                        help="gradient-boosted trees (default, shipped since v3.2.0) or v3.1.0's logistic scorer")
+                        help="gradient-boosted trees (default, the shipped kind) or a logistic scorer")
     parser.add_argument("--l2", type=float, default=3e-3, help="penalty of the logistic scorer")
     args = parser.parse_args(argv)
     start, stop = (int(v) for v in args.synthetic_seeds.split(":"))

@@ -144,9 +144,9 @@ class UNetSegmenter:
         """Network output maps at network resolution (``gray`` resized by ``scale``) and that scale.
 
         A ``diameter_px`` given to the constructor sets the scale directly. Otherwise, when the
-        config holds a fitted scale scorer (``input_scale.selector``, since v3.1.0), the scale is
+        config holds a fitted scale scorer (``input_scale.selector``), the scale is
         chosen among the passes of :meth:`pyramid` by :meth:`_learned_scale`. Without one, the
-        confidence rule of v2.1.0 to v3.0.0 applies, as follows.
+        confidence rule applies, as follows.
 
         The particle size is estimated first, as Cellpose does with its diameter, but without a
         separate size model: the image is run through the network at a pyramid of scales (from
@@ -171,7 +171,7 @@ class UNetSegmenter:
         scale was almost as convincing, a sentence saying so is appended to ``notes`` (if given).
 
         Once the scale is chosen, with ``views`` of 2 or more (the constructor's, else the config's
-        ``test_time_views``; since v3.4.0) the network runs again at that scale on the other views
+        ``test_time_views``) the network runs again at that scale on the other views
         of the image (:data:`model.inference.VIEWS`: turned by 180 degrees, then mirrored) and the
         maps are averaged.
 

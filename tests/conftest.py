@@ -16,7 +16,6 @@ DISC_SHAPE = (256, 320)
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "browser: needs headless Chromium and chromedriver (dash_duo)")
     _load_plotly_eagerly()
 
 

@@ -264,7 +264,7 @@ def test_bad_upload_shows_a_sentence_and_the_app_keeps_serving(duo, tmp_path, di
 def test_a_segmenters_note_is_listed_on_the_page(dash_duo, monkeypatch, disc_png):
     """What the segmenter says about its result (the U-Net's uncertain particle size) reaches the
     user: the sentence is listed under the image's notes."""
-    from app import session
+    from app import engine
     from app.analysis.segmentation import ClassicalSegmenter
 
     sentence = "The particle size was hard to estimate: the U-Net worked with particles about 28 px across."
@@ -274,7 +274,7 @@ def test_a_segmenters_note_is_listed_on_the_page(dash_duo, monkeypatch, disc_png
             notes.append(sentence)
             return super().segment(gray, progress=progress, notes=notes)
 
-    monkeypatch.setattr(session, "get_segmenter", lambda name, diameter_px=None, views=None: DoubtfulSegmenter())
+    monkeypatch.setattr(engine, "get_segmenter", lambda name, diameter_px=None, views=None: DoubtfulSegmenter())
     dash_duo.start_server(create_app(default_segmenter="classical"))
     dash_duo.wait_for_element(f"#{ids.UPLOAD}")
     upload(dash_duo, disc_png, "discs.png")
@@ -284,9 +284,8 @@ def test_a_segmenters_note_is_listed_on_the_page(dash_duo, monkeypatch, disc_png
 
 
 def test_look_twice_reruns_the_analysis_with_two_views(dash_duo, monkeypatch, disc_png):
-    """Ticking "Look twice" reruns the image with the U-Net's two-view option (Dash passes the box,
-    registered after the callback's states, as its last argument)."""
-    from app import session
+    """Ticking "Look twice" reruns the image with the U-Net's two-view option."""
+    from app import engine
     from app.analysis.segmentation import ClassicalSegmenter
 
     asked = []
@@ -295,7 +294,7 @@ def test_look_twice_reruns_the_analysis_with_two_views(dash_duo, monkeypatch, di
         asked.append(views)
         return ClassicalSegmenter()
 
-    monkeypatch.setattr(session, "get_segmenter", record)
+    monkeypatch.setattr(engine, "get_segmenter", record)
     dash_duo.start_server(create_app(default_segmenter="classical"))
     dash_duo.wait_for_element(f"#{ids.UPLOAD}")
     upload(dash_duo, disc_png, "discs.png")

@@ -56,7 +56,7 @@ def tiny_model_dir(tmp_path, tiny_model):
 @pytest.fixture
 def confidence_rule_dir(tiny_model_dir):
     """``tiny_model_dir`` without the learned scale selector: the segmenter then chooses the scale
-    with the confidence rule of model versions before 3.1 (still used by configs without one)."""
+    with the confidence rule (used by configs without one)."""
     path = tiny_model_dir / "config.json"
     config = json.loads(path.read_text())
     config["input_scale"].pop("selector", None)

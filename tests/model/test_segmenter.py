@@ -56,8 +56,8 @@ def test_shipped_model_separates_particles_on_generated_images():
         gray = sample.image.astype(np.float32) / 255.0
         scores.append(score_image(sample.labels, segmenter.segment(gray))["obj_f1"])
         classical_scores.append(score_image(sample.labels, classical.segment(gray))["obj_f1"])
-    # The issue's bar. The shipped model (v3.3.0, as v3.2.0) reaches 0.956 on this set (v3.1.0: 0.963,
-    # v3.0.0: 0.937, v2.2.x: 0.894, v1.0.0: 0.879; see model/README.md).
+    # The bar for the shipped model on this set (its figure is in model/README.md, earlier models' in
+    # model/CHANGELOG.md).
     assert np.mean(scores) >= 0.9, scores
     assert np.mean(scores) > np.mean(classical_scores) + 0.1, (scores, classical_scores)
 
