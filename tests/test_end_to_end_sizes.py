@@ -49,6 +49,7 @@ def _sample(modality, seed=21):
     return sample, decode_image(buffer.getvalue(), f"{modality}.png"), frame, truth[~truth["touches_edge"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modality", ["sem", "tem"])
 def test_measurement_chain_d50_within_two_percent(modality):
     sample, decoded, frame, truth = _sample(modality)

@@ -42,6 +42,7 @@ def test_segmenter_runs_end_to_end_with_any_network(tiny_model_dir):
     assert segmenter.load() is UNetSegmenter(tiny_model_dir).load()  # loaded once per process
 
 
+@pytest.mark.slow
 def test_shipped_model_separates_particles_on_generated_images():
     if not (default_model_dir() / WEIGHTS_NAME).is_file():
         pytest.skip(f"shipped weights {default_model_dir() / WEIGHTS_NAME} are absent")

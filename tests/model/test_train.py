@@ -10,6 +10,9 @@ from PIL import Image
 from model import data
 from model.preprocess import TARGET_DIAMETER_PX
 
+#: Every test here trains a (tiny) network for a few steps.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def tiny_dataset(tmp_path, monkeypatch):
