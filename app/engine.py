@@ -12,7 +12,7 @@ import functools
 import os
 
 from app import config
-from app.analysis.calibration import read_metadata_calibration
+from app.analysis.calibration import read_file_metadata
 from app.analysis.imageio import decode_image
 from app.analysis.pipeline import AnalysisParams, AnalysisResult, analyze_decoded
 from app.analysis.segmentation import ProgressCallback, Segmenter
@@ -74,11 +74,11 @@ def analyze_file(data: bytes, filename: str, params: AnalysisParams, *, sidecar_
         When the U-Net's files are missing or corrupted.
     """
     decoded = decode_image(data, filename, max_bytes=config.MAX_UPLOAD_BYTES, max_pixels=config.MAX_PIXELS)
-    metadata = read_metadata_calibration(data, filename, sidecar_text)
+    metadata = read_file_metadata(data, filename, sidecar_text)  # one parse: calibration and data-bar height
     segmenter = get_segmenter(params.segmenter, params.diameter_px, params.views)
     result = analyze_decoded(decoded, params, segmenter=segmenter, progress=progress,
-                             metadata_calibration=metadata)
-    if sidecar_text is not None and metadata.nm_per_px is None:
+                             metadata=metadata)
+    if sidecar_text is not None and metadata.calibration.nm_per_px is None:
         result.notes.append("The .txt file uploaded with the image holds no JEOL or Hitachi pixel size; "
                             "it was ignored.")
     return result

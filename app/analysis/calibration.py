@@ -295,33 +295,6 @@ def _first_calibration(
     return generic or NO_CALIBRATION
 
 
-def tiff_metadata_calibration(
-    tif: tifffile.TiffFile, filename: str = "image", sidecar_text: str | None = None
-) -> Calibration:
-    """Read the pixel size that the microscope recorded in an open TIFF file.
-
-    The same choice as :func:`read_metadata_calibration`, for a caller that has the file open
-    already (for example to read :func:`tiff_fei_image_height_px` from the same parse).
-
-    Parameters
-    ----------
-    tif : tifffile.TiffFile
-        The open file.
-    filename : str
-        Its name, used only in log messages.
-    sidecar_text : str, optional
-        Contents of the ``.txt`` file that JEOL and Hitachi microscopes save beside the image.
-
-    Returns
-    -------
-    Calibration
-        The first calibration found, or :data:`NO_CALIBRATION`. Unreadable or odd metadata is
-        logged and skipped, never raised; a JEOL bar is then not rescaled to the image width.
-    """
-    vendor, width_px, generic = _tiff_calibrations(tif, filename)
-    return _first_calibration(vendor, generic, sidecar_text, width_px)
-
-
 def read_metadata_calibration(
     data: bytes, filename: str, sidecar_text: str | None = None
 ) -> Calibration:
@@ -347,18 +320,40 @@ def read_metadata_calibration(
 
     See Also
     --------
-    tiff_metadata_calibration : The same for an open TIFF file.
+    read_file_metadata : The same, with the FEI image height, from one parse.
+    """
+    return read_file_metadata(data, filename, sidecar_text).calibration
+
+
+@dataclass(frozen=True)
+class FileMetadata:
+    """What the file's metadata says: its pixel size, and the height of the image above an FEI data bar."""
+
+    calibration: Calibration
+    fei_image_height_px: int | None = None
+
+
+def read_file_metadata(data: bytes, filename: str, sidecar_text: str | None = None) -> FileMetadata:
+    """The calibration of :func:`read_metadata_calibration` and the FEI image height of
+    :func:`fei_image_height_px`, from one parse of the file.
+
+    Examples
+    --------
+    >>> read_file_metadata(b"\\x89PNG not a tiff", "x.png") == FileMetadata(NO_CALIBRATION)
+    True
     """
     vendor: list[Calibration] = []
     generic = None
     width_px = None
+    fei_height_px = None
     tif = _open_tiff(data, "Could not read TIFF metadata of %s", filename)
     if tif is not None:
         with tif:
             vendor, width_px, generic = _tiff_calibrations(tif, filename)
+            fei_height_px = tiff_fei_image_height_px(tif)
     if sidecar_text and not vendor and width_px is None:
         width_px = _image_width_px(data)
-    return _first_calibration(vendor, generic, sidecar_text, width_px)
+    return FileMetadata(_first_calibration(vendor, generic, sidecar_text, width_px), fei_height_px)
 
 
 def _open_tiff(data: bytes, message: str, *args: object) -> tifffile.TiffFile | None:

@@ -187,13 +187,20 @@ def build_provenance(
     return prov
 
 
-def decide_data_bar(decoded: DecodedImage, spec: str) -> _databar.DataBar | None:
-    """The data bar to exclude, from the user's setting (``auto``, ``off`` or ``y0:y1``)."""
+def decide_data_bar(decoded: DecodedImage, spec: str,
+                    metadata: _cal.FileMetadata | None = None) -> _databar.DataBar | None:
+    """The data bar to exclude, from the user's setting (``auto``, ``off`` or ``y0:y1``).
+
+    ``metadata`` is the file's metadata when it was read already (else it is read from ``decoded.data``).
+    """
     spec = (spec or "auto").strip().lower()
     if spec == "off":
         return None
     if spec == "auto":
-        fei_height = _cal.fei_image_height_px(decoded.data) if decoded.data else None
+        if metadata is not None:
+            fei_height = metadata.fei_image_height_px
+        else:
+            fei_height = _cal.fei_image_height_px(decoded.data) if decoded.data else None
         return _databar.detect_data_bar(decoded.gray, fei_height_px=fei_height)
     return _databar.parse_data_bar_spec(spec, decoded.shape[0])
 
@@ -203,12 +210,12 @@ def decide_calibration(
     params: AnalysisParams,
     data_bar: _databar.DataBar | None,
     *,
-    metadata_calibration: _cal.Calibration | None = None,
+    metadata: _cal.FileMetadata | None = None,
 ) -> tuple[_cal.Calibration, _scalebar.ScaleBar | None, list[str]]:
     """Pixel size from metadata, the scale bar and the user's override, with disagreement warnings."""
     candidates = []
-    if metadata_calibration is not None:
-        candidates.append(metadata_calibration)
+    if metadata is not None:
+        candidates.append(metadata.calibration)
     elif decoded.data:
         candidates.append(_cal.read_metadata_calibration(decoded.data, decoded.filename))
     bar = _scalebar.find_scale_bar(decoded.gray, search_rows=data_bar)
@@ -231,7 +238,7 @@ def analyze_decoded(
     *,
     segmenter: Segmenter,
     progress: ProgressCallback | None = None,
-    metadata_calibration: _cal.Calibration | None = None,
+    metadata: _cal.FileMetadata | None = None,
 ) -> AnalysisResult:
     """Calibrate, segment and measure one decoded image.
 
@@ -242,24 +249,25 @@ def analyze_decoded(
     params : AnalysisParams
         User settings.
     segmenter : Segmenter
-        The segmenter to run (see :mod:`app.segmenters`).
+        The segmenter to run (see :mod:`model.registry`).
     progress : callable, optional
         ``progress(fraction, message)``.
-    metadata_calibration : Calibration, optional
-        Calibration already read from the file's metadata (when ``decoded.data`` is not kept).
+    metadata : FileMetadata, optional
+        The file's metadata, already read (:func:`app.analysis.calibration.read_file_metadata`); else
+        it is read from ``decoded.data``.
 
     Returns
     -------
     AnalysisResult
     """
-    data_bar = decide_data_bar(decoded, params.data_bar)
+    data_bar = decide_data_bar(decoded, params.data_bar, metadata)
     start, stop = analysed_rows(decoded.shape[0], data_bar)
     labels = np.zeros(decoded.shape, dtype=np.int32)
     # Reading the scale bar (OCR in a tesseract subprocess, about 0.2 s) does not depend on the
     # segmentation, so it runs in a worker thread while the segmenter works.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="saemi-calibration") as pool:
         calibrating = pool.submit(
-            decide_calibration, decoded, params, data_bar, metadata_calibration=metadata_calibration
+            decide_calibration, decoded, params, data_bar, metadata=metadata
         )
         segmentation_notes: list[str] = []
         if stop - start >= 2:

@@ -10,13 +10,14 @@ from PIL import Image
 from app.analysis.calibration import (
     NO_CALIBRATION,
     Calibration,
+    FileMetadata,
     fei_image_height_px,
     parse_length,
     parse_sidecar,
+    read_file_metadata,
     read_metadata_calibration,
     resolve_calibration,
     tiff_fei_image_height_px,
-    tiff_metadata_calibration,
 )
 from app.analysis.errors import SaemiInputError
 
@@ -68,15 +69,21 @@ def test_fei_image_height_is_resolution_y():
     assert fei_image_height_px(b"II*\x00 damaged") is None
 
 
-def test_one_open_tiff_serves_calibration_and_data_bar_height():
+def test_one_parse_serves_calibration_and_data_bar_height(monkeypatch):
+    opened = []
+    real = tifffile.TiffFile
+    monkeypatch.setattr(tifffile, "TiffFile", lambda *args, **kwargs: opened.append(1) or real(*args, **kwargs))
+    fei = read_file_metadata(fei_tiff(), "fei.tif")
+    assert len(opened) == 1
+    assert fei.calibration == read_metadata_calibration(fei_tiff(), "fei.tif") and fei.calibration.nm_per_px
+    assert fei.fei_image_height_px == 80
     with tifffile.TiffFile(io.BytesIO(fei_tiff())) as tif:
-        assert tiff_metadata_calibration(tif, "fei.tif") == read_metadata_calibration(fei_tiff(), "fei.tif")
         assert tiff_fei_image_height_px(tif) == 80
-    with tifffile.TiffFile(io.BytesIO(tiff_bytes())) as tif:
-        assert tiff_fei_image_height_px(tif) is None
-        assert tiff_metadata_calibration(tif) == NO_CALIBRATION
-        jeol = tiff_metadata_calibration(tif, sidecar_text=JEOL_TEXT)
-        assert jeol == read_metadata_calibration(tiff_bytes(), "jeol.tif", sidecar_text=JEOL_TEXT)
+    plain = read_file_metadata(tiff_bytes(), "plain.tif")
+    assert plain == FileMetadata(NO_CALIBRATION, None)
+    jeol = read_file_metadata(tiff_bytes(), "jeol.tif", sidecar_text=JEOL_TEXT)
+    assert jeol.calibration == read_metadata_calibration(tiff_bytes(), "jeol.tif", sidecar_text=JEOL_TEXT)
+    assert jeol.calibration.nm_per_px is not None
 
 
 @pytest.mark.parametrize(
