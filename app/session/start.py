@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from app import config
 from app.analysis import imageio
+from app.analysis.encoding import labels_to_png_b64
 from app.analysis.errors import SaemiInputError
 from app.analysis.pipeline import AnalysisParams
 from app.engine import analyze_file
@@ -94,7 +95,7 @@ def start_session(data: bytes, filename: str, settings: PageSettings, sidecar_te
         notes.append(f"Data bar in rows {bar.y0}:{bar.y1} is kept out of the analysis (change it under Data bar).")
     decoded = result.decoded
     analysis = AnalysisState(
-        labels_png=_labels_png(result.label_image),
+        labels_png=labels_to_png_b64(result.label_image),
         particles_json=table_to_json(result.particles),
         shape=tuple(decoded.shape),
         frame=tuple(result.frame),
@@ -110,12 +111,6 @@ def start_session(data: bytes, filename: str, settings: PageSettings, sidecar_te
         analysed_at=result.analysed_at,
     )
     return Started(analysis, GrayState.from_image(decoded.gray), EditsState())
-
-
-def _labels_png(label_image) -> str:
-    from app.analysis.encoding import labels_to_png_b64
-
-    return labels_to_png_b64(label_image)
 
 
 @dataclass(frozen=True)
