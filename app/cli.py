@@ -7,28 +7,33 @@ over to :mod:`model.evaluate` and :mod:`model.train`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import re
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from app import config
-from app.analysis.encoding import labels_to_png_bytes
 from app.analysis.errors import SaemiInputError
 from app.analysis.pipeline import EDGE_MODES, AnalysisParams
 from app.analysis.report import particles_csv, summary_csv
-from app.engine import analyze_file, default_segmenter_name, get_segmenter
+from app.analysis.samples import ImageRecord, pooled_table, record_flags, sample_report
+from app.batch import ImageJob, ImageOutcome, batch_client, run_batch, sample_of
+from app.engine import default_segmenter_name, get_segmenter
 from model.config import ModelLoadError
 from model.registry import SEGMENTER_NAMES
 
 SIDECAR_SUFFIXES = (".txt", ".TXT")
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 logger = logging.getLogger("app.cli")
 
 
 def _analyze_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("analyze", help="segment and measure images, writing labels and CSVs")
-    p.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, TIFF, BMP)")
+    p = sub.add_parser("analyze", help="segment and measure images, pool them into samples, write labels and CSVs")
+    p.add_argument("images", nargs="+", type=Path,
+                   help="image files (PNG, JPEG, TIFF, BMP) or folders of them")
     p.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
     p.add_argument("--segmenter", choices=SEGMENTER_NAMES, default=None,
                    help="segmenter (default: unet when its weights ship, else classical)")
@@ -45,6 +50,15 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--views", type=int, default=None, metavar="N",
                    help="views of each image the U-Net averages, 1 to 4: each adds one network pass; "
                         "2 was slightly more accurate on the validation images (default: the model's, 1)")
+    p.add_argument("--sample-by", default=None, metavar="REGEX",
+                   help="group the images into samples: the first group of REGEX, searched in each file name "
+                        "without its extension, names the sample (e.g. '(.*)_[^_]*$'; default: one sample)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on the Dask cluster of this scheduler (tcp://host:8786; default $SAEMI_SCHEDULER, "
+                        "else a local cluster)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes of the local cluster (default: one per core; 0: analyse here, one image "
+                        "after the other)")
 
 
 def _read_sidecar(image_path: Path) -> str | None:
@@ -55,56 +69,125 @@ def _read_sidecar(image_path: Path) -> str | None:
     return None
 
 
+def _image_paths(inputs: list[Path]) -> list[Path]:
+    """The image files named, with each folder replaced by its image files (sorted by name)."""
+    paths = []
+    for item in inputs:
+        if item.is_dir():
+            paths += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths.append(item)
+    return paths
+
+
+def _params(args: argparse.Namespace) -> AnalysisParams:
+    return AnalysisParams(
+        segmenter=args.segmenter or default_segmenter_name(),
+        split_touching=not args.no_split,
+        min_area_px=args.min_area_px,
+        edge_mode=args.edge_mode,
+        nm_per_px=args.nm_per_px,
+        data_bar=args.data_bar,
+        scale_bar_label=args.scale_bar_label,
+        diameter_px=args.diameter_px,
+        views=args.views,
+    )
+
+
+def _jobs(paths: list[Path], pattern: str | None) -> tuple[list[ImageJob], dict[int, str], list[str]]:
+    """The images to analyse, each one's sample (by job index), and one error line per refused input."""
+    jobs, samples, errors, stems = [], {}, [], set()
+    for path in paths:
+        if path.stem in stems:
+            errors.append(f"{path}: skipped, another input is also named '{path.stem}' and its results would be "
+                          "overwritten; rename one of them.")
+            continue
+        try:
+            sample = sample_of(path.name, pattern)
+            job = ImageJob(len(jobs), path.name, path.read_bytes(), _read_sidecar(path))
+        except SaemiInputError as exc:
+            errors.append(f"{path}: {exc}")
+            continue
+        except OSError as exc:
+            errors.append(f"{path}: cannot read the file ({exc.strerror or exc}).")
+            continue
+        stems.add(path.stem)
+        samples[job.index] = sample
+        jobs.append(job)
+    return jobs, samples, errors
+
+
 def run_analyze(args: argparse.Namespace) -> int:
-    """Analyse every image; one stderr line per failure; non-zero exit if any failed."""
+    """Analyse every image and pool them into samples; one stderr line per failure; non-zero exit if any failed."""
     try:
-        params = AnalysisParams(
-            segmenter=args.segmenter or default_segmenter_name(),
-            split_touching=not args.no_split,
-            min_area_px=args.min_area_px,
-            edge_mode=args.edge_mode,
-            nm_per_px=args.nm_per_px,
-            data_bar=args.data_bar,
-            scale_bar_label=args.scale_bar_label,
-            diameter_px=args.diameter_px,
-            views=args.views,
-        )
+        params = _params(args)
         get_segmenter(params.segmenter, params.diameter_px, params.views)  # bad settings stop here, once
+        if args.sample_by:
+            re.compile(args.sample_by)
+    except re.error as exc:
+        print(f"error: the sample pattern {args.sample_by!r} is not a valid regular expression ({exc}).",
+              file=sys.stderr)
+        return 2
     except (SaemiInputError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    paths = _image_paths(args.images)
+    jobs, samples, errors = _jobs(paths, args.sample_by)
+    for line in errors:
+        print(line, file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows, failures, stems = [], 0, set()
-    for path in tqdm(args.images, desc="Analysing", unit="image", disable=None):
-        if path.stem in stems:
-            failures += 1
-            print(f"{path}: skipped, another input is also named '{path.stem}' and its results would be "
-                  "overwritten; rename one of them.", file=sys.stderr)
-            continue
-        stems.add(path.stem)
-        try:
-            result = analyze_file(path.read_bytes(), path.name, params, sidecar_text=_read_sidecar(path))
-            (args.out / f"{path.stem}_labels.png").write_bytes(labels_to_png_bytes(result.label_image))
-            (args.out / f"{path.stem}_particles.csv").write_text(
-                particles_csv(result.particles, result.provenance()), encoding="utf-8")
-            rows.append(result.summary())
-            for note in result.notes:
-                tqdm.write(f"{path.name}: {note}")
-        except OSError as exc:
-            failures += 1
-            print(f"{path}: cannot read the file ({exc.strerror or exc}).", file=sys.stderr)
-        except (SaemiInputError, ModelLoadError) as exc:
-            failures += 1
-            print(f"{path}: {exc}", file=sys.stderr)
-        except Exception:  # noqa: BLE001 - one bad file must not stop the batch; logged in full
-            failures += 1
-            logger.exception("Unexpected failure on %s", path)
-            print(f"{path}: SAEMI failed on this file unexpectedly; the details are in the log above.",
-                  file=sys.stderr)
-    if rows:
-        (args.out / "summary.csv").write_text(summary_csv(rows), encoding="utf-8")
-    print(f"Analysed {len(rows)} of {len(args.images)} images; results in {args.out}")
-    return 1 if failures else 0
+    outcomes: dict[int, ImageOutcome] = {}
+    use_cluster = args.scheduler is not None or (args.workers != 0 and len(jobs) > 1)
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(batch_client(args.scheduler, workers=args.workers)) if use_cluster else None
+        for outcome in tqdm(run_batch(jobs, params, client=client), total=len(jobs), desc="Analysing",
+                            unit="image", disable=None):
+            outcomes[outcome.index] = outcome
+            _write_image(args.out, outcome)
+    failed = [o for o in outcomes.values() if o.error]
+    for outcome in sorted(failed, key=lambda o: o.index):
+        print(f"{paths_by_name(paths, outcome.name)}: {outcome.error}", file=sys.stderr)
+    done = [outcomes[index] for index in sorted(outcomes) if not outcomes[index].error]
+    if done:
+        _write_tables(args.out, done, samples, params)
+    print(f"Analysed {len(done)} of {len(paths)} images; results in {args.out}")
+    return 1 if errors or failed else 0
+
+
+def paths_by_name(paths: list[Path], name: str) -> Path | str:
+    """The input path whose file name is ``name`` (for error lines), else the name."""
+    return next((path for path in paths if path.name == name), name)
+
+
+def _write_image(out: Path, outcome: ImageOutcome) -> None:
+    if outcome.error:
+        return
+    stem = Path(outcome.name).stem
+    (out / f"{stem}_labels.png").write_bytes(outcome.labels_png)
+    (out / f"{stem}_particles.csv").write_text(particles_csv(outcome.particles, outcome.provenance),
+                                               encoding="utf-8")
+    for note in outcome.notes:
+        tqdm.write(f"{outcome.name}: {note}")
+
+
+def _write_tables(out: Path, done: list[ImageOutcome], samples: dict[int, str], params: AnalysisParams) -> None:
+    """``summary.csv`` (one row per image, with its sample and quality flags), ``pooled_particles.csv``
+    and ``samples.csv`` (one row per sample, then one per pair of samples)."""
+    records = [ImageRecord(o.name, samples[o.index], o.particles, o.summary.get("nm_per_px"), o.shape, o.frame,
+                           o.measures) for o in done]
+    flags = record_flags(records)
+    rows = [{"sample": samples[o.index], **o.summary, "flags": " ".join(flags[o.name])} for o in done]
+    (out / "summary.csv").write_text(summary_csv(rows), encoding="utf-8")
+    provenance = {key: value for key, value in done[0].provenance.items()
+                  if key == "software" or key == "segmenter" or key.startswith("param_")}
+    provenance["images"] = ", ".join(o.name for o in done)
+    (out / "pooled_particles.csv").write_text(particles_csv(pooled_table(records), provenance), encoding="utf-8")
+    sample_rows, comparison_rows = sample_report(records, edge_mode=params.edge_mode)
+    table = [{"row": "sample", **row} for row in sample_rows] + [{"row": "comparison", **row}
+                                                                 for row in comparison_rows]
+    (out / "samples.csv").write_text(summary_csv(table, provenance), encoding="utf-8")
+    for row in comparison_rows:
+        tqdm.write(row["summary"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,9 +149,14 @@ def augment_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def random_crop(sample: Sample, rng: np.random.Generator, size_px: int = CROP_SIZE_PX) -> tuple[np.ndarray, np.ndarray]:
-    """An augmented ``size_px`` square crop of ``sample``: (image (s, s, 1), targets (s, s, 2))."""
-    jitter = float(np.exp(rng.uniform(*np.log(SCALE_JITTER))))
+def random_crop(sample: Sample, rng: np.random.Generator, size_px: int = CROP_SIZE_PX,
+                scale_jitter: tuple[float, float] = SCALE_JITTER) -> tuple[np.ndarray, np.ndarray]:
+    """An augmented ``size_px`` square crop of ``sample``: (image (s, s, 1), targets (s, s, 2)).
+
+    The crop is rescaled by a factor drawn log-uniformly from ``scale_jitter`` (the sample's
+    particles are at the target diameter; a factor of 0.25 shows them at a quarter of it).
+    """
+    jitter = float(np.exp(rng.uniform(*np.log(scale_jitter))))
     region_px = min(int(round(size_px / jitter)), *sample.image.shape)
     rows, cols = sample.image.shape
     r0 = int(rng.integers(0, rows - region_px + 1))
@@ -213,7 +218,8 @@ def training_batches(samples: list[Sample], *, batch_size: int, seed: int,
                      synthetic: SyntheticCropFn | None = None,
                      synthetic_fraction: float = 0.0,
                      crop_size_px: int = CROP_SIZE_PX,
-                     target_diameter_px: float = TARGET_DIAMETER_PX) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                     target_diameter_px: float = TARGET_DIAMETER_PX,
+                     scale_jitter: tuple[float, float] = SCALE_JITTER) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless batches ``(images (b, s, s, 1), targets (b, s, s, 2))`` of augmented crops.
 
     EMPS images are drawn with probability proportional to the square root of their area at
@@ -231,7 +237,7 @@ def training_batches(samples: list[Sample], *, batch_size: int, seed: int,
                 sample = pool.draw()
             else:
                 sample = samples[int(rng.choice(len(samples), p=weights))]
-            x, y = random_crop(sample, rng, crop_size_px)
+            x, y = random_crop(sample, rng, crop_size_px, scale_jitter)
             images.append(x)
             targets.append(y)
         yield np.stack(images), np.stack(targets)

@@ -104,6 +104,17 @@ def _emps_samples(root: Path, names: list[str], target_px: float, cache: Path | 
     return samples
 
 
+def _jitter(text: str) -> tuple[float, float]:
+    """``LOW,HIGH`` with 0 < LOW <= HIGH, for ``--scale-jitter``."""
+    try:
+        low, high = (float(value) for value in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"give two numbers LOW,HIGH, got {text!r}") from err
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"need 0 < LOW <= HIGH, got {text!r}")
+    return low, high
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="train", description="Train SAEMI's particle segmentation U-Net.")
     parser.add_argument("--out", required=True, type=Path, help="run folder for checkpoints and logs")
@@ -124,6 +135,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--target-diameter-px", type=float, default=TARGET_DIAMETER_PX,
                         help="median particle diameter every sample is rescaled to (the config's "
                              "input_scale.target_diameter_px must match it)")
+    parser.add_argument("--scale-jitter", type=_jitter, default=data.SCALE_JITTER, metavar="LOW,HIGH",
+                        help="crops are rescaled by a factor drawn log-uniformly from LOW to HIGH around the "
+                             "target diameter (default %(default)s; 0.25,2 trains on particles of 4 to 32 px)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0,
                         help="processes that make training batches (0: the training process itself)")
@@ -179,7 +193,7 @@ def main(argv: list[str]) -> int:
     # (and re-generating) every batch already consumed.
     stream = {"batch_size": args.batch_size, "seed": args.seed + 1000 * state["epoch"],
               "synthetic_fraction": args.synthetic_fraction, "crop_size_px": args.crop_size,
-              "target_diameter_px": target_px}
+              "target_diameter_px": target_px, "scale_jitter": args.scale_jitter}
     if args.workers > 0:
         batches = data.parallel_batches(train_samples, workers=args.workers, use_synthetic=synthetic is not None,
                                         **stream)

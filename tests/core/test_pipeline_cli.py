@@ -166,17 +166,19 @@ def test_cli_survives_unexpected_failures_and_duplicate_names(tmp_path, sample, 
     for path in (first, second, third):
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(_png_bytes(sample.image))
-    real = cli.analyze_file
+    from app import batch
+
+    real = batch.analyze_file
 
     def flaky(data, name, *args, **kwargs):
         if name == "boom.png":
             raise RuntimeError("simulated bug")
         return real(data, name, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "analyze_file", flaky)
+    monkeypatch.setattr(batch, "analyze_file", flaky)
     out = tmp_path / "out"
     status = cli.main(["analyze", str(third), str(first), str(second), "--out", str(out),
-                       "--segmenter", "classical"])
+                       "--segmenter", "classical", "--workers", "0"])  # in this process, where the patch is
     assert status == 1
     errors = capsys.readouterr().err
     assert "boom.png: SAEMI failed on this file unexpectedly" in errors

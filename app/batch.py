@@ -1,0 +1,172 @@
+"""Many images at once, on Dask distributed: the samples engine shared by the command line and the page.
+
+:func:`analyze_job` is the work of one image: a plain function of plain inputs that returns plain data
+(:class:`ImageOutcome`), so it runs the same in this process, on a :class:`distributed.LocalCluster` or on
+a remote cluster. :func:`run_batch` maps it over the images and yields each outcome as it completes.
+Every worker loads the segmenter once, when it starts (:class:`LoadSegmenter`, a worker plugin), never
+per image. A task whose worker dies is run again by Dask on another worker; outcomes are keyed by the
+image's index, so none is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+from distributed import WorkerPlugin
+
+from app.analysis.encoding import labels_to_png_bytes
+from app.analysis.errors import SaemiInputError
+from app.analysis.pipeline import AnalysisParams
+from app.analysis.quality import ImageMeasures, image_measures
+from app.engine import analyze_file, get_segmenter
+from model.config import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable with the address of an existing Dask scheduler (``tcp://host:8786``).
+SCHEDULER_ENV = "SAEMI_SCHEDULER"
+#: The sample name of every image when no grouping is given.
+DEFAULT_SAMPLE = "sample"
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image of a batch: its index in the batch, name, file content and sidecar text."""
+
+    index: int
+    name: str
+    data: bytes
+    sidecar_text: str | None = None
+
+
+@dataclass
+class ImageOutcome:
+    """What one image gave: its results, or the sentence saying why it could not be analysed."""
+
+    index: int
+    name: str
+    error: str | None = None
+    labels_png: bytes = b""
+    particles: pd.DataFrame = field(default_factory=pd.DataFrame)
+    provenance: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, object] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    measures: ImageMeasures | None = None
+    shape: tuple[int, int] = (0, 0)
+    frame: tuple[int, int] = (0, 0)
+    worker_pid: int = 0
+
+
+def analyze_job(job: ImageJob, params: AnalysisParams) -> ImageOutcome:
+    """Analyse one image; a file that cannot be analysed gives an outcome with its sentence."""
+    try:
+        result = analyze_file(job.data, job.name, params, sidecar_text=job.sidecar_text)
+    except (SaemiInputError, ModelLoadError) as exc:
+        return ImageOutcome(job.index, job.name, error=str(exc), worker_pid=os.getpid())
+    except Exception:  # noqa: BLE001 - one bad file must not stop the batch; logged in full
+        logger.exception("Unexpected failure on %s", job.name)
+        return ImageOutcome(job.index, job.name, worker_pid=os.getpid(),
+                            error="SAEMI failed on this file unexpectedly; the details are in the log.")
+    measures = image_measures(result.decoded.gray, result.particles, result.frame, result.calibration.nm_per_px)
+    return ImageOutcome(job.index, job.name, labels_png=labels_to_png_bytes(result.label_image),
+                        particles=result.particles, provenance=result.provenance(), summary=result.summary(),
+                        notes=list(result.notes), measures=measures, shape=tuple(result.decoded.shape),
+                        frame=tuple(result.frame), worker_pid=os.getpid())
+
+
+class LoadSegmenter(WorkerPlugin):
+    """Dask worker plugin: build (and, for the U-Net, load and trace) the batch's segmenter when a worker
+    starts, so every image a worker gets finds the model in memory."""
+
+    name = "saemi-load-segmenter"
+
+    def __init__(self, params: AnalysisParams) -> None:
+        self.segmenter = params.segmenter
+        self.diameter_px = params.diameter_px
+        self.views = params.views
+
+    def setup(self, worker=None) -> None:
+        segmenter = get_segmenter(self.segmenter, self.diameter_px, self.views)
+        if hasattr(segmenter, "warm_up"):
+            segmenter.warm_up()
+
+
+def run_batch(jobs: Sequence[ImageJob], params: AnalysisParams, *, client=None) -> Iterator[ImageOutcome]:
+    """Analyse ``jobs`` and yield each :class:`ImageOutcome` as it completes (in no fixed order).
+
+    Parameters
+    ----------
+    jobs : sequence of ImageJob
+        The images.
+    params : AnalysisParams
+        One setting for all images.
+    client : distributed.Client, optional
+        Runs the images on its cluster; without one they run here, one after the other.
+    """
+    if client is None:
+        for job in jobs:
+            yield analyze_job(job, params)
+        return
+    from distributed import as_completed
+
+    client.register_plugin(LoadSegmenter(params))
+    futures = client.map(analyze_job, list(jobs), params=params, pure=False)
+    seen: set[int] = set()
+    for future in as_completed(futures):
+        outcome = future.result()
+        if outcome.index not in seen:  # a rerun task cannot give an image twice
+            seen.add(outcome.index)
+            yield outcome
+
+
+def sample_of(name: str, pattern: str | None) -> str:
+    """The sample an image belongs to: the first group of ``pattern`` matched on its name without the
+    extension (:data:`DEFAULT_SAMPLE` without a pattern).
+
+    Raises
+    ------
+    SaemiInputError
+        When the name does not match, or the pattern has no group.
+
+    Examples
+    --------
+    >>> sample_of("annealed_03.tif", r"(.*)_[^_]*$")
+    'annealed'
+    """
+    if not pattern:
+        return DEFAULT_SAMPLE
+    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    try:
+        match = re.search(pattern, stem)
+    except re.error as exc:
+        raise SaemiInputError(f"The sample pattern {pattern!r} is not a valid regular expression ({exc}).") from exc
+    if match is None or not match.groups() or not match.group(1):
+        raise SaemiInputError(f"'{name}' does not match the sample pattern {pattern!r} (its first group names the "
+                              "sample).")
+    return match.group(1)
+
+
+@contextlib.contextmanager
+def batch_client(scheduler: str | None = None, *, workers: int | None = None):
+    """A Dask client for a batch, closed (with its local cluster, if it made one) on leaving.
+
+    It connects to the scheduler at ``scheduler`` (or ``$SAEMI_SCHEDULER``), else starts a local cluster
+    of ``workers`` processes (default: one per core) with one thread each: the network's own threads
+    then do not compete.
+    """
+    from distributed import Client, LocalCluster
+
+    address = scheduler or os.environ.get(SCHEDULER_ENV)
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client
