@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8050
 WORKERS ?= 2
+# The samples view's Dask cluster (see run): its scheduler's port and its worker processes.
+DASK_PORT ?= 8786
+DASK_WORKERS ?= 2
 # Debian packages the tests need: the browser and its driver (dash_duo), tesseract (scale-bar OCR).
 SYSTEM_PACKAGES := chromium chromium-driver tesseract-ocr
 
@@ -30,14 +33,30 @@ system-deps:
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing; \
 	fi
 
+# One Dask cluster per deployment for the samples view: a scheduler and DASK_WORKERS single-threaded worker
+# processes beside gunicorn, its web workers clients of it through SAEMI_SCHEDULER. When SAEMI_SCHEDULER is set
+# already, that cluster is used and none is started.
 run: install
-	$(BIN)/gunicorn -c python:app.gunicorn_conf --bind $(HOST):$(PORT) --workers $(WORKERS) --timeout 300 app.wsgi:server
+	@if [ -n "$$SAEMI_SCHEDULER" ]; then \
+	  exec $(BIN)/gunicorn -c python:app.gunicorn_conf --bind $(HOST):$(PORT) --workers $(WORKERS) --timeout 300 \
+	    app.wsgi:server; \
+	fi; \
+	export PYTHONPATH="$(CURDIR)"; \
+	$(BIN)/dask scheduler --host 127.0.0.1 --port $(DASK_PORT) --no-dashboard & scheduler=$$!; \
+	$(BIN)/dask worker tcp://127.0.0.1:$(DASK_PORT) --nworkers $(DASK_WORKERS) --nthreads 1 --no-dashboard \
+	  --host 127.0.0.1 & workers=$$!; \
+	trap 'kill $$workers $$scheduler 2>/dev/null' EXIT INT TERM; \
+	SAEMI_SCHEDULER=tcp://127.0.0.1:$(DASK_PORT) $(BIN)/gunicorn -c python:app.gunicorn_conf --bind $(HOST):$(PORT) \
+	  --workers $(WORKERS) --timeout 300 app.wsgi:server
 
 lint: install
 	$(BIN)/ruff check .
 
 test: install system-deps lint
-	$(BIN)/python -m pytest -q --doctest-modules app/analysis model/postprocess.py model/segmenter.py model/config.py tests
+	$(BIN)/python -m pytest -q -m "not browser" --doctest-modules app/analysis model/postprocess.py model/segmenter.py \
+	  model/config.py tests
+	# The browser tests run in a process of their own: the Dask clusters and web servers they start stay there.
+	$(BIN)/python -m pytest -q -m browser tests
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py

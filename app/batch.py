@@ -11,10 +11,12 @@ image's index, so none is lost or counted twice.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -24,6 +26,7 @@ from app.analysis.encoding import labels_to_png_bytes
 from app.analysis.errors import SaemiInputError
 from app.analysis.pipeline import AnalysisParams
 from app.analysis.quality import ImageMeasures, image_measures
+from app.analysis.segmentation import ProgressCallback
 from app.engine import analyze_file, get_segmenter
 from model.config import ModelLoadError
 
@@ -63,10 +66,13 @@ class ImageOutcome:
     worker_pid: int = 0
 
 
-def analyze_job(job: ImageJob, params: AnalysisParams) -> ImageOutcome:
-    """Analyse one image; a file that cannot be analysed gives an outcome with its sentence."""
+def analyze_job(job: ImageJob, params: AnalysisParams, progress: ProgressCallback | None = None) -> ImageOutcome:
+    """Analyse one image; a file that cannot be analysed gives an outcome with its sentence.
+
+    ``progress(fraction, message)`` hears the stages of the analysis (see :func:`app.engine.analyze_file`).
+    """
     try:
-        result = analyze_file(job.data, job.name, params, sidecar_text=job.sidecar_text)
+        result = analyze_file(job.data, job.name, params, sidecar_text=job.sidecar_text, progress=progress)
     except (SaemiInputError, ModelLoadError) as exc:
         return ImageOutcome(job.index, job.name, error=str(exc), worker_pid=os.getpid())
     except Exception:  # noqa: BLE001 - one bad file must not stop the batch; logged in full
@@ -90,14 +96,48 @@ class LoadSegmenter(WorkerPlugin):
         self.segmenter = params.segmenter
         self.diameter_px = params.diameter_px
         self.views = params.views
+        self.model_dir = params.model_dir
 
     def setup(self, worker=None) -> None:
-        segmenter = get_segmenter(self.segmenter, self.diameter_px, self.views)
+        if self.segmenter == "unet":
+            _limit_network_threads(getattr(getattr(worker, "state", None), "nthreads", None) or 1)
+        segmenter = get_segmenter(self.segmenter, self.diameter_px, self.views, self.model_dir)
         if hasattr(segmenter, "warm_up"):
             segmenter.warm_up()
 
 
-def run_batch(jobs: Sequence[ImageJob], params: AnalysisParams, *, client=None) -> Iterator[ImageOutcome]:
+def _limit_network_threads(threads: int) -> None:
+    """Give the network as many threads as the worker has task threads, so that N single-thread workers on
+    N cores do not each start N compute threads. TensorFlow takes this only before its first use in the
+    process; a worker that already used it keeps its setting."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        logger.debug("TensorFlow already initialised in this worker; its thread settings stay")
+
+
+#: What a task sends to ``on_stage`` when it starts, before the segmenter reports anything.
+STARTED = "Reading the image and its calibration"
+
+
+def _analyze_reporting(job: ImageJob, params: AnalysisParams, topic: str) -> ImageOutcome:
+    """:func:`analyze_job` on a Dask worker, its stages sent as events ``(index, fraction, message)`` on ``topic``."""
+    from distributed import get_worker
+
+    worker = get_worker()
+
+    def progress(fraction: float, message: str) -> None:
+        worker.log_event(topic, (job.index, float(fraction), str(message)))
+
+    progress(0.0, STARTED)
+    return analyze_job(job, params, progress)
+
+
+def run_batch(jobs: Sequence[ImageJob], params: AnalysisParams, *, client=None,
+              on_stage: Callable[[int, float, str], None] | None = None) -> Iterator[ImageOutcome]:
     """Analyse ``jobs`` and yield each :class:`ImageOutcome` as it completes (in no fixed order).
 
     Parameters
@@ -108,21 +148,36 @@ def run_batch(jobs: Sequence[ImageJob], params: AnalysisParams, *, client=None) 
         One setting for all images.
     client : distributed.Client, optional
         Runs the images on its cluster; without one they run here, one after the other.
+    on_stage : callable, optional
+        ``on_stage(index, fraction, message)`` hears each image's stages while it is analysed (on a cluster,
+        as Dask events on a topic of this batch, in the client's event-loop thread).
     """
     if client is None:
         for job in jobs:
-            yield analyze_job(job, params)
+            if on_stage is not None:
+                on_stage(job.index, 0.0, STARTED)
+            progress = None if on_stage is None else functools.partial(on_stage, job.index)
+            yield analyze_job(job, params, progress)
         return
     from distributed import as_completed
 
     client.register_plugin(LoadSegmenter(params))
-    futures = client.map(analyze_job, list(jobs), params=params, pure=False)
-    seen: set[int] = set()
-    for future in as_completed(futures):
-        outcome = future.result()
-        if outcome.index not in seen:  # a rerun task cannot give an image twice
-            seen.add(outcome.index)
-            yield outcome
+    if on_stage is None:
+        futures = client.map(analyze_job, list(jobs), params=params, pure=False)
+    else:
+        topic = f"saemi-stage-{uuid.uuid4().hex}"
+        client.subscribe_topic(topic, lambda event: on_stage(*event[1]))
+        futures = client.map(_analyze_reporting, list(jobs), params=params, topic=topic, pure=False)
+    try:
+        seen: set[int] = set()
+        for future in as_completed(futures):
+            outcome = future.result()
+            if outcome.index not in seen:  # a rerun task cannot give an image twice
+                seen.add(outcome.index)
+                yield outcome
+    finally:
+        if on_stage is not None:
+            client.unsubscribe_topic(topic)
 
 
 def sample_of(name: str, pattern: str | None) -> str:

@@ -18,11 +18,12 @@ from tqdm import tqdm
 from app import config
 from app.analysis.errors import SaemiInputError
 from app.analysis.pipeline import EDGE_MODES, AnalysisParams
-from app.analysis.report import particles_csv, summary_csv
-from app.analysis.samples import ImageRecord, pooled_table, record_flags, sample_report
+from app.analysis.report import particles_csv
+from app.analysis.samples import ImageRecord, batch_provenance, sample_report, sample_tables
 from app.batch import ImageJob, ImageOutcome, batch_client, run_batch, sample_of
 from app.engine import default_segmenter_name, get_segmenter
 from model.config import ModelLoadError
+from model.loading import check_model_folder
 from model.registry import SEGMENTER_NAMES
 
 SIDECAR_SUFFIXES = (".txt", ".TXT")
@@ -50,6 +51,8 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--views", type=int, default=None, metavar="N",
                    help="views of each image the U-Net averages, 1 to 4: each adds one network pass; "
                         "2 was slightly more accurate on the validation images (default: the model's, 1)")
+    p.add_argument("--model-dir", type=Path, default=None, metavar="DIR",
+                   help="U-Net model folder, e.g. one made by python -m app finetune (default: the shipped model)")
     p.add_argument("--sample-by", default=None, metavar="REGEX",
                    help="group the images into samples: the first group of REGEX, searched in each file name "
                         "without its extension, names the sample (e.g. '(.*)_[^_]*$'; default: one sample)")
@@ -91,6 +94,7 @@ def _params(args: argparse.Namespace) -> AnalysisParams:
         scale_bar_label=args.scale_bar_label,
         diameter_px=args.diameter_px,
         views=args.views,
+        model_dir=str(args.model_dir) if args.model_dir else None,
     )
 
 
@@ -121,7 +125,9 @@ def run_analyze(args: argparse.Namespace) -> int:
     """Analyse every image and pool them into samples; one stderr line per failure; non-zero exit if any failed."""
     try:
         params = _params(args)
-        get_segmenter(params.segmenter, params.diameter_px, params.views)  # bad settings stop here, once
+        get_segmenter(params.segmenter, params.diameter_px, params.views, params.model_dir)  # bad settings stop here
+        if params.model_dir and params.segmenter == "unet":
+            check_model_folder(params.model_dir)
         if args.sample_by:
             re.compile(args.sample_by)
     except re.error as exc:
@@ -171,22 +177,15 @@ def _write_image(out: Path, outcome: ImageOutcome) -> None:
 
 
 def _write_tables(out: Path, done: list[ImageOutcome], samples: dict[int, str], params: AnalysisParams) -> None:
-    """``summary.csv`` (one row per image, with its sample and quality flags), ``pooled_particles.csv``
-    and ``samples.csv`` (one row per sample, then one per pair of samples)."""
+    """``summary.csv``, ``pooled_particles.csv`` and ``samples.csv`` (:func:`app.analysis.samples.sample_tables`)."""
     records = [ImageRecord(o.name, samples[o.index], o.particles, o.summary.get("nm_per_px"), o.shape, o.frame,
                            o.measures) for o in done]
-    flags = record_flags(records)
-    rows = [{"sample": samples[o.index], **o.summary, "flags": " ".join(flags[o.name])} for o in done]
-    (out / "summary.csv").write_text(summary_csv(rows), encoding="utf-8")
-    provenance = {key: value for key, value in done[0].provenance.items()
-                  if key == "software" or key == "segmenter" or key.startswith("param_")}
-    provenance["images"] = ", ".join(o.name for o in done)
-    (out / "pooled_particles.csv").write_text(particles_csv(pooled_table(records), provenance), encoding="utf-8")
-    sample_rows, comparison_rows = sample_report(records, edge_mode=params.edge_mode)
-    table = [{"row": "sample", **row} for row in sample_rows] + [{"row": "comparison", **row}
-                                                                 for row in comparison_rows]
-    (out / "samples.csv").write_text(summary_csv(table, provenance), encoding="utf-8")
-    for row in comparison_rows:
+    provenance = batch_provenance(done[0].provenance, [o.name for o in done])
+    report = sample_report(records, edge_mode=params.edge_mode)
+    tables = sample_tables(records, [o.summary for o in done], provenance, edge_mode=params.edge_mode, report=report)
+    for name, text in tables.items():
+        (out / name).write_text(text, encoding="utf-8")
+    for row in report[1]:
         tqdm.write(row["summary"])
 
 
@@ -199,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return train_main(argv[1:])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] == "finetune":
+        from model.finetune import main as finetune_main
+
+        return finetune_main(argv[1:])
     if argv and argv[0] == "evaluate":
         from model.evaluate import main as evaluate_main
 
@@ -207,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _analyze_parser(sub)
     sub.add_parser("train", help="train the U-Net (see python -m app train --help)")
+    sub.add_parser("finetune", help="fine-tune the U-Net on your images and masks (see python -m app finetune --help)")
     sub.add_parser("evaluate", help="score segmenters against masks (see python -m app evaluate --help)")
     args = parser.parse_args(argv)
     return run_analyze(args)

@@ -32,7 +32,8 @@ def default_segmenter_name(model_dir: str | os.PathLike | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=SEGMENTER_CACHE_SIZE)
-def get_segmenter(name: str, diameter_px: float | None = None, views: int | None = None) -> Segmenter:
+def get_segmenter(name: str, diameter_px: float | None = None, views: int | None = None,
+                  model_dir: str | None = None) -> Segmenter:
     """The segmenter called ``name`` with these settings, built once per process (see
     :func:`model.registry.make_segmenter`); at most :data:`SEGMENTER_CACHE_SIZE` are kept.
 
@@ -41,7 +42,7 @@ def get_segmenter(name: str, diameter_px: float | None = None, views: int | None
     SaemiInputError
         For an unknown name, or a diameter or a number of views the U-Net cannot take.
     """
-    return make_segmenter(name, diameter_px=diameter_px, views=views)
+    return make_segmenter(name, diameter_px=diameter_px, views=views, model_dir=model_dir)
 
 
 def analyze_file(data: bytes, filename: str, params: AnalysisParams, *, sidecar_text: str | None = None,
@@ -75,7 +76,7 @@ def analyze_file(data: bytes, filename: str, params: AnalysisParams, *, sidecar_
     """
     decoded = decode_image(data, filename, max_bytes=config.MAX_UPLOAD_BYTES, max_pixels=config.MAX_PIXELS)
     metadata = read_file_metadata(data, filename, sidecar_text)  # one parse: calibration and data-bar height
-    segmenter = get_segmenter(params.segmenter, params.diameter_px, params.views)
+    segmenter = get_segmenter(params.segmenter, params.diameter_px, params.views, params.model_dir)
     result = analyze_decoded(decoded, params, segmenter=segmenter, progress=progress,
                              metadata=metadata)
     if sidecar_text is not None and metadata.calibration.nm_per_px is None:

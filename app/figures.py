@@ -13,7 +13,7 @@ from skimage.segmentation import find_boundaries
 from app.analysis.encoding import rgb_to_png_data_url
 from app.analysis.stats import histogram, lognormal_fit, lognormal_pdf
 
-__all__ = ["PALETTE", "histogram_figure", "label_colour_image", "overlay_figure"]
+__all__ = ["PALETTE", "histogram_figure", "label_colour_image", "overlay_figure", "samples_figure"]
 
 #: Fixed particle colours (RGB), reused in turn by particle id.
 PALETTE = np.array(
@@ -189,7 +189,7 @@ def label_colour_image(label_image, mode="bw"):
 
 
 def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar_rows=None, line_px=None,
-                   dragmode="zoom"):
+                   dragmode="zoom", scale_bar=None):
     """The image with the segmentation drawn over it, zoomable with equal aspect.
 
     Parameters
@@ -210,6 +210,9 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar
         The line drawn to calibrate, drawn editable in :data:`LINE_COLOUR`.
     dragmode : {"zoom", "drawline"}, optional
         What a mouse drag does: zoom, or draw the calibration line (anything else means zoom).
+    scale_bar : (x0, x1, y, text), optional
+        The scale bar measured in the image (columns [x0, x1) through row y) and its label as read,
+        framed in :data:`DATA_BAR_COLOUR`.
 
     Returns
     -------
@@ -262,6 +265,13 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar
                       y1=data_bar_rows[1] - 0.5, line={"color": DATA_BAR_COLOUR, "width": 2, "dash": "dash"})
         fig.add_annotation(x=0, y=data_bar_rows[0], xanchor="left", yanchor="bottom", showarrow=False,
                            text="data bar (not analysed)", font={"color": DATA_BAR_COLOUR})
+    if scale_bar:
+        x0, x1, y, text = scale_bar
+        fig.add_shape(type="rect", x0=x0 - 0.5, x1=x1 - 0.5, y0=y - 3.5, y1=y + 3.5,
+                      line={"color": DATA_BAR_COLOUR, "width": 2})
+        fig.add_annotation(x=x0, y=y - 4, xanchor="left", yanchor="bottom", showarrow=False,
+                           text=f"scale bar {x1 - x0} px" + (f", read {text!r}" if text else ""),
+                           font={"color": DATA_BAR_COLOUR})
     if line_px:
         fig.add_shape(type="line", x0=line_px[0], y0=line_px[1], x1=line_px[2], y1=line_px[3], editable=True,
                       line={"color": LINE_COLOUR, "width": 2})
@@ -278,3 +288,59 @@ def canvas_mask_url(label_image, colour_mode, edit_version):
     """
     return rgb_to_png_data_url(label_colour_image(label_image, mode=colour_mode),
                                text={"saemi-edit-version": str(edit_version)})
+
+
+#: Colours of the samples in the comparison figure, in turn.
+SAMPLE_COLOURS = ("#4c78a8", "#e45756", "#54a24b", "#b279a2", "#f58518", "#72b7b2", "#9d755d", "#eeca3b")
+
+
+def samples_figure(sizes, *, unit="nm", quantity_label="ECD"):
+    """Samples compared: each sample's size histogram (percent of its particles, common bins, overlaid) and
+    its cumulative curve on a secondary y axis.
+
+    Parameters
+    ----------
+    sizes : mapping of str to array_like
+        Each sample's pooled sizes, all in ``unit``.
+    unit : str, optional
+        Unit of the sizes.
+    quantity_label : str, optional
+        Name of the size for the axis.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Without finite sizes, an empty figure annotated "No particles found".
+    """
+    cleaned = {name: np.asarray(values, dtype=float) for name, values in sizes.items()}
+    cleaned = {name: values[np.isfinite(values)] for name, values in cleaned.items()}
+    layout = {
+        "template": LIGHT_TEMPLATE, "barmode": "overlay", "bargap": 0.02,
+        "margin": {"l": 60, "r": 60, "t": 30, "b": 50}, "legend": {"orientation": "h", "y": 1.1, "x": 0},
+        "xaxis": {"title": {"text": f"{quantity_label} ({unit})" if unit else quantity_label}},
+        "yaxis": {"title": {"text": "Particles of the sample (%)"}, "rangemode": "tozero"},
+        "yaxis2": {"title": {"text": "Cumulative (%)"}, "overlaying": "y", "side": "right", "range": [0, 100.5],
+                   "showgrid": False},
+    }
+    everything = np.concatenate([*cleaned.values(), np.zeros(0)])
+    if everything.size == 0:
+        layout["annotations"] = [{"text": "No particles found", "showarrow": False, "xref": "paper",
+                                  "yref": "paper", "x": 0.5, "y": 0.5, "font": {"size": 16}}]
+        return go.Figure(layout=layout)
+    edges = np.histogram_bin_edges(everything, bins=min(40, max(5, int(np.sqrt(everything.size)))))
+    traces = []
+    for number, (name, values) in enumerate(cleaned.items()):
+        if values.size == 0:
+            continue
+        colour = SAMPLE_COLOURS[number % len(SAMPLE_COLOURS)]
+        counts, _ = np.histogram(values, bins=edges)
+        ordered = np.sort(values)
+        traces.append({"type": "bar", "x": (edges[:-1] + edges[1:]) / 2.0, "y": 100.0 * counts / values.size,
+                       "width": np.diff(edges), "name": f"{name} (n = {values.size})", "opacity": 0.55,
+                       "marker": {"color": colour}, "legendgroup": name,
+                       "hovertemplate": f"{name}: %{{y:.1f}}% at %{{x:.4g}} {unit}<extra></extra>"})
+        traces.append({"type": "scatter", "x": ordered, "y": 100.0 * np.arange(1, values.size + 1) / values.size,
+                       "mode": "lines", "line": {"color": colour, "width": 2, "shape": "hv"}, "yaxis": "y2",
+                       "name": f"{name}, cumulative", "legendgroup": name,
+                       "hovertemplate": f"{name}: %{{y:.1f}}% ≤ %{{x:.4g}} {unit}<extra></extra>"})
+    return go.Figure(data=traces, layout=layout)

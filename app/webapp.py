@@ -6,11 +6,13 @@ import logging
 from pathlib import Path
 
 import dash
+import flask
 
-from app.callbacks import analysis, canvas, downloads, linecal, views
-from app.config import REPO_ROOT
+from app import config
+from app.callbacks import analysis, canvas, downloads, linecal, samples, views
 from app.engine import default_segmenter_name
 from app.layout.main import build_layout
+from app.session.guard import public_text
 from model.loading import model_problem
 
 logger = logging.getLogger(__name__)
@@ -36,15 +38,32 @@ def create_app(*, default_segmenter: str | None = None, model_dir: Path | None =
     app = dash.Dash(
         __name__,
         title="SAEMI",
-        assets_folder=str(REPO_ROOT / "assets"),
+        assets_folder=str(config.REPO_ROOT / "assets"),
         suppress_callback_exceptions=False,
     )
     problem = model_problem(model_dir)
     if problem:
         logger.error(problem)
-    app.layout = build_layout(default_segmenter or default_segmenter_name(model_dir), notice=problem)
+    notice = None if problem is None else public_text(problem, drop_details=True)
+    app.layout = build_layout(default_segmenter or default_segmenter_name(model_dir), notice=notice)
+    limit_request_body(app.server)
     # Callbacks are attached to this app, not to Dash's global registry: the first app created in a
     # process empties that registry, so a second app (tests, several apps) would get none.
-    for module in (analysis, views, canvas, downloads, linecal):
+    for module in (analysis, views, canvas, downloads, linecal, samples):
         module.register(app)
     return app
+
+
+#: The answer to a request body above ``MAX_REQUEST_BYTES`` (the page's upload limit already refuses most).
+TOO_LARGE = ("The request is larger than this server accepts ({limit:.0f} MB; uploads up to {upload:.0f} MB); "
+             "please upload a smaller file.")
+
+
+def limit_request_body(server: flask.Flask) -> None:
+    """Refuse request bodies above :data:`app.config.MAX_REQUEST_BYTES` before they are read (HTTP 413)."""
+    server.config["MAX_CONTENT_LENGTH"] = config.MAX_REQUEST_BYTES
+
+    @server.errorhandler(413)
+    def too_large(_error):
+        text = TOO_LARGE.format(limit=config.MAX_REQUEST_BYTES / 1e6, upload=config.MAX_UPLOAD_BYTES / 1e6)
+        return text, 413, {"Content-Type": "text/plain; charset=utf-8"}

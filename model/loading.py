@@ -101,3 +101,56 @@ def model_problem(model_dir: str | os.PathLike | None = None) -> str | None:
         return (f"The U-Net weights {weights.name} are corrupted; the classical segmenter is used instead. "
                 "Reinstall the model folder to restore the U-Net.")
     return None
+
+
+#: Layer types a model folder may use: those of the U-Net factory (:func:`model.unet.build_unet`).
+ALLOWED_LAYERS = frozenset({"InputLayer", "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D",
+                            "UpSampling2D", "Concatenate"})
+#: Largest weights file accepted, and largest total it may unpack to (a zip bomb is refused unopened).
+MAX_WEIGHTS_BYTES = 50_000_000
+MAX_UNPACKED_BYTES = 200_000_000
+
+
+def check_weights_file(path: str | os.PathLike) -> None:
+    """Refuse a ``.keras`` file that is not a SAEMI U-Net, before and after loading it in safe mode.
+
+    Checked in this order: the file's size, the sizes its zip entries unpack to, loading in Keras safe
+    mode (no Lambda layers or other code), the layer types (:data:`ALLOWED_LAYERS`), one grayscale input
+    of any size and one output of two maps.
+
+    Raises
+    ------
+    ModelLoadError
+        With a sentence naming the first problem found.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"The model file {path.name} is missing.")
+    if path.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise ModelLoadError(f"The model file {path.name} is larger than {MAX_WEIGHTS_BYTES // 1_000_000} MB.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelLoadError(f"The model file {path.name} is not a Keras archive.") from err
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise ModelLoadError(f"The model file {path.name} would unpack to {unpacked / 1e6:.0f} MB, above the "
+                             f"limit of {MAX_UNPACKED_BYTES // 1_000_000} MB.")
+    network = load_keras_model(path)
+    kinds = {type(layer).__name__ for layer in network.layers}
+    if not kinds <= ALLOWED_LAYERS:
+        raise ModelLoadError(f"The model file {path.name} uses layers SAEMI does not run: "
+                             f"{', '.join(sorted(kinds - ALLOWED_LAYERS))}.")
+    inputs, outputs = network.inputs, network.outputs
+    if (len(inputs) != 1 or tuple(inputs[0].shape[1:]) != (None, None, 1) or len(outputs) != 1
+            or tuple(outputs[0].shape[1:]) != (None, None, 2)):
+        raise ModelLoadError(f"The model file {path.name} does not take one grayscale image and give two maps.")
+
+
+def check_model_folder(model_dir: str | os.PathLike) -> None:
+    """Refuse a model folder (a fine-tuned or uploaded one) whose settings or weights are not a SAEMI U-Net
+    (see :func:`check_weights_file`); raises ``ModelLoadError`` with a sentence."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ModelLoadError(f"The model folder {folder.name} does not exist.")
+    check_weights_file(folder / read_config(folder).weights)

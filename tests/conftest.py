@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# The key that signs the page's stored data is generated into a folder of the test run, not the user's cache.
+os.environ.setdefault("SAEMI_DATA_DIR", tempfile.mkdtemp(prefix="saemi-test-data-"))
 
 #: Centres (row, col) and radius of the bright discs in :func:`disc_image`.
 DISC_CENTRES = ((60, 60), (60, 160), (60, 260), (180, 60), (180, 160), (180, 260))

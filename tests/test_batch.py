@@ -137,7 +137,7 @@ def test_cli_pools_images_into_samples(tmp_path):
                            "--segmenter", "classical", "--nm-per-px", "2.0", "--sample-by", r"(.*)_\d+$",
                            "--workers", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    summary = pd.read_csv(out / "summary.csv")
+    summary = pd.read_csv(out / "summary.csv", comment="#")
     pooled = pd.read_csv(out / "pooled_particles.csv", comment="#")
     assert sorted(summary["sample"]) == ["large", "large", "small", "small"]
     assert len(pooled) == int(summary["n_detected"].sum())  # every particle of every image, once

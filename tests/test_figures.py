@@ -145,3 +145,12 @@ def test_figures_have_a_light_look_without_plotly_s_large_template():
         assert layout.plot_bgcolor == "white" and layout.paper_bgcolor == "white"
         assert layout.xaxis.gridcolor == layout.yaxis.gridcolor == "#EBF0F8"
         assert len(pio.to_json(fig.layout.template)) < 1000
+
+
+def test_overlay_frames_the_scale_bar_used_and_names_its_reading():
+    labels = np.zeros((100, 200), np.int32)
+    fig = overlay_figure(np.zeros((100, 200), np.uint8), labels, opacity=0.5, scale_bar=(40, 140, 90, "200 nm"))
+    frames = [shape for shape in fig.layout.shapes if shape.type == "rect"]
+    assert [(s.x0, s.x1) for s in frames] == [(39.5, 139.5)]
+    assert any("100 px" in a.text and "'200 nm'" in a.text for a in fig.layout.annotations)
+    assert not overlay_figure(np.zeros((100, 200), np.uint8), labels, opacity=0.5).layout.shapes

@@ -10,6 +10,8 @@ Sources, in the order :func:`resolve_calibration` prefers them:
    Zeiss, TESCAN, standard TIFF resolution tags, ImageJ) or from a JEOL/Hitachi sidecar text.
 3. ``scalebar:user`` / ``scalebar:ocr``: the burned-in scale bar, measured in pixels, with its
    label typed by the user or read by OCR (see :mod:`app.analysis.scalebar`).
+4. ``databar:field_width``: the horizontal field width printed in the data bar, divided by the
+   image width; also the cross-check of an OCR'd scale bar.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SOURCES = (
     "metadata:jeol",
     "metadata:hitachi",
     "metadata:tiff",
+    "databar:field_width",
     "scalebar:ocr",
     "scalebar:user",
     "manual",
@@ -73,6 +76,29 @@ ZEISS_TAG = 34118
 
 
 @dataclass(frozen=True)
+class ScaleBarEvidence:
+    """The burned-in scale bar behind a calibration (or behind a reading left to the user).
+
+    Attributes
+    ----------
+    x0, x1 : int
+        First and one-past-last column of the bar.
+    y : int
+        Row through the middle of the bar.
+    label_text : str
+        The label as OCR read it (or as the user typed it); empty when it was not read.
+    ocr_confidence : float or None
+        Tesseract's confidence in the label, 0-100; None when OCR gave no reading.
+    """
+
+    x0: int
+    x1: int
+    y: int
+    label_text: str = ""
+    ocr_confidence: float | None = None
+
+
+@dataclass(frozen=True)
 class Calibration:
     """A pixel size and where it came from.
 
@@ -85,11 +111,18 @@ class Calibration:
     detail : str
         A short sentence for the user, such as
         ``"FEI metadata [Scan] PixelWidth = 2.5e-09 m"``.
+    warning : str
+        Sentences the user should read before trusting the number (sources that disagree, a
+        scale-bar label that could not be read or needs confirming); empty when there are none.
+    scale_bar : ScaleBarEvidence or None
+        The scale bar found in the image, whether or not it gave the pixel size.
     """
 
     nm_per_px: float | None
     source: str
     detail: str
+    warning: str = ""
+    scale_bar: ScaleBarEvidence | None = None
 
 
 NO_CALIBRATION = Calibration(None, "none", "No pixel size found; sizes are in pixels.")
@@ -493,7 +526,9 @@ def _priority(calibration: Calibration) -> int:
         return 1
     if calibration.source == "scalebar:user":
         return 2
-    return 3
+    if calibration.source == "scalebar:ocr":
+        return 3
+    return 4
 
 
 def resolve_calibration(
@@ -511,7 +546,7 @@ def resolve_calibration(
     Returns
     -------
     calibration : Calibration
-        The manual value if given, else metadata, else the scale bar, else
+        The manual value if given, else metadata, else the scale bar, else the field width, else
         :data:`NO_CALIBRATION`.
     warnings : list of str
         One sentence for each other source that differs from the chosen one by more than

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 from skimage import measure
 
 
@@ -76,12 +77,23 @@ def sequential_labels(label_image: np.ndarray, min_area_px: int = 0) -> np.ndarr
     >>> sequential_labels(np.array([[0, 7, 7], [3, 0, 9]]), min_area_px=2)
     array([[0, 1, 1],
            [0, 0, 0]], dtype=int32)
+    >>> sequential_labels(np.array([[0, 2_000_000_000], [5, 5]]))
+    array([[0, 2],
+           [1, 1]], dtype=int32)
     """
     labels = np.asarray(label_image)
     if labels.size == 0:
         return labels.astype(np.int32)
     if labels.min() < 0:
         raise ValueError("Particle ids cannot be negative.")
+    if int(labels.max()) > 2 * labels.size:
+        # Sparse ids (such as 2,000,000,000 in a small image): count by sorting, not by a table as long
+        # as the largest id. Same numbering.
+        ids, inverse, counts = np.unique(labels.ravel(), return_inverse=True, return_counts=True)
+        keep = (counts >= max(1, min_area_px)) & (ids > 0)
+        lookup = np.zeros(ids.size, dtype=np.int32)
+        lookup[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        return lookup[inverse].reshape(labels.shape)
     present = np.bincount(labels.ravel()) >= max(1, min_area_px)
     present[0] = False
     lookup = np.zeros(present.size, dtype=np.int32)
@@ -124,7 +136,9 @@ def add_orphan_regions(label_image: np.ndarray, mask: np.ndarray, *, connectivit
            [0, 2, 0, 2]], dtype=int32)
     """
     labels = np.asarray(label_image)
-    orphans = measure.label(np.asarray(mask, dtype=bool) & (labels == 0), connectivity=connectivity)
-    if orphans.size and orphans.max():
-        labels = np.where(orphans > 0, orphans + labels.max(), labels)
-    return labels.astype(np.int32)
+    structure = ndimage.generate_binary_structure(labels.ndim, connectivity)
+    orphans, count = ndimage.label(np.asarray(mask, dtype=bool) & (labels == 0), structure=structure)
+    if count:  # int32 pieces, numbered in raster order as skimage.measure.label numbers them
+        orphans[orphans > 0] += labels.max()
+        return np.where(orphans > 0, orphans, labels).astype(np.int32, copy=False)
+    return labels.astype(np.int32, copy=False)

@@ -41,6 +41,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from app.analysis.errors import SaemiInputError
+from app.analysis.limits import MAX_FERET_CELLS, MAX_LABEL_ID
 
 __all__ = ["measure_particles", "ecd_from_area", "PX_COLUMNS", "NM_COLUMNS"]
 
@@ -166,6 +167,11 @@ def measure_particles(
         )
 
     max_id = int(labels.max()) if labels.size else 0
+    if max_id > max(labels.size, MAX_LABEL_ID):  # tables below are indexed by id
+        raise SaemiInputError(
+            f"The label image holds particle id {max_id}, above {max(labels.size, MAX_LABEL_ID)}, the most an image "
+            "of its size can hold; please number its particles 1 to n."
+        )
     flat = labels.ravel()
     counts = np.bincount(flat, minlength=max_id + 1)
     ids = np.flatnonzero(counts[1:]) + 1
@@ -411,27 +417,38 @@ def _feret_diameters(hull):
     feret_min = np.empty(n)
     bucket = np.maximum(2, 2 ** np.ceil(np.log2(np.maximum(hull.length, 1))).astype(int))
     for size in np.unique(bucket):
-        sel = np.flatnonzero(bucket == size)
-        start, length = hull.start[sel, None], hull.length[sel, None]
-        k = np.arange(size)[None, :]
-        # Pad each polygon by repeating its last vertex; repeats change no width or distance.
-        idx = start + np.minimum(k, length - 1)
-        x, y = hull.x[idx].astype(np.float64), hull.y[idx].astype(np.float64)
+        # Batches of particles whose size x size vertex pairs stay within MAX_FERET_CELLS, so the memory
+        # does not grow with the number of particles.
+        chunk = max(1, MAX_FERET_CELLS // int(size * size))
+        same_size = np.flatnonzero(bucket == size)
+        for first in range(0, same_size.size, chunk):
+            sel = same_size[first:first + chunk]
+            feret_max[sel], feret_min[sel] = _feret_batch(hull, sel, int(size))
+    return feret_max, feret_min
 
-        dx = np.abs(x[:, :, None] - x[:, None, :]) + 1.0
-        dy = np.abs(y[:, :, None] - y[:, None, :]) + 1.0
-        feret_max[sel] = np.sqrt((dx * dx + dy * dy).max(axis=(1, 2)))
 
-        nxt = start + (k + 1) % length
-        ex, ey = hull.x[nxt] - x, hull.y[nxt] - y
-        norm = np.hypot(ex, ey)
-        valid = (k < length) & (norm > 0)
-        safe = np.where(valid, norm, 1.0)
-        nx, ny = -ey / safe, ex / safe
-        proj = nx[:, :, None] * x[:, None, :] + ny[:, :, None] * y[:, None, :]
-        width = proj.max(axis=2) - proj.min(axis=2) + np.abs(nx) + np.abs(ny)
-        width = np.where(valid, width, np.inf).min(axis=1)
-        width_x = x.max(axis=1) - x.min(axis=1) + 1.0
-        width_y = y.max(axis=1) - y.min(axis=1) + 1.0
-        feret_min[sel] = np.minimum(width, np.minimum(width_x, width_y))
+def _feret_batch(hull, sel, size):
+    """Max and min Feret diameters of the particles ``sel``, whose hulls have at most ``size`` vertices."""
+    start, length = hull.start[sel, None], hull.length[sel, None]
+    k = np.arange(size)[None, :]
+    # Pad each polygon by repeating its last vertex; repeats change no width or distance.
+    idx = start + np.minimum(k, length - 1)
+    x, y = hull.x[idx].astype(np.float64), hull.y[idx].astype(np.float64)
+
+    dx = np.abs(x[:, :, None] - x[:, None, :]) + 1.0
+    dy = np.abs(y[:, :, None] - y[:, None, :]) + 1.0
+    feret_max = np.sqrt((dx * dx + dy * dy).max(axis=(1, 2)))
+
+    nxt = start + (k + 1) % length
+    ex, ey = hull.x[nxt] - x, hull.y[nxt] - y
+    norm = np.hypot(ex, ey)
+    valid = (k < length) & (norm > 0)
+    safe = np.where(valid, norm, 1.0)
+    nx, ny = -ey / safe, ex / safe
+    proj = nx[:, :, None] * x[:, None, :] + ny[:, :, None] * y[:, None, :]
+    width = proj.max(axis=2) - proj.min(axis=2) + np.abs(nx) + np.abs(ny)
+    width = np.where(valid, width, np.inf).min(axis=1)
+    width_x = x.max(axis=1) - x.min(axis=1) + 1.0
+    width_y = y.max(axis=1) - y.min(axis=1) + 1.0
+    feret_min = np.minimum(width, np.minimum(width_x, width_y))
     return feret_max, feret_min

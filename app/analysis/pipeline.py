@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import logging
 import math
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from app.analysis.labels import finalize_labels
 from app.analysis.measure import measure_particles
 from app.analysis.segmentation import ProgressCallback, Segmenter
 from app.analysis.stats import EDGE_MODES
+
+logger = logging.getLogger(__name__)
 
 
 def _is_positive_number(value: object) -> bool:
@@ -62,6 +65,9 @@ class AnalysisParams:
     views : int or None
         Views of the image the U-Net averages at its chosen scale (1 to 4; None: the model's
         default). Each view adds one network pass. Ignored by the classical segmenter.
+    model_dir : str or None
+        The U-Net's model folder, for a fine-tuned model (None: the shipped one). Ignored by the
+        classical segmenter; written into the provenance only when set.
     """
 
     segmenter: str = "classical"
@@ -73,6 +79,7 @@ class AnalysisParams:
     scale_bar_label: str | None = None
     diameter_px: float | None = None
     views: int | None = None
+    model_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.edge_mode not in EDGE_MODES:
@@ -179,12 +186,27 @@ def build_provenance(
         "calibration_source": calibration.source,
         "nm_per_px": "" if calibration.nm_per_px is None else f"{calibration.nm_per_px:.6g}",
         "calibration_detail": calibration.detail,
+        "calibration_warning": calibration.warning,
+        **_scale_bar_provenance(calibration.scale_bar),
         "data_bar_rows": "none" if data_bar is None else f"{data_bar.y0}:{data_bar.y1}",
         "analysed_at": analysed_at,
     }
     for key, value in params.to_dict().items():
+        if key == "model_dir" and value is None:
+            continue  # the shipped model: the segmenter's version says which
         prov[f"param_{key}"] = "" if value is None else str(value)
     return prov
+
+
+def _scale_bar_provenance(bar: _cal.ScaleBarEvidence | None) -> dict[str, str]:
+    """The scale bar found, as a reader can check it: pixel coordinates, label as read, OCR confidence."""
+    if bar is None:
+        return {"scale_bar_px": "none", "scale_bar_label_text": "", "scale_bar_ocr_confidence": ""}
+    return {
+        "scale_bar_px": f"columns {bar.x0}:{bar.x1} at row {bar.y} ({bar.x1 - bar.x0} px)",
+        "scale_bar_label_text": bar.label_text,
+        "scale_bar_ocr_confidence": "" if bar.ocr_confidence is None else f"{bar.ocr_confidence:.0f}",
+    }
 
 
 def decide_data_bar(decoded: DecodedImage, spec: str,
@@ -205,6 +227,50 @@ def decide_data_bar(decoded: DecodedImage, spec: str,
     return _databar.parse_data_bar_spec(spec, decoded.shape[0])
 
 
+def _read_scale_bar(
+    decoded: DecodedImage, params: AnalysisParams, data_bar: _databar.DataBar | None
+) -> tuple[_scalebar.ScaleBar | None, _cal.Calibration | None, _cal.Calibration | None, list[str]]:
+    """The scale bar, its calibration, the data bar's field width and any sentence on a failure.
+
+    Reading the image's own marks never stops an analysis: anything that goes wrong is logged and
+    leaves the image uncalibrated by them, with a sentence. Only a label the user typed that is
+    not a length raises.
+    """
+    try:
+        bar = _scalebar.find_scale_bar(decoded.gray, search_rows=data_bar)
+        bar_cal = None if bar is None else _scalebar.calibration_from_scale_bar(bar, params.scale_bar_label)
+        field = None if data_bar is None else _scalebar.field_width_calibration(decoded.gray, data_bar)
+    except SaemiInputError:
+        raise
+    except Exception:  # noqa: BLE001 - reading a scale bar must never stop an analysis
+        logger.warning("Could not read the scale bar of %s", decoded.filename, exc_info=True)
+        return None, None, None, ["The scale bar could not be read; type its label or a pixel size to calibrate."]
+    return bar, bar_cal, field, []
+
+
+def _cross_check(bar_cal: _cal.Calibration | None,
+                 field: _cal.Calibration | None) -> tuple[list[_cal.Calibration], list[str]]:
+    """The image's own calibrations after checking the scale bar against the data bar's field width.
+
+    When both exist and differ by more than the tolerance, a label typed by the user is kept and
+    an OCR reading is not: neither the OCR'd bar nor the field width is applied, and the sentence
+    shows both.
+    """
+    if bar_cal is None or bar_cal.nm_per_px is None or field is None:
+        return [c for c in (bar_cal, field) if c is not None], []
+    difference = abs(field.nm_per_px - bar_cal.nm_per_px) / bar_cal.nm_per_px
+    if difference <= _cal.DISAGREEMENT_TOLERANCE:
+        confirmed = dataclasses.replace(
+            bar_cal, detail=f"{bar_cal.detail}; confirmed by the data bar's field width ({field.nm_per_px:.4g} nm/px)")
+        return [confirmed], []
+    both = (f"the scale bar gives {bar_cal.nm_per_px:.4g} nm/px ({bar_cal.detail}) and the data bar's field "
+            f"width gives {field.nm_per_px:.4g} nm/px ({field.detail}), {difference:.1%} apart")
+    if bar_cal.source == "scalebar:user":
+        return [bar_cal], [f"The pixel sizes disagree: {both}; the typed label is used."]
+    return [], [f"The pixel sizes disagree: {both}. Neither is used; type the scale-bar label or a pixel "
+                "size you trust."]
+
+
 def decide_calibration(
     decoded: DecodedImage,
     params: AnalysisParams,
@@ -212,24 +278,35 @@ def decide_calibration(
     *,
     metadata: _cal.FileMetadata | None = None,
 ) -> tuple[_cal.Calibration, _scalebar.ScaleBar | None, list[str]]:
-    """Pixel size from metadata, the scale bar and the user's override, with disagreement warnings."""
+    """Pixel size from metadata, the scale bar, the data bar's field width and the user's override.
+
+    Returns
+    -------
+    calibration : Calibration
+        The one chosen (see :func:`app.analysis.calibration.resolve_calibration`); its ``warning``
+        holds the sentences below that concern it, and its ``scale_bar`` the bar found, if any.
+    scale_bar : ScaleBar or None
+        The bar found in the image.
+    notes : list of str
+        Sentences for the user: sources that disagree, and why a scale bar did not calibrate the image.
+    """
     candidates = []
     if metadata is not None:
         candidates.append(metadata.calibration)
     elif decoded.data:
         candidates.append(_cal.read_metadata_calibration(decoded.data, decoded.filename))
-    bar = _scalebar.find_scale_bar(decoded.gray, search_rows=data_bar)
-    notes: list[str] = []
+    bar, bar_cal, field, notes = _read_scale_bar(decoded, params, data_bar)
+    image_cals, disagreements = _cross_check(bar_cal, field)
+    calibration, warnings = _cal.resolve_calibration(candidates + image_cals, params.nm_per_px)
+    warnings = disagreements + warnings
+    if calibration.nm_per_px is None and not disagreements and bar_cal is not None and bar_cal.warning:
+        notes.append(bar_cal.warning)
     if bar is not None:
-        bar_cal = _scalebar.calibration_from_scale_bar(bar, params.scale_bar_label)
-        candidates.append(bar_cal)
-        if bar_cal.nm_per_px is None and params.nm_per_px is None:
-            notes.append(
-                f"A scale bar {bar.length_px} px long was found but its label could not be read; "
-                "type the label (for example '200 nm') or a pixel size to calibrate."
-            )
-    calibration, warnings = _cal.resolve_calibration(candidates, params.nm_per_px)
-    return calibration, bar, notes + warnings
+        calibration = dataclasses.replace(calibration, scale_bar=bar_cal.scale_bar)
+    sentences = notes + warnings
+    if sentences:
+        calibration = dataclasses.replace(calibration, warning=" ".join(sentences))
+    return calibration, bar, sentences
 
 
 def analyze_decoded(
@@ -341,6 +418,7 @@ def summary_row(
         "edge_mode": params.edge_mode,
         "nm_per_px": calibration.nm_per_px,
         "calibration_source": calibration.source,
+        "calibration_warning": calibration.warning,
     }
     units = ["px", "nm"] if calibration.nm_per_px is not None and "ecd_nm" in particles.columns else ["px"]
     for unit in units:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
 
 import pandas as pd
@@ -28,13 +29,40 @@ def neutralise_cell(value: object) -> object:
     return value
 
 
+#: Characters on which a spreadsheet may split a ``#`` line into cells (comma, semicolon in some locales, tab).
+_SEPARATORS = re.compile(r"([,;\t])")
+
+
 def _clean_text(value: object) -> str:
-    text = str(neutralise_cell(str(value)))
-    return text.replace("\r", " ").replace("\n", " ")
+    """One provenance key or value, safe in a ``#`` line that a spreadsheet may split into cells.
+
+    Newlines become spaces; the value and every piece a spreadsheet could split off at a comma,
+    semicolon or tab is neutralised like a text cell (:func:`neutralise_cell`, leading spaces
+    ignored); a value holding such a separator or a double quote is quoted as a CSV
+    field, inner quotes doubled.
+
+    Examples
+    --------
+    >>> print(_clean_text('x.png,=HYPERLINK("http://evil")'))
+    "x.png,'=HYPERLINK(""http://evil"")"
+    >>> print(_clean_text("200 nm; -3 px"))
+    "200 nm; '-3 px"
+    """
+    text = str(neutralise_cell(str(value))).replace("\r", " ").replace("\n", " ")
+    pieces = _SEPARATORS.split(text)
+    for index in range(2, len(pieces), 2):  # pieces after a separator
+        piece = pieces[index]
+        body = piece.lstrip()
+        if body.startswith(_FORMULA_PREFIXES):
+            pieces[index] = piece[: len(piece) - len(body)] + "'" + body
+    text = "".join(pieces)
+    if len(pieces) > 1 or '"' in text:
+        text = '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def provenance_lines(provenance: Mapping[str, object]) -> str:
-    """``# key: value`` lines, one per entry, with newlines and formula prefixes defused."""
+    """``# key: value`` lines, one per entry, with newlines, separators and formula prefixes defused."""
     return "".join(f"# {_clean_text(key)}: {_clean_text(value)}\n" for key, value in provenance.items())
 
 

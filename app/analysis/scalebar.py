@@ -1,9 +1,16 @@
 """Find the burned-in scale bar, measure it in pixels and read its label with Tesseract OCR.
 
-The bar is a long, thin, filled horizontal rectangle of one intensity (bright on a dark bar or
-dark on a bright one). Its label is the line of text nearest to it. OCR is optional: without
-``pytesseract`` or the ``tesseract`` program the bar is still measured and the user is asked
-for the label.
+The bar is a long, thin horizontal mark of one intensity (bright on a dark bar or dark on a bright
+one): a solid bar, a line with end ticks, or two dashes around its label ("−200 nm−"). Closed
+frames and the table lines of a data bar are not bars. Its label is a line of text next to it.
+
+A reading is applied only when Tesseract's text parses cleanly as one number and one length unit
+(with the usual confusions mapped: µ read as u, p or a; O read as 0; l read as 1), the value is
+a round scale-bar value and Tesseract's word confidence reaches :data:`MIN_OCR_CONFIDENCE` (or
+:data:`MIN_AGREED_CONFIDENCE` when two enlargements of the label read the same length).
+Anything else is kept as a suggestion for the user to confirm, never applied. OCR is optional:
+without ``pytesseract`` or the ``tesseract`` program the bar is still measured and the user is
+asked for the label.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from app.analysis.calibration import NO_CALIBRATION, Calibration, parse_length
+from app.analysis.calibration import NO_CALIBRATION, Calibration, ScaleBarEvidence, parse_length
 from app.analysis.databar import DataBar
 
 logger = logging.getLogger(__name__)
@@ -40,6 +47,16 @@ ROUND_MANTISSAS = (1.0, 2.0, 2.5, 3.0, 4.0, 5.0)
 OCR_MAX_UPSCALE = 8.0
 #: Plausible pixel sizes for electron micrographs, in nm (HRTEM to low-magnification SEM).
 PLAUSIBLE_NM_PER_PX = (0.005, 2.0e4)
+#: Smallest Tesseract word confidence (0-100) at which a clean label is applied without asking.
+MIN_OCR_CONFIDENCE = 60.0
+#: Smallest confidence at which a clean label is applied when two enlargements read the same length.
+MIN_AGREED_CONFIDENCE = 20.0
+#: Bar-shaped marks, and text lines next to each, whose labels are read before giving up.
+MAX_BARS_TRIED = 4
+MAX_LABELS_PER_BAR = 2
+#: Vertical strokes at a line's ends taller than this fraction of the searched rows make it the
+#: frame of a data bar's table, not a scale bar with end ticks.
+MAX_TICK_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,7 +76,16 @@ class ScaleBar:
     length_nm : float or None
         The length the label states, in nanometres.
     nm_per_px : float or None
-        ``length_nm / length_px``, or None without a readable label.
+        ``length_nm / length_px``, or None unless the label was read cleanly and confidently.
+    ocr_confidence : float or None
+        Tesseract's confidence (0-100, the lowest of the label's words), None without a reading.
+    suggestion : str or None
+        A reading that was not applied (not clean, not round or not confident), written as a
+        length (``"200 µm"``) for the user to confirm; None when the label was applied or unread.
+    style : str
+        ``"solid"``, ``"ticks"`` (a line with end ticks) or ``"dashes"`` (two dashes around the label).
+    n_candidates : int
+        How many bar-shaped marks were found; the one returned has the label that reads best.
     """
 
     x0: int
@@ -69,6 +95,14 @@ class ScaleBar:
     label_text: str | None
     length_nm: float | None
     nm_per_px: float | None
+    ocr_confidence: float | None = None
+    suggestion: str | None = None
+    style: str = "solid"
+    n_candidates: int = 1
+
+    def evidence(self) -> ScaleBarEvidence:
+        """What was measured and read, for the overlay and the provenance."""
+        return ScaleBarEvidence(self.x0, self.x1, self.y, self.label_text or "", self.ocr_confidence)
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,13 +143,54 @@ class _Box:
         return 0.5 * (self.r0 + self.r1)
 
 
-def _bar_candidates(mask: np.ndarray) -> tuple[list[tuple[int, _Box]], list[_Box]]:
-    """Components of ``mask`` shaped like a scale bar (label index and box), and all boxes."""
+@dataclass(frozen=True)
+class _Candidate:
+    """A bar-shaped mark: its box in the searched rows, its component label(s) and its style."""
+
+    box: _Box
+    indices: tuple[int, ...]
+    style: str
+
+    @property
+    def length_px(self) -> int:
+        return self.box.c1 - self.box.c0
+
+
+def _classify(component: np.ndarray, n_rows: int) -> str | None:
+    """``"solid"`` or ``"ticks"`` for a bar-shaped component, None for anything else.
+
+    ``component`` is the boolean mask inside the component's box; ``n_rows`` the searched height.
+    """
+    height, width = component.shape
+    full_rows = np.flatnonzero(component.sum(axis=1) >= 0.9 * width)
+    if full_rows.size == 0 or width < MIN_ELONGATION * full_rows.size:
+        return None
+    if full_rows[-1] - full_rows[0] + 1 != full_rows.size:
+        return None  # two separate full-width edges: a frame or a box, not a bar
+    if full_rows.size * width < 0.5 * component.sum():
+        return None  # mostly something other than a bar: a grid, a blob
+    if height == full_rows.size:
+        return "solid"
+    extra = component.copy()
+    extra[full_rows] = False
+    end_px = max(3, 2 * full_rows.size)
+    columns = np.flatnonzero(extra.any(axis=0))
+    at_ends = (columns < end_px) | (columns >= width - end_px)
+    if not at_ends.all():
+        return "solid"  # a letter touching the bar from one side
+    if height > max(MAX_TICK_FRACTION * n_rows, 3 * full_rows.size + 2) and height > 0.2 * width:
+        return None  # long verticals at both ends: the cell of a data bar's table
+    return "ticks"
+
+
+def _bar_candidates(mask: np.ndarray) -> tuple[list[_Candidate], np.ndarray, list[_Box]]:
+    """Bar-shaped marks in ``mask`` (dashes around a label joined into one), the component
+    labels and the boxes of all components."""
     # Only components holding a horizontal run of MIN_LENGTH_PX pixels can be bars; finding
     # them first keeps noisy regions with many small components fast.
     long_runs = ndimage.binary_opening(mask, structure=np.ones((1, MIN_LENGTH_PX), bool))
     if not long_runs.any():
-        return [], []
+        return [], np.zeros(mask.shape, np.int32), []
     labels, _ = ndimage.label(mask)
     boxes = [
         _Box(s[0].start, s[0].stop, s[1].start, s[1].stop) for s in ndimage.find_objects(labels)
@@ -127,38 +202,73 @@ def _bar_candidates(mask: np.ndarray) -> tuple[list[tuple[int, _Box]], list[_Box
         width = box.c1 - box.c0
         if width < MIN_LENGTH_PX or width > 0.95 * n_cols:
             continue
-        component = labels[box.r0 : box.r1, box.c0 : box.c1] == index
-        full_rows = np.flatnonzero(component.sum(axis=1) >= 0.9 * width)
-        if full_rows.size == 0 or width < MIN_ELONGATION * full_rows.size:
-            continue
-        if full_rows.size * width < 0.5 * component.sum():
-            continue  # mostly something other than a bar: a frame, a grid, a blob
-        candidates.append((int(index), box))
-    return candidates, boxes
+        style = _classify(labels[box.r0 : box.r1, box.c0 : box.c1] == index, mask.shape[0])
+        if style is not None:
+            candidates.append(_Candidate(box, (int(index),), style))
+    return candidates + _dash_pairs(candidates, boxes), labels, boxes
 
 
-def _label_box(bar: _Box, bar_index: int, boxes: list[_Box]) -> _Box | None:
-    """Bounding box of the text line nearest to the bar (above, below or beside it)."""
-    length = bar.c1 - bar.c0
+def _dash_pairs(candidates: list[_Candidate], boxes: list[_Box]) -> list[_Candidate]:
+    """Two solid dashes on one row with a label between them ("−200 nm−"), as one bar."""
+    pairs = []
+    for left in candidates:
+        for right in candidates:
+            a, b = left.box, right.box
+            gap = b.c0 - a.c1
+            if (
+                left.style != "solid" or right.style != "solid" or gap <= 0
+                or abs(a.center_row - b.center_row) > 1.5 or abs(a.height - b.height) > 2
+                or gap > 2 * (left.length_px + right.length_px)
+            ):
+                continue
+            between = [
+                box for box in boxes
+                if a.c1 <= box.c0 and box.c1 <= b.c0 and box.r0 <= a.center_row + 2 * a.height + 2
+                and box.r1 >= a.center_row - 2 * a.height - 2 and box.height >= 3
+            ]
+            if len(between) >= 2:  # a number and a unit
+                merged = _Box(min(a.r0, b.r0), max(a.r1, b.r1), a.c0, b.c1)
+                pairs.append(_Candidate(merged, left.indices + right.indices, "dashes"))
+    return pairs
+
+
+def _label_boxes(bar: _Candidate, labels: np.ndarray, boxes: list[_Box]) -> list[_Box]:
+    """Bounding boxes of the text lines next to the bar (above, below, beside or between its
+    dashes), nearest first, at most :data:`MAX_LABELS_PER_BAR`."""
+    box_of_bar = bar.box
+    length = bar.length_px
     reach = 0.6 * length + 20
     glyphs = [
         box
         for index, box in enumerate(boxes, start=1)
-        if index != bar_index
+        if index not in bar.indices
         and 3 <= box.height <= max(60, length)
-        and box.c1 > bar.c0 - reach
-        and box.c0 < bar.c1 + reach
+        and box.c1 > box_of_bar.c0 - reach
+        and box.c0 < box_of_bar.c1 + reach
+        and not (box.c0 <= box_of_bar.c0 and box.c1 >= box_of_bar.c1)  # a frame around the bar
     ]
 
     def gap(box: _Box) -> float:
-        dy = max(bar.r0 - box.r1, box.r0 - bar.r1, 0)
-        dx = max(bar.c0 - box.c1, box.c0 - bar.c1, 0)
+        dy = max(box_of_bar.r0 - box.r1, box.r0 - box_of_bar.r1, 0)
+        dx = max(box_of_bar.c0 - box.c1, box.c0 - box_of_bar.c1, 0)
         return float(np.hypot(dx, dy))
 
-    near = [box for box in glyphs if gap(box) <= reach]
-    if not near:
-        return None
-    seed = min(near, key=gap)
+    lines: list[_Box] = []
+    for seed in sorted((box for box in glyphs if gap(box) <= reach), key=gap):
+        if any(_inside(seed, line) for line in lines):
+            continue
+        lines.append(_grow_line(seed, glyphs))
+        if len(lines) == MAX_LABELS_PER_BAR:
+            break
+    return lines
+
+
+def _inside(box: _Box, line: _Box) -> bool:
+    return line.c0 <= box.c0 and box.c1 <= line.c1 and line.r0 <= box.r0 and box.r1 <= line.r1
+
+
+def _grow_line(seed: _Box, glyphs: list[_Box]) -> _Box:
+    """The text line through ``seed``: glyphs on its row, each within a letter height of the next."""
     line = _Box(seed.r0, seed.r1, seed.c0, seed.c1)
     grown = True
     while grown:
@@ -166,10 +276,7 @@ def _label_box(bar: _Box, bar_index: int, boxes: list[_Box]) -> _Box | None:
         for box in glyphs:
             same_line = abs(box.center_row - line.center_row) <= 0.5 * line.height + 2
             close = box.c0 <= line.c1 + 1.5 * line.height and box.c1 >= line.c0 - 1.5 * line.height
-            inside = (
-                line.c0 <= box.c0 and box.c1 <= line.c1 and line.r0 <= box.r0 and box.r1 <= line.r1
-            )
-            if same_line and close and not inside:
+            if same_line and close and not _inside(box, line):
                 line = _Box(
                     min(line.r0, box.r0), max(line.r1, box.r1),
                     min(line.c0, box.c0), max(line.c1, box.c1),
@@ -178,10 +285,8 @@ def _label_box(bar: _Box, bar_index: int, boxes: list[_Box]) -> _Box | None:
     return line
 
 
-def _ocr(crop: np.ndarray, bright_text: bool, target_height_px: int) -> str | None:
-    """Read one line of text from a crop: upscale, binarise to black on white, Tesseract."""
-    import pytesseract
-
+def _ocr_page(crop: np.ndarray, bright_text: bool, target_height_px: int) -> Image.Image | None:
+    """A crop enlarged towards ``target_height_px`` and binarised to black text on white."""
     height, width = crop.shape
     scale = min(max(1.0, target_height_px / height), OCR_MAX_UPSCALE)
     image = Image.fromarray(np.clip(crop * 255.0, 0, 255).astype(np.uint8))
@@ -192,26 +297,105 @@ def _ocr(crop: np.ndarray, bright_text: bool, target_height_px: int) -> str | No
     threshold = threshold_otsu(upscaled)
     ink = upscaled > threshold if bright_text else upscaled <= threshold
     page = np.where(ink, 0, 255).astype(np.uint8)
-    page = np.pad(page, 20, constant_values=255)
+    return Image.fromarray(np.pad(page, 20, constant_values=255))
+
+
+def _ocr_words(
+    crop: np.ndarray, bright_text: bool, target_height_px: int, *, psm: int = 7
+) -> list[tuple[str, float]]:
+    """Words Tesseract reads in a crop, each with its confidence (0-100)."""
+    import pytesseract
+
+    page = _ocr_page(crop, bright_text, target_height_px)
+    if page is None:
+        return []
     try:
-        text = pytesseract.image_to_string(Image.fromarray(page), config="--psm 7")
+        data = pytesseract.image_to_data(
+            page, config=f"--psm {psm}", output_type=pytesseract.Output.DICT
+        )
     except pytesseract.TesseractError:
         logger.warning("Tesseract failed on a scale-bar label", exc_info=True)
+        return []
+    return [
+        (word.strip(), float(conf))
+        for word, conf in zip(data["text"], data["conf"], strict=True)
+        if word.strip() and float(conf) >= 0
+    ]
+
+
+def _ocr(crop: np.ndarray, bright_text: bool, target_height_px: int) -> tuple[str, float] | None:
+    """One line of text in a crop and Tesseract's confidence in it (its least sure word)."""
+    words = _ocr_words(crop, bright_text, target_height_px)
+    if not words:
         return None
-    return text.strip() or None
+    return " ".join(word for word, _ in words), min(conf for _, conf in words)
 
 
-_LABEL_RE = re.compile(r"([0-9OoIlS|]+(?:[.,][0-9Oo]+)?)([A-Za-zµμ&]{0,4})")
+#: Characters OCR puts in place of digits: O read as 0; l, I or | read as 1.
+_DIGIT_FIXES = str.maketrans("OoIiLl|", "0011111")
+#: The micro sign as OCR reads it before an ``m`` (µ, μ, u, p, a, and k or h: kilometres and
+#: hectometres never label a micrograph).
+_MICRO_READINGS = ("µm", "μm", "um", "pm", "am", "km", "hm")
+_CLEAN_LABEL_RE = re.compile(
+    r"(?P<number>[0-9OoIl|]+(?:[.,][0-9Oo]+)?)\s?(?P<unit>[a-zµμ]{1,2})", re.IGNORECASE
+)
+
+
+def parse_label(text: str) -> tuple[float, str] | None:
+    """Read an OCR'd scale-bar label as one number and one length unit, or not at all.
+
+    The whole text, once the dashes or bars that some scale bars draw around their label are
+    stripped, must be a number and a unit. The usual OCR confusions are mapped, and nothing
+    else: the micro sign read as ``u``, ``p``, ``a``, ``k`` or ``h``; ``O`` read as 0; ``l``,
+    ``I``, ``i`` or ``|`` read as 1. A number with a leading zero (``"00"``, ``"050"``) or of
+    zero is not a scale-bar value. ``mm`` and a lone ``m`` are not read: they may be millimetres,
+    micrometres or a misread ``nm``.
+
+    Parameters
+    ----------
+    text : str
+        The OCR output, such as ``"500 nm"`` or ``"1 pm"``.
+
+    Returns
+    -------
+    (float, str) or None
+        The length in nanometres and the label as it would be typed (``"1 µm"``), or None when
+        the text is not cleanly one length.
+
+    Examples
+    --------
+    >>> parse_label("l00 nm")
+    (100.0, '100 nm')
+    >>> parse_label("2pm")
+    (2000.0, '2 µm')
+    >>> parse_label("00 nm") is None
+    True
+    """
+    stripped = text.strip().strip("-—–_=|~ ").strip()
+    match = _CLEAN_LABEL_RE.fullmatch(stripped)
+    if match is None:
+        return None
+    number = match.group("number").translate(_DIGIT_FIXES).replace(",", ".")
+    integer = number.split(".")[0]
+    if len(integer) > 1 and integer.startswith("0"):
+        return None
+    value = float(number)
+    unit = match.group("unit").lower()
+    if value <= 0:
+        return None
+    if unit == "nm":
+        return value, f"{value:g} nm"
+    if unit in _MICRO_READINGS:
+        return value * 1.0e3, f"{value:g} µm"
+    return None
 
 
 def interpret_label(text: str, length_px: int) -> float | None:
-    """Turn an OCR reading of a scale-bar label into a length in nanometres.
+    """Turn an OCR reading of a scale-bar label into a length in nanometres, if it is clean.
 
-    OCR often reads the micro sign as ``u``, ``p``, ``k``, ``H`` or a few letters, or drops it.
-    Scale bars labelled in picometres (or kilometres) are practically unknown in electron
-    microscopy, so every unit ending in ``m`` other than ``nm`` and ``mm`` is taken as µm; a
-    ``pm`` reading is kept only when µm would give an implausible pixel size. Digits misread as
-    letters (``O`` for 0, ``l`` or ``I`` for 1, ``S`` for 5) are mapped back.
+    The text must parse with :func:`parse_label`. Scale bars labelled in picometres are
+    practically unknown in electron microscopy, so ``pm`` is read as µm, and kept as picometres
+    only when µm would give an implausible pixel size.
 
     Parameters
     ----------
@@ -223,7 +407,7 @@ def interpret_label(text: str, length_px: int) -> float | None:
     Returns
     -------
     float or None
-        The length in nanometres, or None when no plausible reading exists.
+        The length in nanometres, or None when the text is not one clean, plausible length.
 
     Examples
     --------
@@ -231,20 +415,19 @@ def interpret_label(text: str, length_px: int) -> float | None:
     2000.0
     >>> interpret_label("l00 nm", 100)
     100.0
+    >>> interpret_label("00 nm", 100) is None
+    True
     """
-    for match in _LABEL_RE.finditer(text.replace(" ", "")):
-        number = match.group(1).translate(str.maketrans("OoIlS|", "001151")).replace(",", ".")
-        unit = match.group(2).lower().replace("μ", "µ")
-        if unit in ("nm", "mm"):
-            readings = [unit]
-        elif unit.endswith("m"):
-            readings = ["µm", "pm"] if unit == "pm" else ["µm"]
-        else:
-            continue
-        for reading in readings:
-            length_nm = parse_length(f"{number} {reading}")
-            if PLAUSIBLE_NM_PER_PX[0] <= length_nm / length_px <= PLAUSIBLE_NM_PER_PX[1]:
-                return length_nm
+    parsed = parse_label(text)
+    if parsed is None:
+        return None
+    length_nm = parsed[0]
+    readings = [length_nm]
+    if text.replace(" ", "").lower().endswith("pm"):
+        readings.append(length_nm * 1.0e-6)
+    for reading in readings:
+        if PLAUSIBLE_NM_PER_PX[0] <= reading / length_px <= PLAUSIBLE_NM_PER_PX[1]:
+            return reading
     return None
 
 
@@ -254,27 +437,54 @@ def _is_round(length_nm: float) -> bool:
     return any(abs(mantissa - round_value) < 1e-6 for round_value in ROUND_MANTISSAS)
 
 
-def _read_label(
-    crop: np.ndarray, bright_text: bool, length_px: int
-) -> tuple[str | None, float | None]:
-    """OCR a label at several enlargements; keep the first reading with a round value.
+@dataclass(frozen=True)
+class _Reading:
+    """One OCR reading of a label: text, confidence, parsed length and whether it may be applied."""
 
-    Returns the text and its length in nm, else the first plausible reading, else the first
-    reading with a length of None.
+    text: str
+    confidence: float
+    length_nm: float | None
+    accepted: bool
+
+    @property
+    def rank(self) -> tuple[bool, bool, float]:
+        """Better readings sort higher: accepted, then parsed, then confident."""
+        return (self.accepted, self.length_nm is not None, self.confidence)
+
+
+def _read_label(crop: np.ndarray, bright_text: bool, length_px: int) -> _Reading | None:
+    """OCR a label at several enlargements: the first accepted reading, else the best one.
+
+    A clean, plausible, round reading is accepted at :data:`MIN_OCR_CONFIDENCE`, or at
+    :data:`MIN_AGREED_CONFIDENCE` when two enlargements read the same length.
     """
-    readings = []
+    best = None
+    lengths_seen: list[float] = []
     for target_height_px in OCR_CROP_HEIGHTS_PX:
-        text = _ocr(crop, bright_text, target_height_px)
-        length_nm = interpret_label(text, length_px) if text else None
-        if length_nm is not None and _is_round(length_nm):
-            return text, length_nm
-        readings.append((text, length_nm))
-    plausible = [reading for reading in readings if reading[1] is not None]
-    return (plausible or readings)[0]
+        ocr = _ocr(crop, bright_text, target_height_px)
+        if ocr is None:
+            continue
+        text, confidence = ocr
+        length_nm = interpret_label(text, length_px)
+        usable = length_nm is not None and _is_round(length_nm)
+        agreed = usable and length_nm in lengths_seen and confidence >= MIN_AGREED_CONFIDENCE
+        accepted = usable and (confidence >= MIN_OCR_CONFIDENCE or agreed)
+        reading = _Reading(text, confidence, length_nm, accepted)
+        if accepted:
+            return reading
+        if usable and confidence >= MIN_AGREED_CONFIDENCE:
+            lengths_seen.append(length_nm)
+        if best is None or reading.rank > best.rank:
+            best = reading
+    return best
 
 
 def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> ScaleBar | None:
     """Find a scale bar, measure its length and read its label.
+
+    Every bar-shaped mark (solid bar, line with end ticks, dashes around a label) is a candidate;
+    frames and table lines are not. The longest candidates are tried in turn, each with the
+    text lines next to it, until a label is read cleanly and confidently (see the module notes).
 
     Parameters
     ----------
@@ -286,8 +496,9 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
     Returns
     -------
     ScaleBar or None
-        The longest bar-shaped mark found, or None. ``label_text`` and ``nm_per_px`` are None
-        when OCR is unavailable or could not read a plausible label.
+        The bar whose label was applied; else the one with the best reading (kept as a
+        suggestion) or the longest; None when no bar-shaped mark exists. ``nm_per_px`` is None
+        unless a reading was accepted.
     """
     n_rows = gray.shape[0]
     if search_rows is not None:
@@ -298,34 +509,87 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
     if region.size == 0:
         return None
     background = float(np.median(region))
-    best = None
+    found = []
     for sign in (1.0, -1.0):
         contrast = sign * (region - background)
         peak = float(contrast.max())
         if peak < MIN_CONTRAST:
             continue
-        candidates, boxes = _bar_candidates(contrast > 0.5 * peak)
-        for index, box in candidates:
-            if best is None or box.c1 - box.c0 > best[1].c1 - best[1].c0:
-                best = (index, box, boxes, sign)
-    if best is None:
+        candidates, labels, boxes = _bar_candidates(contrast > 0.5 * peak)
+        found += [(candidate, labels, boxes, sign) for candidate in candidates]
+    if not found:
         return None
-    index, box, boxes, sign = best
-    length_px = box.c1 - box.c0
-    y = row0 + (box.r0 + box.r1) // 2
-    label_text = length_nm = None
+    found.sort(key=lambda item: item[0].length_px, reverse=True)
+    chosen, reading = found[0], None
     if tesseract_available():
-        line = _label_box(box, index, boxes)
-        if line is not None:
-            margin = max(2, line.height // 3)
-            crop = region[
-                max(0, line.r0 - margin) : line.r1 + margin,
-                max(0, line.c0 - margin) : line.c1 + margin,
-            ]
-            label_text, length_nm = _read_label(crop, sign > 0, length_px)
-            logger.info("Scale bar %d px, label read as %r", length_px, label_text)
-    nm_per_px = length_nm / length_px if length_nm is not None else None
-    return ScaleBar(box.c0, box.c1, y, length_px, label_text, length_nm, nm_per_px)
+        for item in found[:MAX_BARS_TRIED]:
+            candidate, labels, boxes, sign = item
+            for line in _label_boxes(candidate, labels, boxes):
+                margin = max(2, line.height // 3)
+                crop = region[
+                    max(0, line.r0 - margin) : line.r1 + margin,
+                    max(0, line.c0 - margin) : line.c1 + margin,
+                ]
+                attempt = _read_label(crop, sign > 0, candidate.length_px)
+                if attempt is not None and (reading is None or attempt.rank > reading.rank):
+                    chosen, reading = item, attempt
+                if reading is not None and reading.accepted:
+                    break
+            if reading is not None and reading.accepted:
+                break
+    candidate = chosen[0]
+    box = candidate.box
+    length_px = candidate.length_px
+    y = row0 + (box.r0 + box.r1) // 2
+    logger.info("Scale bar %d px (%s), label read as %r", length_px, candidate.style,
+                None if reading is None else reading.text)
+    if reading is None:
+        return ScaleBar(box.c0, box.c1, y, length_px, None, None, None,
+                        style=candidate.style, n_candidates=len(found))
+    parsed = parse_label(reading.text)
+    length_nm = reading.length_nm if reading.accepted else None
+    return ScaleBar(
+        box.c0, box.c1, y, length_px, reading.text, length_nm,
+        None if length_nm is None else length_nm / length_px,
+        ocr_confidence=reading.confidence,
+        suggestion=None if reading.accepted or parsed is None else parsed[1],
+        style=candidate.style,
+        n_candidates=len(found),
+    )
+
+
+def _where(bar: ScaleBar) -> str:
+    """Where the bar is and how it was chosen, for the calibration's detail."""
+    where = f"columns {bar.x0}-{bar.x1}, row {bar.y}"
+    if bar.n_candidates > 1:
+        where += f"; chosen among {bar.n_candidates} bar-shaped marks"
+    return where
+
+
+def unread_label_sentence(bar: ScaleBar) -> str:
+    """The sentence telling the user why the scale bar did not calibrate the image and what to do.
+
+    Parameters
+    ----------
+    bar : ScaleBar
+        A bar whose label was not applied (``bar.nm_per_px`` is None).
+
+    Returns
+    -------
+    str
+        One or two sentences naming the bar, what OCR read and how to calibrate.
+    """
+    found = f"A scale bar {bar.length_px} px long was found ({_where(bar)})"
+    typed = "type it under Scale-bar label to use it."
+    if bar.label_text is None:
+        return (f"{found} but its label could not be read; type the label (for example '200 nm') "
+                "or a pixel size to calibrate.")
+    confidence = f"OCR confidence {bar.ocr_confidence:.0f}%"
+    if bar.suggestion is not None:
+        return (f"{found}. Its label looks like '{bar.suggestion}' (read as {bar.label_text!r}, "
+                f"{confidence}) but was not applied; if that is right, {typed}")
+    return (f"{found} but its label, read as {bar.label_text!r} ({confidence}), is not a length; "
+            "type the label (for example '200 nm') or a pixel size to calibrate.")
 
 
 def calibration_from_scale_bar(bar: ScaleBar, user_label: str | None = None) -> Calibration:
@@ -341,24 +605,89 @@ def calibration_from_scale_bar(bar: ScaleBar, user_label: str | None = None) -> 
     Returns
     -------
     Calibration
-        ``scalebar:user`` or ``scalebar:ocr``, or :data:`NO_CALIBRATION` when no label is known.
+        ``scalebar:user`` or ``scalebar:ocr``; when no label was typed or accepted, an
+        uncalibrated result whose ``warning`` says why (:func:`unread_label_sentence`). Each
+        carries the bar as ``scale_bar``.
 
     Raises
     ------
     SaemiInputError
         When ``user_label`` is not a length.
     """
+    evidence = bar.evidence()
     if user_label is not None and user_label.strip():
         length_nm = parse_length(user_label)
         return Calibration(
             length_nm / bar.length_px,
             "scalebar:user",
-            f"Scale bar of {bar.length_px} px labelled {user_label.strip()!r} by the user",
+            f"Scale bar of {bar.length_px} px ({_where(bar)}) labelled {user_label.strip()!r} "
+            "by the user",
+            scale_bar=ScaleBarEvidence(bar.x0, bar.x1, bar.y, user_label.strip(), None),
         )
     if bar.nm_per_px is not None:
         return Calibration(
             bar.nm_per_px,
             "scalebar:ocr",
-            f"Scale bar of {bar.length_px} px, label read by OCR as {bar.label_text!r}",
+            f"Scale bar of {bar.length_px} px ({_where(bar)}), label read by OCR as "
+            f"{bar.label_text!r} (confidence {bar.ocr_confidence:.0f}%)",
+            scale_bar=evidence,
         )
-    return NO_CALIBRATION
+    return Calibration(None, NO_CALIBRATION.source, NO_CALIBRATION.detail,
+                       warning=unread_label_sentence(bar), scale_bar=evidence)
+
+
+_FIELD_WIDTH_KEY_RE = re.compile(r"(HFW|FOV|Width)[=:]?", re.IGNORECASE)
+
+
+def field_width_calibration(gray: np.ndarray, data_bar: DataBar) -> Calibration | None:
+    """Pixel size from the horizontal field width printed in a data bar (``HFW 2.98 µm``).
+
+    The data bar is read by OCR as a block of text. The words after ``HFW``, ``FOV`` or
+    ``Width`` (an optional ``=`` or ``:`` between) must parse cleanly as a length
+    (:func:`parse_label`), each read at a confidence of at least :data:`MIN_OCR_CONFIDENCE`;
+    that length over the image width is the pixel size.
+
+    Parameters
+    ----------
+    gray : ndarray
+        The whole image, 2-D float in [0, 1].
+    data_bar : DataBar
+        Its data bar.
+
+    Returns
+    -------
+    Calibration or None
+        ``databar:field_width``, or None without OCR or without a clean field width.
+    """
+    if not tesseract_available():
+        return None
+    strip = gray[data_bar.y0 : data_bar.y1].astype(np.float32)
+    if strip.size == 0:
+        return None
+    for enlargement in (1, 2):
+        words = _ocr_words(strip, float(np.median(strip)) < 0.5, enlargement * strip.shape[0], psm=6)
+        calibration = _field_width_from_words(words, gray.shape[1])
+        if calibration is not None:
+            return calibration
+    return None
+
+
+def _field_width_from_words(words: list[tuple[str, float]], width_px: int) -> Calibration | None:
+    """The field width after a ``HFW``/``FOV``/``Width`` word, if clean and confident, over the width."""
+    for index, (word, _) in enumerate(words):
+        if not _FIELD_WIDTH_KEY_RE.fullmatch(word):
+            continue
+        following = [w for w in words[index + 1 : index + 4] if w[0] not in ("=", ":")]
+        for n_words in (1, 2):
+            label_words = following[:n_words]
+            text = " ".join(w for w, _ in label_words)
+            parsed = parse_label(text) if label_words else None
+            if parsed is None or min(c for _, c in label_words) < MIN_OCR_CONFIDENCE:
+                continue
+            return Calibration(
+                parsed[0] / width_px,
+                "databar:field_width",
+                f"Field width {parsed[1]} in the data bar (read as '{word} {text}') over the "
+                f"image's {width_px} px",
+            )
+    return None

@@ -8,6 +8,12 @@ coordinates as ``x_img = x_canvas / scaleX``. When no image object is present th
 ``canvas_width_px / image_width_px``. Brush widths are scaled the same way.
 
 Tools are told apart by stroke colour (:data:`TOOL_COLOURS`), so one saved canvas may mix tools.
+
+Limits
+------
+The brush width, the points and strokes of one save, the number of saves and the work of replaying
+them all (:func:`check_edit_budget`) are bounded by :mod:`app.analysis.limits`, checked before any
+stroke is drawn.
 """
 
 from __future__ import annotations
@@ -20,13 +26,20 @@ from skimage import measure
 
 from app.analysis.errors import SaemiInputError
 from app.analysis.labels import add_orphan_regions, sequential_labels
+from app.analysis.limits import (
+    MAX_BRUSH_PX,
+    MAX_EDIT_WORK_PX,
+    MAX_PATHS_PER_SAVE,
+    MAX_POINTS_PER_SAVE,
+    MAX_REPLAYED_POINTS,
+    MAX_SAVES,
+)
 
 #: Canvas line colour of each tool (what the UI sets as ``lineColor``).
 TOOL_COLOURS = {"draw": "#00e000", "remove": "#ff0000", "erase": "#0080ff"}
 _COLOUR_TOOLS = {colour: tool for tool, colour in TOOL_COLOURS.items()}
 TOOLS = tuple(TOOL_COLOURS)
-#: Upper bound on the number of stroke points in one save, against malicious payloads.
-MAX_POINTS = 200_000
+_MALFORMED = "A stored canvas edit is malformed; please redraw it."
 
 
 @dataclass(frozen=True)
@@ -60,12 +73,16 @@ class Stroke:
         """Inverse of :meth:`to_dict`; raises SaemiInputError on malformed data."""
         try:
             tool = str(data["tool"])
-            points = tuple((float(x), float(y)) for x, y in data["points"])
+            points = data["points"]
+            if not isinstance(points, (list, tuple)) or len(points) > MAX_POINTS_PER_SAVE:
+                raise ValueError("not a list of at most MAX_POINTS_PER_SAVE points")
+            points = tuple((float(x), float(y)) for x, y in points)
             width_px = float(data["width_px"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SaemiInputError("A stored canvas edit is malformed; please redraw it.") from exc
-        if tool not in TOOLS or not points or not np.isfinite(width_px) or width_px <= 0:
-            raise SaemiInputError("A stored canvas edit is malformed; please redraw it.")
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise SaemiInputError(_MALFORMED) from exc
+        if (tool not in TOOLS or not points or not np.isfinite(width_px) or not 0 < width_px <= MAX_BRUSH_PX
+                or not np.isfinite(points).all()):
+            raise SaemiInputError(_MALFORMED)
         return cls(tool, points, width_px)
 
 
@@ -126,23 +143,44 @@ def parse_canvas_json(json_data: str, image_shape: tuple[int, int], canvas_width
             tool = _tool_for_colour(obj.get("stroke"))
             if obj.get("type") != "path" or tool is None:
                 continue
-            points = _path_points(obj.get("path", []))
+            if len(strokes) >= MAX_PATHS_PER_SAVE:
+                raise SaemiInputError(
+                    f"The canvas save holds more than {MAX_PATHS_PER_SAVE} strokes, the limit per save; "
+                    "please press Save more often."
+                )
+            points = _path_points(obj.get("path", []), MAX_POINTS_PER_SAVE - n_points)
             n_points += len(points)
-            if n_points > MAX_POINTS:
-                raise SaemiInputError("The canvas holds too many strokes at once; please apply fewer.")
             if not points:
                 continue
             width = float(obj.get("strokeWidth", 1)) * float(obj.get("scaleX", 1) or 1)
-            strokes.append(
-                Stroke(tool, tuple((x / scale, y / scale) for x, y in points), max(width / scale, 1.0))
-            )
-    except (TypeError, ValueError, IndexError) as exc:
+            stroke = Stroke(tool, tuple((x / scale, y / scale) for x, y in points), max(width / scale, 1.0))
+            if not np.isfinite(stroke.width_px) or stroke.width_px > MAX_BRUSH_PX:
+                raise SaemiInputError(
+                    f"A stroke is {stroke.width_px:.3g} image pixels wide, above the brush limit of "
+                    f"{MAX_BRUSH_PX:.0f}; please use a narrower brush."
+                )
+            if not np.isfinite(stroke.points_xy).all():
+                raise ValueError("a stroke point is not finite in image pixels")
+            strokes.append(stroke)
+    except SaemiInputError:
+        raise
+    except (TypeError, ValueError, IndexError, OverflowError, ZeroDivisionError) as exc:
         raise SaemiInputError("The canvas sent data SAEMI cannot read; please redraw the strokes.") from exc
     return strokes
 
 
-def _path_points(path: list) -> list[tuple[float, float]]:
-    """Vertices of an SVG-like fabric path (M, L, Q commands; the end point of each command)."""
+def _path_points(path: list, max_points: int) -> list[tuple[float, float]]:
+    """Vertices of an SVG-like fabric path (M, L, Q commands; the end point of each command).
+
+    Raises SaemiInputError when there are more than ``max_points``.
+    """
+    if not isinstance(path, (list, tuple)):
+        raise TypeError("a path is not a list")
+    if len(path) > max_points:
+        raise SaemiInputError(
+            f"The canvas save holds more than {MAX_POINTS_PER_SAVE} stroke points, the limit per save; "
+            "please press Save more often."
+        )
     points = []
     for command in path:
         if not isinstance(command, (list, tuple)) or len(command) < 3:
@@ -225,9 +263,69 @@ def apply_edits(label_image: np.ndarray, edits: list[list[dict]]) -> np.ndarray:
         Sequentially relabelled result.
     """
     labels = np.asarray(label_image, dtype=np.int32)
-    for batch in edits:
-        if not isinstance(batch, list):
-            raise SaemiInputError("A stored canvas edit is malformed; please redraw it.")
-        for item in batch:
-            labels = apply_stroke(labels, Stroke.from_dict(item))
+    if not isinstance(edits, (list, tuple)) or not all(isinstance(batch, (list, tuple)) for batch in edits):
+        raise SaemiInputError(_MALFORMED)
+    if len(edits) > MAX_SAVES:
+        raise SaemiInputError(f"The edit history holds {len(edits)} saves, above the limit of {MAX_SAVES}.")
+    batches = [[Stroke.from_dict(item) if isinstance(item, dict) else _malformed() for item in batch]
+               for batch in edits]
+    check_edit_budget(batches, labels.shape)
+    for batch in batches:
+        for stroke in batch:
+            labels = apply_stroke(labels, stroke)
     return sequential_labels(labels)
+
+
+def _malformed() -> Stroke:
+    raise SaemiInputError(_MALFORMED)
+
+
+def edit_work_px(strokes: list[Stroke], shape: tuple[int, int]) -> float:
+    """Pixel visits of applying ``strokes``: one pass over the image per stroke, plus each segment's box.
+
+    Examples
+    --------
+    >>> edit_work_px([Stroke("draw", ((2.0, 5.0), (8.0, 5.0)), 3.0)], (10, 10))
+    150.0
+    """
+    rows, cols = shape
+    work = 0.0
+    for stroke in strokes:
+        pts = np.asarray(stroke.points_xy, dtype=np.float64)
+        if len(pts) == 1:
+            pts = np.vstack([pts, pts])
+        radius = stroke.width_px / 2.0
+        (x0, y0), (x1, y1) = pts[:-1].T, pts[1:].T
+        c_span = np.minimum(np.ceil(np.maximum(x0, x1) + radius) + 1, cols) - np.maximum(
+            np.floor(np.minimum(x0, x1) - radius), 0)
+        r_span = np.minimum(np.ceil(np.maximum(y0, y1) + radius) + 1, rows) - np.maximum(
+            np.floor(np.minimum(y0, y1) - radius), 0)
+        work += rows * cols + float((np.clip(c_span, 0, None) * np.clip(r_span, 0, None)).sum())
+    return work
+
+
+def check_edit_budget(batches: list[list[Stroke]], shape: tuple[int, int]) -> None:
+    """Refuse an edit history that would take too long to replay (:mod:`app.analysis.limits`).
+
+    Raises
+    ------
+    SaemiInputError
+        Naming the limit: saves, points replayed, or pixel visits of the whole replay.
+    """
+    if len(batches) > MAX_SAVES:
+        raise SaemiInputError(
+            f"The edit history holds {len(batches)} saves, above the limit of {MAX_SAVES}; "
+            "download the results, then start again from the new analysis."
+        )
+    points = sum(len(stroke.points_xy) for batch in batches for stroke in batch)
+    if points > MAX_REPLAYED_POINTS:
+        raise SaemiInputError(
+            f"The edits hold {points} stroke points in all, above the limit of {MAX_REPLAYED_POINTS}; "
+            "please undo some, or use fewer, shorter strokes."
+        )
+    work = sum(edit_work_px(batch, shape) for batch in batches)
+    if work > MAX_EDIT_WORK_PX:
+        raise SaemiInputError(
+            f"Replaying these edits would visit {work:.3g} pixels, above the limit of {MAX_EDIT_WORK_PX:.0e} "
+            "(each stroke costs one pass over the image); please undo some, or use fewer strokes."
+        )

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import math
+
 import dash
 from dash import Input, Output, State, ctx, no_update
 
 from app.analysis.strokes import TOOL_COLOURS
 from app.layout import ids
-from app.layout.main import CANVAS_WIDTH_PX
+from app.layout.main import CANVAS_BRUSH_MAX_PX, CANVAS_WIDTH_PX
 from app.session import display, edits
 from app.session.guard import guarded
 from app.session.stores import AnalysisState, EditsState, ResultsState
 
 
 def tool_colour(tool):
-    """Each tool paints in its own colour; the server tells the tools apart by it."""
-    return TOOL_COLOURS.get(tool, TOOL_COLOURS["draw"])
+    """Each tool paints in its own colour; the server tells the tools apart by it (anything else: draw)."""
+    return TOOL_COLOURS.get(tool if isinstance(tool, str) else "draw", TOOL_COLOURS["draw"])
 
 
 def brush_width(width):
-    """Brush width in canvas display pixels."""
-    return width or 1
+    """Brush width in canvas display pixels, within the slider's range (1 when unset or not a number)."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width):
+        return 1
+    return min(max(width, 1), CANVAS_BRUSH_MAX_PX)
 
 
 def canvas_image(results, colour_mode):

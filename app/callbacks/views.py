@@ -49,7 +49,7 @@ def overlay(results, opacity, mode, gray, analysis, drag_mode=None, trigger=None
         return {"figure": no_update, "alert": no_update}
     if trigger == ids.OVERLAY_OPACITY:
         patch = Patch()
-        patch["data"][1]["opacity"] = opacity  # the particles trace; the image is not sent again
+        patch["data"][1]["opacity"] = display.overlay_opacity(opacity)  # the particles trace only
         return {"figure": patch, "alert": no_update}
 
     def run():

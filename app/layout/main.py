@@ -10,10 +10,13 @@ from app.analysis.stats import EDGE_MODES
 from app.analysis.strokes import TOOL_COLOURS
 from app.analysis.view import QUANTITIES
 from app.layout import ids
+from app.layout.samples import samples_panel
 from model.registry import SEGMENTER_CHOICES
 
 #: Display width of the paint canvas; strokes are mapped back to full-resolution image pixels.
 CANVAS_WIDTH_PX = 640
+#: Widest brush of the canvas slider, in canvas display pixels (see ``MAX_BRUSH_PX`` in app.analysis.limits).
+CANVAS_BRUSH_MAX_PX = 40
 #: Canvas buttons that would move or scale the drawing (only the pencil, its undo and Save are shown).
 CANVAS_HIDDEN_BUTTONS = ["zoom", "pan", "line", "rectangle", "select"]
 
@@ -84,6 +87,7 @@ def upload_panel() -> html.Div:
                 className="upload",
                 multiple=True,
                 accept="image/*,.tif,.tiff,.txt",
+                max_size=config.MAX_UPLOAD_BYTES,  # per file; the browser does not send a larger one
             ),
             html.Div(limit, className="hint"),
             html.Div(
@@ -227,8 +231,9 @@ def canvas_panel() -> html.Div:
             ),
             html.Div([
                 _field("Tool", dcc.RadioItems(id=ids.CANVAS_TOOL, options=TOOL_OPTIONS, value="draw", inline=True)),
-                _field("Brush width (canvas px)", dcc.Slider(id=ids.CANVAS_BRUSH, min=1, max=40, step=1, value=8,
-                                                             marks={1: "1", 20: "20", 40: "40"})),
+                _field("Brush width (canvas px)",
+                       dcc.Slider(id=ids.CANVAS_BRUSH, min=1, max=CANVAS_BRUSH_MAX_PX, step=1, value=8,
+                                  marks={1: "1", 20: "20", 40: "40"})),
                 _field("Mask colours", dcc.RadioItems(id=ids.CANVAS_COLOUR, inline=True, value="colour",
                                                       options=[{"label": "one colour per particle", "value": "colour"},
                                                                {"label": "black and white", "value": "bw"}])),
@@ -279,6 +284,7 @@ def build_layout(default_segmenter: str, notice: str | None = None) -> html.Div:
             results,
             canvas_panel(),
             download_panel(),
+            samples_panel(),
             dcc.Store(id=ids.STORE_SOURCE),
             dcc.Store(id=ids.STORE_ANALYSIS),
             dcc.Store(id=ids.STORE_GRAY),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
-from app.analysis.view import ViewOptions, filter_text, stats_rows, view_results
+from app.analysis.view import HistogramView, ViewOptions, filter_text, stats_rows, view_results
 from app.figures import canvas_mask_url, histogram_figure, overlay_figure
 from app.session.stores import AnalysisState, GrayState, ResultsState
 
@@ -22,6 +23,11 @@ def histogram_outputs(results: ResultsState, analysis: AnalysisState, view: View
     """Histogram figure, statistics rows, bin-width hint and filter summary of the current results."""
     shown = view_results(results.particles(), calibrated=results.calibrated, image_shape=analysis.shape,
                          frame=analysis.frame, view=view)
+    return view_outputs(shown, view)
+
+
+def view_outputs(shown: HistogramView, view: ViewOptions) -> HistogramOutputs:
+    """Histogram figure, statistics rows, bin-width hint and filter summary of one view (one image or a pool)."""
     figure = histogram_figure(shown.values, bin_width=shown.bin_width, weights=shown.weights,
                               quantity_label=shown.label, unit=shown.unit or "", basis=shown.basis)
     unit = f" {shown.unit}" if shown.unit else ""
@@ -29,14 +35,30 @@ def histogram_outputs(results: ResultsState, analysis: AnalysisState, view: View
     return HistogramOutputs(figure, stats_rows(shown), hint, filter_text(shown))
 
 
+def overlay_opacity(value: object) -> float:
+    """The particles' opacity on the overlay: a number in [0, 1], 0.5 when unset or not a number.
+
+    Examples
+    --------
+    >>> overlay_opacity(0.7), overlay_opacity(None), overlay_opacity("1e9"), overlay_opacity(3)
+    (0.7, 0.5, 0.5, 1.0)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0.5
+    return min(max(float(value), 0.0), 1.0)
+
+
 def overlay(results: ResultsState, gray: GrayState, opacity: float | None, mode: str | None,
             analysis: AnalysisState | None = None, dragmode: str | None = None):
-    """Overlay figure of the current labels over the image, with the data bar and the measured line (if any)."""
+    """Overlay figure of the current labels over the image, with the data bar, the scale bar found and the
+    measured line (if any)."""
     bar = None if analysis is None or analysis.data_bar is None else (analysis.data_bar.y0, analysis.data_bar.y1)
     line = None if analysis is None or analysis.measured_line is None else analysis.measured_line.line_px
+    found = None if analysis is None else analysis.calibration.scale_bar
+    scale_bar = None if found is None else (found.x0, found.x1, found.y, found.label_text)
     return overlay_figure("data:image/png;base64," + gray.png, results.labels(),
-                          opacity=0.5 if opacity is None else float(opacity), mode=mode or "outline",
-                          data_bar_rows=bar, line_px=line, dragmode=dragmode)
+                          opacity=overlay_opacity(opacity), mode=mode or "outline",
+                          data_bar_rows=bar, line_px=line, dragmode=dragmode, scale_bar=scale_bar)
 
 
 def canvas_image(results: ResultsState, colour_mode: str) -> str:

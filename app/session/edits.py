@@ -16,7 +16,8 @@ def apply_canvas(edits: EditsState, analysis: AnalysisState, json_data: str | No
     Raises
     ------
     SaemiInputError
-        For malformed canvas data, or when nothing was drawn.
+        For malformed canvas data, when nothing was drawn, or when a limit of
+        :mod:`app.analysis.limits` (brush width, points, strokes, saves, replay work) would be passed.
     """
     if not json_data:
         raise SaemiInputError("The canvas sent no drawing; paint a stroke, then press Save.")
@@ -24,6 +25,8 @@ def apply_canvas(edits: EditsState, analysis: AnalysisState, json_data: str | No
     if not parsed:
         raise SaemiInputError("No strokes to apply: paint on the mask with a tool, then press Save.")
     batches = edits.applied + (tuple(stroke.to_dict() for stroke in parsed),)
+    history = [[strokes.Stroke.from_dict(item) for item in batch] for batch in batches]
+    strokes.check_edit_budget(history, analysis.shape)  # before the save is kept and replayed
     return EditsState(batches, edits.cursor + 1, edits.version + 1)
 
 

@@ -34,7 +34,7 @@ def compute_results(analysis: AnalysisState, gray: GrayState | None, edits: Edit
     if edits.cursor == 0 and nm_per_px is None and not line_calibrated:
         labels_png, particles_json = analysis.labels_png, analysis.particles_json
     else:
-        intensity = gray.image() if gray is not None else None
+        intensity = gray.image(analysis.shape) if gray is not None else None
         labels, table = pipeline.remeasure(current_labels(analysis, edits), intensity, analysis.params,
                                            calibration, analysis.data_bar)
         labels_png, particles_json = encoding.labels_to_png_b64(labels), table_to_json(table)
@@ -43,13 +43,15 @@ def compute_results(analysis: AnalysisState, gray: GrayState | None, edits: Edit
 
 
 def calibration_text(results: ResultsState) -> list[str]:
-    """Sentences on where the pixel size came from, and any disagreement."""
+    """Sentences on where the pixel size came from, its warning (a disagreement, a scale-bar label to confirm)
+    and any disagreement with the user's own calibration."""
     calibration = results.calibration
     if calibration.nm_per_px is None:
         head = "Not calibrated: sizes are in pixels. Enter nm/px or a scale-bar label to calibrate."
     else:
         head = f"Pixel size {calibration.nm_per_px:.4g} nm/px, source: {calibration.source}."
-    return [head, calibration.detail, *results.warnings]
+    warnings = [warning for warning in results.warnings if warning not in calibration.warning]
+    return [head, calibration.detail, *([calibration.warning] if calibration.warning else []), *warnings]
 
 
 def measure_line(analysis: AnalysisState, relayout: Mapping[str, Any] | None,

@@ -12,6 +12,7 @@ from app.analysis.encoding import labels_to_png_b64
 from app.analysis.errors import SaemiInputError
 from app.analysis.pipeline import AnalysisParams
 from app.engine import analyze_file
+from app.session.batchstore import BatchStore, parse_image_ref
 from app.session.stores import AnalysisState, EditsState, GrayState, Source, table_to_json
 
 #: The demo image offered by the "Try the demo" button.
@@ -187,8 +188,11 @@ def start_from_upload(contents: str | Sequence[str], filenames: str | Sequence[s
                       settings: PageSettings) -> Started:
     """:func:`start_session` for the data URL(s) of a ``dcc.Upload`` (the image and, optionally, its sidecar)."""
     files = split_upload(contents, filenames)
-    sidecar = None if files.sidecar_url is None else _sidecar_text(imageio.decode_data_url(files.sidecar_url))
-    return start_session(imageio.decode_data_url(files.image_url), files.image_name, settings, sidecar)
+    sidecar = None
+    if files.sidecar_url is not None:  # sizes checked from the data URLs' length, before decoding
+        sidecar = _sidecar_text(imageio.decode_data_url(files.sidecar_url, config.MAX_SIDECAR_BYTES, ".txt file"))
+    image = imageio.decode_data_url(files.image_url, config.MAX_UPLOAD_BYTES, "image")
+    return start_session(image, files.image_name, settings, sidecar)
 
 
 def start_demo(settings: PageSettings) -> Started:
@@ -216,6 +220,11 @@ def run_analysis(source: Source, contents: str | Sequence[str] | None, settings:
     """Analyse the image that ``source`` names (for an upload, the ``dcc.Upload``'s data URLs and names)."""
     if source.kind == "demo":
         return start_demo(settings)
+    if source.kind == "batch":  # an image of a batch of the samples view, read back from the server
+        store = BatchStore()
+        batch_id, index = parse_image_ref(source.filename)
+        job = store.job(store.check_id(batch_id), index)
+        return start_session(job.data, job.name, settings, job.sidecar_text)
     if not contents:
         raise SaemiInputError("The uploaded file is no longer available; please upload it again.")
     return start_from_upload(contents, filenames or source.filename, settings)

@@ -5,10 +5,15 @@ keeps; ``from_store(payload)`` reads it back and checks it (keys, types, sizes a
 raising :class:`~app.analysis.errors.SaemiInputError` with :data:`DAMAGED_STORE` when the payload is
 not one the server wrote. Callbacks read stores only through these classes.
 
+Every store payload is signed by the server (:mod:`app.session.signing`): the browser keeps
+``{"signed": token}`` and ``from_store`` checks the signature and age before it decodes anything.
+The checks after it (sizes, shapes, id ranges against the image) still hold for a payload the
+server signed, so that a leaked key does not give away the server's memory.
+
 Stores
 ------
 ``source`` (:class:`Source`)
-    Which image is analysed: an upload (by file name) or the demo.
+    Which image is analysed: an upload (by file name), the demo, or an image of a batch.
 ``analysis`` (:class:`AnalysisState`)
     What one segmentation run produced: the base label image (16-bit PNG, base64), the particle table
     measured on it, the calibration found in the image, the data bar, the settings and provenance,
@@ -34,18 +39,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.analysis import encoding
-from app.analysis.calibration import Calibration
+from app import config
+from app.analysis import encoding, limits
+from app.analysis.calibration import Calibration, ScaleBarEvidence
 from app.analysis.databar import DataBar
 from app.analysis.errors import SaemiInputError
 from app.analysis.pipeline import AnalysisParams
+from app.session import signing
+from app.session.signing import DAMAGED_STORE
 
-#: The sentence for a store payload the server cannot read back.
-DAMAGED_STORE = "This page's data was changed or has expired; please reload the page and analyse the image again."
+__all__ = ["DAMAGED_STORE", "AnalysisState", "EditsState", "GrayState", "MeasuredLine", "ResultsState", "Source"]
 
 
 def _damaged(reason: str) -> SaemiInputError:
-    return SaemiInputError(DAMAGED_STORE + f" ({reason})")
+    return signing.damaged(reason)
 
 
 def _mapping(payload: Any, name: str) -> Mapping[str, Any]:
@@ -69,7 +76,30 @@ def _text(value: Any, name: str) -> str:
 
 def calibration_to_store(calibration: Calibration) -> dict[str, Any]:
     """JSON form of a :class:`~app.analysis.calibration.Calibration`."""
-    return {"nm_per_px": calibration.nm_per_px, "source": calibration.source, "detail": calibration.detail}
+    bar = calibration.scale_bar
+    return {"nm_per_px": calibration.nm_per_px, "source": calibration.source, "detail": calibration.detail,
+            "warning": calibration.warning,
+            "scale_bar": None if bar is None else {"x0": bar.x0, "x1": bar.x1, "y": bar.y,
+                                                   "label_text": bar.label_text,
+                                                   "ocr_confidence": bar.ocr_confidence}}
+
+
+def _scale_bar_from_store(payload: Any) -> ScaleBarEvidence | None:
+    """The scale bar of a stored calibration (absent from payloads written before it was kept)."""
+    if payload is None:
+        return None
+    data = _mapping(payload, "the scale bar")
+    try:
+        x0, x1, y = (data[key] for key in ("x0", "x1", "y"))
+    except KeyError as exc:
+        raise _damaged(f"the scale bar lacks {exc.args[0]!r}") from exc
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (x0, x1, y)) or not 0 <= x0 < x1:
+        raise _damaged("the scale bar's columns are not whole numbers in order")
+    confidence = data.get("ocr_confidence")
+    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))):
+        raise _damaged("the scale bar's OCR confidence is not a number")
+    return ScaleBarEvidence(x0, x1, y, _text(data.get("label_text", ""), "the scale bar's label"),
+                            None if confidence is None else float(confidence))
 
 
 def calibration_from_store(payload: Any) -> Calibration:
@@ -80,7 +110,8 @@ def calibration_from_store(payload: Any) -> Calibration:
                                   or not np.isfinite(nm_per_px) or nm_per_px <= 0):
         raise _damaged("the pixel size is not a positive number")
     return Calibration(None if nm_per_px is None else float(nm_per_px), _text(data.get("source", "none"), "source"),
-                       _text(data.get("detail", ""), "detail"))
+                       _text(data.get("detail", ""), "detail"), _text(data.get("warning", ""), "warning"),
+                       _scale_bar_from_store(data.get("scale_bar")))
 
 
 def table_to_json(table: pd.DataFrame) -> str:
@@ -101,22 +132,23 @@ def table_from_json(text: str) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Source:
-    """The image being analysed: ``kind`` is ``"upload"`` or ``"demo"``."""
+    """The image being analysed: ``kind`` is ``"upload"``, ``"demo"`` or ``"batch"`` (an image of a batch of
+    the samples view; ``filename`` then names it, see :func:`app.session.batchstore.image_ref`)."""
 
     kind: str
     filename: str
 
     def to_store(self) -> dict[str, str]:
-        return {"kind": self.kind, "filename": self.filename}
+        return signing.sign("source", {"kind": self.kind, "filename": self.filename})
 
     @classmethod
     def from_store(cls, payload: Any) -> Source | None:
         """The source, or None when no image was chosen yet."""
         if not payload:
             return None
-        data = _mapping(payload, "source")
+        data = _mapping(signing.verify("source", payload), "source")
         kind = data.get("kind")
-        if kind not in ("upload", "demo"):
+        if kind not in ("upload", "demo", "batch"):
             raise _damaged("unknown image source")
         return cls(kind, _text(data.get("filename", ""), "the file name"))
 
@@ -176,7 +208,7 @@ class AnalysisState:
     measured_line: MeasuredLine | None = None
 
     def to_store(self) -> dict[str, Any]:
-        return {
+        return signing.sign("analysis", {
             "labels_png": self.labels_png,
             "particles": self.particles_json,
             "shape": list(self.shape),
@@ -192,18 +224,19 @@ class AnalysisState:
             "notes": list(self.notes),
             "analysed_at": self.analysed_at,
             "measured_line": None if self.measured_line is None else self.measured_line.to_store(),
-        }
+        })
 
     @classmethod
     def from_store(cls, payload: Any) -> AnalysisState | None:
         """The analysis, or None when nothing was analysed yet."""
         if not payload:
             return None
-        data = _mapping(payload, "analysis")
+        data = _mapping(signing.verify("analysis", payload), "analysis")
         try:
             shape = _pair(data["shape"], "the image size")
             frame = _pair(data["frame"], "the analysed rows")
-            if min(shape) < 1 or not 0 <= frame[0] <= frame[1] <= shape[0]:
+            if (min(shape) < 1 or shape[0] * shape[1] > config.MAX_PIXELS
+                    or not 0 <= frame[0] <= frame[1] <= shape[0]):
                 raise _damaged("the image size or analysed rows are out of range")
             bar = None if data.get("data_bar") is None else DataBar(*_pair(data["data_bar"], "the data bar"))
             if bar is not None and not 0 <= bar.y0 <= bar.y1 <= shape[0]:
@@ -243,11 +276,12 @@ class AnalysisState:
         return replace(self, measured_line=measured)
 
 
-def _labels_of(labels_png: str, shape: tuple[int, int]) -> np.ndarray:
-    labels = encoding.png_b64_to_labels(labels_png)
-    if labels.shape != tuple(shape):
-        raise _damaged(f"the label image is {labels.shape}, not the image's {tuple(shape)}")
-    return labels
+def _labels_of(labels_png: str, shape: tuple[int, int] | None) -> np.ndarray:
+    """The label image, its PNG header checked against ``shape`` before any pixel is decoded."""
+    try:
+        return encoding.png_b64_to_labels(labels_png, shape)
+    except SaemiInputError as exc:
+        raise _damaged(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -257,22 +291,25 @@ class GrayState:
     png: str
 
     def to_store(self) -> dict[str, str]:
-        return {"png": self.png}
+        return signing.sign("gray", {"png": self.png})
 
     @classmethod
     def from_store(cls, payload: Any) -> GrayState | None:
         if not payload:
             return None
-        return cls(_text(_mapping(payload, "image").get("png"), "the image"))
+        return cls(_text(_mapping(signing.verify("gray", payload), "image").get("png"), "the image"))
 
     @classmethod
     def from_image(cls, gray: np.ndarray) -> GrayState:
         """From a float image in [0, 1]."""
         return cls(encoding.gray_to_png_b64(gray))
 
-    def image(self) -> np.ndarray:
-        """The image as float32 in [0, 1]."""
-        return encoding.png_b64_to_gray(self.png)
+    def image(self, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """The image as float32 in [0, 1]; ``shape`` (rows, cols), when given, is checked before decoding."""
+        try:
+            return encoding.png_b64_to_gray(self.png, shape)
+        except SaemiInputError as exc:
+            raise _damaged(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -284,14 +321,15 @@ class EditsState:
     version: int = 0
 
     def to_store(self) -> dict[str, Any]:
-        return {"batches": [list(batch) for batch in self.batches], "cursor": self.cursor, "version": self.version}
+        return signing.sign("edits", {"batches": [list(batch) for batch in self.batches], "cursor": self.cursor,
+                                      "version": self.version})
 
     @classmethod
     def from_store(cls, payload: Any) -> EditsState:
         """The edit history; an empty one when there is none yet."""
         if not payload:
             return cls()
-        data = _mapping(payload, "edits")
+        data = _mapping(signing.verify("edits", payload), "edits")
         batches, cursor, version = data.get("batches", []), data.get("cursor", 0), data.get("version", 0)
         if not isinstance(batches, list) or not all(isinstance(b, list) for b in batches):
             raise _damaged("the edits are not lists of strokes")
@@ -300,6 +338,8 @@ class EditsState:
                 raise _damaged(f"the {name} is not a whole number")
         if cursor > len(batches):
             raise _damaged("the edit cursor is past the last edit")
+        if len(batches) > limits.MAX_SAVES or not all(isinstance(item, Mapping) for b in batches for item in b):
+            raise _damaged("the edits are not a history this server keeps")
         return cls(tuple(tuple(batch) for batch in batches), cursor, version)
 
     @property
@@ -321,16 +361,17 @@ class ResultsState:
     shape: tuple[int, int] | None = field(default=None, compare=False)
 
     def to_store(self) -> dict[str, Any]:
-        return {"labels_png": self.labels_png, "particles": self.particles_json,
-                "calibration": calibration_to_store(self.calibration), "warnings": list(self.warnings),
-                "n_edits": self.n_edits, "version": self.version}
+        return signing.sign("results", {
+            "labels_png": self.labels_png, "particles": self.particles_json,
+            "calibration": calibration_to_store(self.calibration), "warnings": list(self.warnings),
+            "n_edits": self.n_edits, "version": self.version})
 
     @classmethod
     def from_store(cls, payload: Any, shape: tuple[int, int] | None = None) -> ResultsState | None:
         """The results, or None before the first analysis; ``shape`` (the image's) checks the labels."""
         if not payload:
             return None
-        data = _mapping(payload, "results")
+        data = _mapping(signing.verify("results", payload), "results")
         try:
             warnings = data.get("warnings") or []
             if not isinstance(warnings, list):
@@ -350,8 +391,6 @@ class ResultsState:
 
     def labels(self) -> np.ndarray:
         """The current label image (checked against the image size when it is known)."""
-        if self.shape is None:
-            return encoding.png_b64_to_labels(self.labels_png)
         return _labels_of(self.labels_png, self.shape)
 
     def particles(self) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from app.session.start import PageSettings, start_session
 from app.session.stores import AnalysisState, ResultsState, table_from_json
 from app.webapp import create_app
 from tests.conftest import disc_image, png_bytes, poll
+from tests.stores import plain
 
 TIMEOUT_S = 30
 #: A horizontal line of 42 px: "84 nm" along it means 2 nm/px.
@@ -53,14 +54,14 @@ def results_of(analysis, gray, nm_per_px=None):
 
 def test_drawn_line_and_length_calibrate_the_results(stores):
     analysis, gray = stores["analysis"], stores["gray"]
-    assert analysis["calibration"]["nm_per_px"] is None
+    assert plain("analysis", analysis)["calibration"]["nm_per_px"] is None
     updated = measure(LINE_SHAPES, "84 nm", analysis)
     results, info = results_of(updated, gray)
-    assert results["calibration"]["source"] == "scalebar:user"
-    assert results["calibration"]["nm_per_px"] == pytest.approx(2.0)
+    assert plain("results", results)["calibration"]["source"] == "scalebar:user"
+    assert plain("results", results)["calibration"]["nm_per_px"] == pytest.approx(2.0)
     assert "source: scalebar:user" in info[0]
     assert info[1] == "Line of 42.0 px drawn by the user = 84 nm"
-    table = table_from_json(results["particles"])
+    table = table_from_json(plain("results", results)["particles"])
     assert np.allclose(table["ecd_nm"], 2.0 * table["ecd_px"])
     state = AnalysisState.from_store(updated)
     _figure, rows, _hint, _filters = histogram_outputs(ResultsState.from_store(results, state.shape), state,
@@ -72,29 +73,29 @@ def test_drawn_line_and_length_calibrate_the_results(stores):
     # moving an end point of the stored line (index keys) recalibrates with the new length
     moved = measure({"shapes[0].x0": 10.0, "shapes[0].y0": 5.0, "shapes[0].x1": 31.0,
                      "shapes[0].y1": 5.0}, "84 nm", updated)
-    assert results_of(moved, gray)[0]["calibration"]["nm_per_px"] == pytest.approx(4.0)
+    assert plain("results", results_of(moved, gray)[0])["calibration"]["nm_per_px"] == pytest.approx(4.0)
 
 
 def test_missing_line_or_bad_length_is_said_in_the_calibration_panel(stores):
     analysis, gray = stores["analysis"], stores["gray"]
     no_line = measure({"autosize": True}, "500 nm", analysis)
     results, info = results_of(no_line, gray)
-    assert results["calibration"]["source"] == "none"
+    assert plain("results", results)["calibration"]["source"] == "none"
     assert any("No line is drawn" in line for line in info)
 
     bad = measure(LINE_SHAPES, "half a micron", analysis)
     results, info = results_of(bad, gray)
-    assert results["calibration"]["source"] == "none"
+    assert plain("results", results)["calibration"]["source"] == "none"
     assert any("Could not read 'half a micron' as a length" in line for line in info)
 
 
 def test_typed_pixel_size_wins_over_the_drawn_line(stores):
     updated = measure(LINE_SHAPES, "84 nm", stores["analysis"])
     results, info = results_of(updated, stores["gray"], nm_per_px=3.0)
-    assert results["calibration"]["source"] == "manual"
-    assert results["calibration"]["nm_per_px"] == 3.0
+    assert plain("results", results)["calibration"]["source"] == "manual"
+    assert plain("results", results)["calibration"]["nm_per_px"] == 3.0
     assert any("drawn line (2 nm/px) is ignored" in line for line in info)
-    table = table_from_json(results["particles"])
+    table = table_from_json(plain("results", results)["particles"])
     assert np.allclose(table["ecd_nm"], 3.0 * table["ecd_px"])
 
 

@@ -274,7 +274,8 @@ def test_a_segmenters_note_is_listed_on_the_page(dash_duo, monkeypatch, disc_png
             notes.append(sentence)
             return super().segment(gray, progress=progress, notes=notes)
 
-    monkeypatch.setattr(engine, "get_segmenter", lambda name, diameter_px=None, views=None: DoubtfulSegmenter())
+    monkeypatch.setattr(engine, "get_segmenter",
+                        lambda name, diameter_px=None, views=None, model_dir=None: DoubtfulSegmenter())
     dash_duo.start_server(create_app(default_segmenter="classical"))
     dash_duo.wait_for_element(f"#{ids.UPLOAD}")
     upload(dash_duo, disc_png, "discs.png")
@@ -290,7 +291,7 @@ def test_look_twice_reruns_the_analysis_with_two_views(dash_duo, monkeypatch, di
 
     asked = []
 
-    def record(name, diameter_px=None, views=None):
+    def record(name, diameter_px=None, views=None, model_dir=None):
         asked.append(views)
         return ClassicalSegmenter()
 

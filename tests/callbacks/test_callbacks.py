@@ -18,8 +18,9 @@ from app.callbacks import downloads as downloads_cb
 from app.callbacks import linecal as linecal_cb
 from app.callbacks import views as views_cb
 from app.layout import ids
-from app.session.stores import DAMAGED_STORE, table_from_json
+from app.session.stores import DAMAGED_STORE, Source, table_from_json
 from tests.conftest import DISC_CENTRES, disc_image, png_bytes
+from tests.stores import plain, resigned
 
 #: What the analysis callback's outputs hold when nothing changes.
 UNCHANGED = dict.fromkeys(analysis_cb.ANALYSE_OUTPUTS, no_update)
@@ -64,9 +65,10 @@ def download(trigger, analysis, results, edge_mode="exclude") -> dict:
 def test_upload_fills_the_stores_and_clears_the_alert():
     outputs = analysed()
     assert set(outputs) == set(analysis_cb.ANALYSE_OUTPUTS)
-    assert outputs["source"] == {"kind": "upload", "filename": "discs.png"}
+    assert plain("source", outputs["source"]) == {"kind": "upload", "filename": "discs.png"}
     assert outputs["file_info"].startswith("discs.png: 320 × 256 px")
-    assert outputs["alert"] == "" and outputs["edits"]["cursor"] == 0 and outputs["gray"]["png"]
+    assert outputs["alert"] == "" and plain("edits", outputs["edits"])["cursor"] == 0
+    assert plain("gray", outputs["gray"])["png"]
 
 
 def test_bad_upload_shows_the_sentence_and_keeps_the_previous_results():
@@ -84,7 +86,7 @@ def test_settings_change_reanalyses_the_stored_source():
     source = analysed()["source"]
     outputs = analyse(ids.SPLIT_TOUCHING, [upload_url()], settings(split=(), min_area_px=5000), ["discs.png"],
                       source)
-    params = outputs["analysis"]["params"]
+    params = plain("analysis", outputs["analysis"])["params"]
     assert params["min_area_px"] == 5000 and params["split_touching"] is False
 
 
@@ -92,10 +94,11 @@ def test_upload_with_a_hitachi_sidecar_is_calibrated_and_a_rerun_keeps_it():
     sidecar = "data:text/plain;base64," + base64.b64encode(b"[SemImageFile]\r\nPixelSize=2.5\r\n").decode()
     contents, names = [sidecar, upload_url()], ["discs.txt", "discs.png"]
     first = analyse(ids.UPLOAD, contents, settings(), names)
-    assert first["source"]["filename"] == "discs.png"
-    assert first["analysis"]["calibration"]["source"] == "metadata:hitachi"
+    assert plain("source", first["source"])["filename"] == "discs.png"
+    assert plain("analysis", first["analysis"])["calibration"]["source"] == "metadata:hitachi"
     rerun = analyse(ids.MIN_AREA, contents, settings(min_area_px=50), names, first["source"], first["analysis"])
-    assert rerun["analysis"]["calibration"]["nm_per_px"] == 2.5 and rerun["analysis"]["params"]["min_area_px"] == 50
+    rerun_store = plain("analysis", rerun["analysis"])
+    assert rerun_store["calibration"]["nm_per_px"] == 2.5 and rerun_store["params"]["min_area_px"] == 50
 
 
 def test_two_images_in_one_upload_get_a_sentence():
@@ -107,7 +110,8 @@ def test_two_images_in_one_upload_get_a_sentence():
 def test_demo_button_analyses_the_demo():
     outputs = analysis_cb.analyse(upload=None, demo_clicks=1, settings=settings(), filenames=None, source=None,
                                   previous=None, trigger=ids.DEMO_BUTTON)
-    assert outputs["alert"] == "" and outputs["source"] == {"kind": "demo", "filename": "demo_sem.png"}
+    assert outputs["alert"] == ""
+    assert plain("source", outputs["source"]) == {"kind": "demo", "filename": "demo_sem.png"}
     assert outputs["file_info"].startswith("demo_sem.png")
 
 
@@ -116,7 +120,7 @@ def segmenter_calls(monkeypatch):
     """Arguments of every ``get_segmenter`` call made by the engine; the classical segmenter does the work."""
     calls = []
 
-    def record(name, diameter_px=None, views=None):
+    def record(name, diameter_px=None, views=None, model_dir=None):
         calls.append((name, diameter_px))
         return ClassicalSegmenter()
 
@@ -126,10 +130,10 @@ def segmenter_calls(monkeypatch):
 
 def test_typed_diameter_reaches_the_segmenter_and_the_csv_header(segmenter_calls):
     outputs = analyse(ids.DIAMETER_PX, [upload_url()], settings("unet", 20), ["discs.png"],
-                      {"kind": "upload", "filename": "discs.png"})
+                      Source("upload", "discs.png").to_store())
     assert outputs["alert"] == ""
     assert segmenter_calls == [("unet", 20.0)]
-    assert outputs["analysis"]["params"]["diameter_px"] == 20.0
+    assert plain("analysis", outputs["analysis"])["params"]["diameter_px"] == 20.0
     results = results_of(outputs)["results"]
     csv = download(ids.DOWNLOAD_CSV_BUTTON, outputs["analysis"], results)["file"]
     assert "# param_diameter_px: 20.0\n" in csv["content"]
@@ -139,15 +143,15 @@ def test_typed_diameter_reaches_the_segmenter_and_the_csv_header(segmenter_calls
 def test_look_twice_asks_the_unet_for_two_views_and_is_recorded(monkeypatch, ticked, views):
     asked = []
 
-    def record(name, diameter_px=None, views=None):
+    def record(name, diameter_px=None, views=None, model_dir=None):
         asked.append((name, views))
         return ClassicalSegmenter()
 
     monkeypatch.setattr(engine, "get_segmenter", record)
     outputs = analyse(ids.VIEWS, [upload_url()], settings("unet", look_twice=ticked), ["discs.png"],
-                      {"kind": "upload", "filename": "discs.png"})
+                      Source("upload", "discs.png").to_store())
     assert outputs["alert"] == "" and asked == [("unet", views)]
-    assert outputs["analysis"]["params"]["views"] == views
+    assert plain("analysis", outputs["analysis"])["params"]["views"] == views
     results = results_of(outputs)["results"]
     csv = download(ids.DOWNLOAD_CSV_BUTTON, outputs["analysis"], results)["file"]
     assert f"# param_views: {views or ''}\n" in csv["content"]
@@ -161,7 +165,7 @@ def test_empty_diameter_lets_the_unet_estimate_it(segmenter_calls):
 @pytest.mark.parametrize("diameter_px", [0, -12.5])
 def test_bad_diameter_gets_a_sentence_and_segments_nothing(segmenter_calls, diameter_px):
     outputs = analyse(ids.DIAMETER_PX, [upload_url()], settings("unet", diameter_px), ["discs.png"],
-                      {"kind": "upload", "filename": "discs.png"})
+                      Source("upload", "discs.png").to_store())
     assert {name: outputs[name] for name in STORE_OUTPUTS} == {name: no_update for name in STORE_OUTPUTS}
     assert outputs["alert"].startswith("The typical particle diameter must be a positive number of pixels")
     assert segmenter_calls == []
@@ -173,19 +177,20 @@ def test_segmentation_change_keeps_the_line_drawn_on_the_same_image():
     measured = linecal_cb.measure(relayout=line, length_text="84 nm", analysis=first["analysis"])
     assert measured["alert"] is no_update
     measured = measured["analysis"]
-    assert measured["measured_line"]["calibration"]["nm_per_px"] == 2.0
+    line_store = plain("analysis", measured)["measured_line"]
+    assert line_store["calibration"]["nm_per_px"] == 2.0
     rerun = analyse(ids.MIN_AREA, [upload_url()], settings(min_area_px=50), ["discs.png"], first["source"],
                     measured)
-    assert rerun["analysis"]["params"]["min_area_px"] == 50
-    assert rerun["analysis"]["measured_line"] == measured["measured_line"]
-    results = results_of(rerun)["results"]
-    assert results["calibration"] == {**measured["measured_line"]["calibration"], "source": "scalebar:user"}
+    assert plain("analysis", rerun["analysis"])["params"]["min_area_px"] == 50
+    assert plain("analysis", rerun["analysis"])["measured_line"] == line_store
+    results = plain("results", results_of(rerun)["results"])
+    assert results["calibration"] == {**line_store["calibration"], "source": "scalebar:user"}
     table = table_from_json(results["particles"])
     assert np.allclose(table["ecd_nm"], 2.0 * table["ecd_px"])
     # a different image does not inherit the line
-    other = {**measured, "sha256": "0" * 64}
+    other = resigned("analysis", measured, sha256="0" * 64)
     fresh = analyse(ids.MIN_AREA, [upload_url()], settings(min_area_px=50), ["discs.png"], first["source"], other)
-    assert fresh["analysis"]["measured_line"] is None
+    assert plain("analysis", fresh["analysis"])["measured_line"] is None
 
 
 def test_results_histogram_overlay_chain():
@@ -207,7 +212,7 @@ def test_results_histogram_overlay_chain():
 def test_overlay_and_canvas_failures_show_a_sentence():
     outputs = analysed()
     results = results_of(outputs)["results"]
-    broken = {**results, "labels_png": "not a png"}
+    broken = resigned("results", results, labels_png="not a png")
     drawn = views_cb.overlay(results=broken, opacity=0.5, mode="outline", gray=outputs["gray"],
                              analysis=outputs["analysis"], trigger=ids.STORE_RESULTS)
     assert drawn["figure"] is no_update and "damaged" in drawn["alert"]
@@ -217,10 +222,10 @@ def test_overlay_and_canvas_failures_show_a_sentence():
 
 def test_damaged_stores_get_the_sentence_not_a_crash():
     outputs = analysed()
-    damaged = {**outputs["analysis"], "shape": "a lot"}
+    damaged = resigned("analysis", outputs["analysis"], shape="a lot")
     chained = analysis_cb.results(analysis=damaged, edits=outputs["edits"], nm_per_px=None, gray=outputs["gray"])
     assert chained["results"] is no_update and chained["alert"].startswith(DAMAGED_STORE)
-    past_the_end = {**outputs["edits"], "cursor": 3}
+    past_the_end = resigned("edits", outputs["edits"], cursor=3)
     chained = analysis_cb.results(analysis=outputs["analysis"], edits=past_the_end, nm_per_px=None,
                                   gray=outputs["gray"])
     assert chained["results"] is no_update and chained["alert"].startswith(DAMAGED_STORE)
@@ -253,11 +258,11 @@ def test_canvas_save_then_undo_and_redo():
                               history=history, analysis=analysis, trigger=trigger)
 
     saved = edit(ids.CANVAS, canvas, edits)
-    assert saved["edits"]["cursor"] == 1 and saved["alert"] == ""
+    assert plain("edits", saved["edits"])["cursor"] == 1 and saved["alert"] == ""
     undone = edit(ids.UNDO, canvas, saved["edits"], (1, 1, 0))["edits"]
-    assert undone["cursor"] == 0
+    assert plain("edits", undone)["cursor"] == 0
     redone = edit(ids.REDO, canvas, undone, (1, 1, 1))["edits"]
-    assert redone["cursor"] == 1
+    assert plain("edits", redone)["cursor"] == 1
     kept = edit(ids.CANVAS, "{broken", redone, (2, 1, 1))
     assert kept["edits"] is no_update and "canvas" in kept["alert"]
     before = canvas_cb.edit(saves=1, undo_clicks=0, redo_clicks=0, json_data=canvas, history=None, analysis=None,
@@ -288,4 +293,4 @@ def test_every_app_gets_all_callbacks():
     from app.webapp import create_app
 
     first, second = create_app(default_segmenter="classical"), create_app(default_segmenter="classical")
-    assert len(first.callback_map) == len(second.callback_map) == 12
+    assert len(first.callback_map) == len(second.callback_map) == 19  # 12 single-image view, 7 samples view

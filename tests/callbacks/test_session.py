@@ -21,6 +21,7 @@ from app.analysis import encoding, stats
 from app.analysis.errors import SaemiInputError
 from app.analysis.strokes import TOOL_COLOURS
 from app.analysis.view import HistogramView, ViewOptions, filter_text, nice_bin_width, stats_rows, view_results
+from app.session import signing
 from app.session.display import canvas_image, histogram_outputs, overlay
 from app.session.downloads import labels_download, particles_download, summary_download
 from app.session.edits import apply_canvas, current_labels, edit_info, redo, undo
@@ -38,6 +39,7 @@ from app.session.start import (
 )
 from app.session.stores import DAMAGED_STORE, AnalysisState, EditsState, GrayState, ResultsState, Source
 from tests.conftest import DISC_CENTRES, DISC_RADIUS_PX, disc_image, png_bytes
+from tests.stores import plain, resigned
 
 SETTINGS = PageSettings(segmenter="classical", split_touching=True, min_area_px=10, data_bar_mode="off")
 
@@ -281,7 +283,7 @@ def test_minimum_area_setting_drops_small_particles():
 
 
 def test_store_payloads_are_compact_strings_not_pixel_lists(discs):
-    payload = discs.analysis.to_store()
+    payload = plain("analysis", discs.analysis.to_store())
     for value in payload.values():
         assert not (isinstance(value, list) and value and isinstance(value[0], list))
     assert isinstance(payload["labels_png"], str)
@@ -314,7 +316,7 @@ def test_analysis_state_with_a_data_bar_round_trips():
     stores = start_session(png_bytes(disc_image()), "discs.png",
                            dataclasses.replace(SETTINGS, data_bar_mode="manual", data_bar_rows="230:256"))
     assert stores.analysis.data_bar == DataBar(230, 256)
-    assert stores.analysis.to_store()["data_bar"] == [230, 256]
+    assert plain("analysis", stores.analysis.to_store())["data_bar"] == [230, 256]
     assert AnalysisState.from_store(_json_round_trip(stores.analysis.to_store())) == stores.analysis
 
 
@@ -339,51 +341,62 @@ def _damaged(match_reason: str = ""):
     return pytest.raises(SaemiInputError, match=re.escape(DAMAGED_STORE) + ".*" + match_reason)
 
 
-@pytest.mark.parametrize("payload", ["a string", [1, 2, 3], 42])
-def test_a_store_that_is_not_an_object_is_damaged(payload):
-    with _damaged("not an object"):
+@pytest.mark.parametrize("payload", ["a string", [1, 2, 3], 42, {"cursor": 0}, {"signed": 42}])
+def test_a_store_the_server_did_not_sign_is_damaged(payload):
+    with _damaged("not signed by this server"):
         AnalysisState.from_store(payload)
-    with _damaged("not an object"):
+    with _damaged("not signed by this server"):
         EditsState.from_store(payload)
-    with _damaged("not an object"):
+    with _damaged("not signed by this server"):
         ResultsState.from_store(payload)
+
+
+@pytest.mark.parametrize("payload", ["a string", [1, 2, 3], 42])
+def test_a_signed_store_that_is_not_an_object_is_damaged(payload):
+    with _damaged("not an object"):
+        AnalysisState.from_store(signing.sign("analysis", payload))
+    with _damaged("not an object"):
+        EditsState.from_store(signing.sign("edits", payload))
+    with _damaged("not an object"):
+        ResultsState.from_store(signing.sign("results", payload))
 
 
 @pytest.mark.parametrize("key", ["labels_png", "particles", "shape", "calibration", "params", "sha256"])
 def test_an_analysis_store_missing_a_key_is_damaged(discs, key):
-    payload = discs.analysis.to_store()
+    payload = plain("analysis", discs.analysis.to_store())
     del payload[key]
     with _damaged(key):
-        AnalysisState.from_store(payload)
+        AnalysisState.from_store(signing.sign("analysis", payload))
 
 
 def test_a_results_store_missing_a_key_is_damaged(discs):
-    payload = results_of(discs).to_store()
+    payload = plain("results", results_of(discs).to_store())
     del payload["labels_png"]
     with _damaged("labels_png"):
-        ResultsState.from_store(payload)
+        ResultsState.from_store(signing.sign("results", payload))
 
 
 def test_an_edit_cursor_past_the_last_edit_is_damaged(discs):
     edits = apply_canvas(EditsState(), discs.analysis, _canvas("draw", [(200, 240), (260, 240)]), 640)
     with _damaged("past the last edit"):
-        EditsState.from_store({**edits.to_store(), "cursor": 2})
+        EditsState.from_store(resigned("edits", edits.to_store(), cursor=2))
     with _damaged("past the last edit"):
-        EditsState.from_store({"batches": [], "cursor": 1, "version": 0})
+        EditsState.from_store(signing.sign("edits", {"batches": [], "cursor": 1, "version": 0}))
     with _damaged("cursor"):
-        EditsState.from_store({**edits.to_store(), "cursor": -1})
+        EditsState.from_store(resigned("edits", edits.to_store(), cursor=-1))
 
 
 def test_a_label_image_of_the_wrong_size_is_damaged(discs):
     small = encoding.labels_to_png_b64(np.zeros((10, 12), np.int32))
-    payload = {**discs.analysis.to_store(), "labels_png": small}
+    payload = resigned("analysis", discs.analysis.to_store(), labels_png=small)
     analysis = AnalysisState.from_store(payload)  # the size is checked when the labels are read
-    with _damaged(r"\(10, 12\)"):
+    with _damaged("12 x 10 pixels"):
         analysis.labels()
-    with _damaged(r"\(10, 12\)"):
+    with _damaged("12 x 10 pixels"):
         current_labels(analysis, EditsState())
-    results = ResultsState.from_store({**results_of(discs).to_store(), "labels_png": small}, discs.analysis.shape)
-    with _damaged(r"\(10, 12\)"):
+    results = ResultsState.from_store(resigned("results", results_of(discs).to_store(), labels_png=small),
+                                      discs.analysis.shape)
+    with _damaged("12 x 10 pixels"):
         results.labels()
     # a damaged store reaching the guard becomes the sentence, not a crash
     assert guarded(analysis.labels).message.startswith(DAMAGED_STORE)
@@ -392,11 +405,13 @@ def test_a_label_image_of_the_wrong_size_is_damaged(discs):
 def test_out_of_range_sizes_in_the_analysis_store_are_damaged(discs):
     payload = discs.analysis.to_store()
     with _damaged("pair of whole numbers"):
-        AnalysisState.from_store({**payload, "shape": [256]})
+        AnalysisState.from_store(resigned("analysis", payload, shape=[256]))
     with _damaged("out of range"):
-        AnalysisState.from_store({**payload, "frame": [0, 999]})
+        AnalysisState.from_store(resigned("analysis", payload, frame=[0, 999]))
     with _damaged("outside the image"):
-        AnalysisState.from_store({**payload, "data_bar": [250, 300]})
+        AnalysisState.from_store(resigned("analysis", payload, data_bar=[250, 300]))
+    with _damaged("out of range"):
+        AnalysisState.from_store(resigned("analysis", payload, shape=[13_000, 13_000], frame=[0, 13_000]))
 
 
 # ------------------------------------------------------------------------------------------- edits
@@ -410,7 +425,7 @@ def _canvas(tool: str, points, width=8.0, scale=2.0) -> str:
 
 
 def test_empty_edit_history_is_the_old_new_edits_payload():
-    assert EditsState().to_store() == {"batches": [], "cursor": 0, "version": 0}
+    assert plain("edits", EditsState().to_store()) == {"batches": [], "cursor": 0, "version": 0}
     assert EditsState.from_store(None) == EditsState() == EditsState.from_store({})
     assert edit_info(EditsState()) == "0 edit(s) applied."
 

@@ -7,6 +7,7 @@ import pytest
 
 from app.engine import default_segmenter_name, get_segmenter
 from app.layout import ids
+from app.session.guard import public_text
 from app.webapp import create_app
 from model.loading import model_problem
 
@@ -47,7 +48,8 @@ def test_broken_model_is_reported_at_startup(model_dir, damage, caplog):
         app = create_app(model_dir=model_dir)
     assert any("classical segmenter" in record.getMessage() for record in caplog.records)
     notice = _find(app.layout, ids.STARTUP_NOTICE)
-    assert notice.children == problem
+    assert notice.children == public_text(problem, drop_details=True)  # no library details on the page
+    assert "classical segmenter" in notice.children and str(model_dir) not in notice.children
     assert _find(app.layout, ids.SEGMENTER).value == "classical"
 
 

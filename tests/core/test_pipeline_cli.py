@@ -151,7 +151,7 @@ def test_cli_writes_labels_csvs_and_reports_bad_files(tmp_path, sample):
     header = (out / "good_particles.csv").read_text().splitlines()[:20]
     assert any(line.startswith("# sha256:") for line in header)
     assert any(line.startswith("# param_min_area_px: 5") for line in header)
-    summary = pd.read_csv(out / "summary.csv")
+    summary = pd.read_csv(out / "summary.csv", comment="#")
     assert list(summary["image"]) == ["good.png"]
     assert summary.loc[0, "nm_per_px"] == 1.5
     assert summary.loc[0, "calibration_source"] == "manual"
@@ -183,7 +183,7 @@ def test_cli_survives_unexpected_failures_and_duplicate_names(tmp_path, sample, 
     errors = capsys.readouterr().err
     assert "boom.png: SAEMI failed on this file unexpectedly" in errors
     assert f"{second}: skipped" in errors
-    summary = pd.read_csv(out / "summary.csv")
+    summary = pd.read_csv(out / "summary.csv", comment="#")
     assert list(summary["image"]) == ["same.png"]
     assert (out / "same_labels.png").is_file() and not (out / "boom_labels.png").exists()
 
@@ -248,7 +248,7 @@ def test_cli_passes_views_to_the_unet_and_refuses_a_bad_number_in_one_line(tmp_p
     assert errors == "error: The number of network views must be a whole number from 1 to 4; got 5.\n"
     asked = []
 
-    def record(name, diameter_px=None, views=None):
+    def record(name, diameter_px=None, views=None, model_dir=None):
         asked.append((name, views))
         return ClassicalSegmenter()
 

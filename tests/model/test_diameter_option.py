@@ -67,4 +67,4 @@ def test_cli_runs_the_unet_at_the_given_diameter_and_records_it(tmp_path, tiny_m
     header = [line for line in (out / "discs_particles.csv").read_text().splitlines() if line.startswith("#")]
     assert "# param_diameter_px: 28.0" in header
     assert any(line.startswith("# segmenter: unet") for line in header)
-    assert pd.read_csv(out / "summary.csv")["image"].tolist() == ["discs.png"]
+    assert pd.read_csv(out / "summary.csv", comment="#")["image"].tolist() == ["discs.png"]

@@ -1,0 +1,222 @@
+"""Fine-tune a copy of a model on a user's own images and masks, within a time budget.
+
+``python -m app finetune --images DIR --masks DIR --out MODEL_DIR [--minutes 3] [--seed 0]``
+
+Masks may be instance labels (each particle its own id) or binary masks (particles are then the
+connected components). The user's images are mixed with a share of the original kind of training data
+(crops of the synthetic generator), so that the model does not forget what it knew; crops are augmented
+(scale, rotation, mirror, intensity) as in training. The tuned model is written as a model folder: the
+weights, ``config.json`` (the base model's settings, a new version, and the fine-tune's provenance under
+``training.finetune``) and the scale scorer, so ``analyze --model-dir`` and ``evaluate --model-dir`` can
+use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from app.analysis.errors import SaemiInputError
+from app.analysis.imageio import decode_image
+from model import data
+from model.config import CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, default_model_dir, read_config
+from model.loading import check_weights_file
+from model.train import segmentation_loss
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+#: Shares of each batch: the user's images, the EMPS training split (when the data folder has it) and the
+#: synthetic generator. The last two are the original training data, mixed in against forgetting.
+USER_FRACTION = 0.5
+EMPS_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a fine-tune did."""
+
+    model_dir: Path
+    version: str
+    steps: int
+    seconds: float
+    first_loss: float
+    last_loss: float
+
+
+def read_masks(masks_dir: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Instance labels per image name (stem): instance masks as they are, binary ones split into connected
+    components (4-connectivity)."""
+    found = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = {}
+    for name in names:
+        if name not in found:
+            continue
+        with Image.open(found[name]) as image:
+            mask = np.asarray(image)
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        values = np.unique(mask)
+        if values.size <= 2:  # binary: 0 and one foreground value
+            mask, _ = ndimage.label(mask > 0)
+        masks[name] = mask.astype(np.int32)
+    return masks
+
+
+def user_samples(images_dir: Path, masks_dir: Path, target_diameter_px: float) -> list[data.Sample]:
+    """The user's image/mask pairs (matched by stem), prepared as training samples.
+
+    Raises
+    ------
+    SaemiInputError
+        When no image has a mask, or an image and its mask differ in size.
+    """
+    images = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = read_masks(masks_dir, list(images))
+    if not masks:
+        raise SaemiInputError(f"No image in {images_dir.name} has a mask of the same name in {masks_dir.name}.")
+    samples = []
+    for name, labels in masks.items():
+        gray = decode_image(images[name].read_bytes(), images[name].name).gray
+        if gray.shape != labels.shape:
+            raise SaemiInputError(f"The image {name} is {gray.shape[1]} x {gray.shape[0]} px but its mask is "
+                                  f"{labels.shape[1]} x {labels.shape[0]} px.")
+        samples.append(data.prepare_sample(gray, labels, name, min_side_px=data.CROP_SIZE_PX,
+                                           target_diameter_px=target_diameter_px))
+    return samples
+
+
+def original_samples(target_diameter_px: float) -> list[data.Sample]:
+    """The EMPS training split, prepared as in training, or none when the data folder lacks it."""
+    root = data.data_root()
+    if not (root / data.EMPS_FOLDER).is_dir():
+        return []
+    return data.load_emps(root, data.read_split("train"), min_side_px=data.CROP_SIZE_PX,
+                          target_diameter_px=target_diameter_px)
+
+
+def mixed_batches(user: list[data.Sample], original: list[data.Sample], rng: np.random.Generator, *,
+                  batch_size: int, crop_size_px: int, target_diameter_px: float):
+    """Endless augmented batches: :data:`USER_FRACTION` of the crops from the user's images,
+    :data:`EMPS_FRACTION` from ``original`` (when there is any), the rest from the synthetic generator."""
+    generate = data.synthetic_crop_generator()
+    pool = data.SyntheticPool(generate, rng, target_diameter_px=target_diameter_px) if generate else None
+    emps_share = EMPS_FRACTION if original else 0.0
+    while True:
+        images, targets = [], []
+        for _ in range(batch_size):
+            draw = rng.random()
+            if draw < USER_FRACTION or (pool is None and not original):
+                sample = user[int(rng.integers(len(user)))]
+            elif draw < USER_FRACTION + emps_share:
+                sample = original[int(rng.integers(len(original)))]
+            else:
+                sample = pool.draw() if pool is not None else original[int(rng.integers(len(original)))]
+            x, y = data.random_crop(sample, rng, crop_size_px)
+            images.append(x)
+            targets.append(y)
+        yield np.stack(images), np.stack(targets)
+
+
+def finetune(base_dir: Path, images_dir: Path, masks_dir: Path, out_dir: Path, *, minutes: float = 3.0,
+             seed: int = 0, batch_size: int = 8, crop_size_px: int = 128, learning_rate: float = 1e-4,
+             progress: Callable[[int, float, float], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> FinetuneResult:
+    """Fine-tune the model of ``base_dir`` on the pairs in ``images_dir``/``masks_dir`` for ``minutes``.
+
+    ``progress(step, loss, seconds_left)`` is called after every step; ``should_stop()`` (if given) is
+    asked too, and a true answer ends the fine-tune early (the model so far is kept).
+
+    Raises
+    ------
+    SaemiInputError
+        For unusable images or masks.
+    ModelLoadError
+        When the base model cannot be used.
+    """
+    import keras
+
+    config = read_config(base_dir)
+    samples = user_samples(images_dir, masks_dir, config.input_scale.target_diameter_px)
+    check_weights_file(Path(base_dir) / config.weights)
+    model = keras.saving.load_model(Path(base_dir) / config.weights, safe_mode=True, compile=False)
+    for layer in model.layers:  # batch statistics stay those of the original data (against forgetting)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=segmentation_loss)
+    batches = mixed_batches(samples, original_samples(config.input_scale.target_diameter_px),
+                            np.random.default_rng(seed), batch_size=batch_size, crop_size_px=crop_size_px,
+                            target_diameter_px=config.input_scale.target_diameter_px)
+    keras.utils.set_random_seed(seed)
+    budget_s = 60.0 * minutes
+    start = time.monotonic()
+    steps, losses = 0, []
+    while time.monotonic() - start < budget_s and not (should_stop is not None and should_stop()):
+        x, y = next(batches)
+        loss = float(np.asarray(model.train_on_batch(x, y)).ravel()[0])
+        losses.append(loss)
+        steps += 1
+        if progress is not None:
+            progress(steps, loss, max(0.0, budget_s - (time.monotonic() - start)))
+    seconds = time.monotonic() - start
+    return _save(model, config, base_dir, out_dir, samples, steps, seconds, seed, minutes, learning_rate,
+                 losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"))
+
+
+def _save(model, config, base_dir: Path, out_dir: Path, samples, steps: int, seconds: float, seed: int,
+          minutes: float, learning_rate: float, first_loss: float, last_loss: float) -> FinetuneResult:
+    import keras
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean = keras.Model.from_config(model.get_config())  # uncompiled: no optimizer state in the file
+    clean.set_weights(model.get_weights())
+    clean.save(out_dir / WEIGHTS_NAME)
+    digest = hashlib.sha256((out_dir / WEIGHTS_NAME).read_bytes()).hexdigest()[:8]
+    version = f"{config.version}+ft.{digest}"
+    settings = config.to_dict()
+    settings["version"] = version
+    settings["weights"] = WEIGHTS_NAME
+    settings["training"] = {"finetune": {
+        "base_version": config.version, "images": [s.name for s in samples], "regions": "whole images",
+        "steps": steps, "seconds": round(seconds, 1), "budget_minutes": minutes, "seed": seed,
+        "shares": {"user": USER_FRACTION, "emps_train": EMPS_FRACTION, "synthetic": 1 - USER_FRACTION - EMPS_FRACTION},
+        "learning_rate": learning_rate}, "base": dict(config.training)}
+    if config.input_scale.selector_file:
+        shutil.copy(Path(base_dir) / config.input_scale.selector_file, out_dir)
+    (out_dir / CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+    return FinetuneResult(out_dir, version, steps, seconds, first_loss, last_loss)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m app finetune``: one line of progress per ten steps, then the result."""
+    parser = argparse.ArgumentParser(prog="python -m app finetune", description=__doc__.splitlines()[0])
+    parser.add_argument("--images", required=True, type=Path, help="folder of images")
+    parser.add_argument("--masks", required=True, type=Path, help="folder of masks with the images' names")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the tuned model")
+    parser.add_argument("--model-dir", type=Path, default=None, help="base model folder (default: the shipped)")
+    parser.add_argument("--minutes", type=float, default=3.0, help="time budget (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    def report(step: int, loss: float, seconds_left: float) -> None:
+        if step % 10 == 0:
+            print(f"step {step}: loss {loss:.4f}, {seconds_left:.0f} s left", flush=True)
+
+    try:
+        result = finetune(args.model_dir or default_model_dir(), args.images, args.masks, args.out,
+                          minutes=args.minutes, seed=args.seed, progress=report)
+    except (SaemiInputError, ModelLoadError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"Tuned model {result.version} written to {result.model_dir}: {result.steps} steps in "
+          f"{result.seconds:.0f} s, loss {result.first_loss:.3f} -> {result.last_loss:.3f}")
+    return 0
