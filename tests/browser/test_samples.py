@@ -115,8 +115,10 @@ def test_two_samples_pooled_compared_corrected_and_downloaded(dash_duo, cluster,
     assert duo.find_element(f"#{ids.BATCH_PROGRESS_TEXT}").text.startswith("6 of 6 images analysed")
     wait(lambda: len(table_rows(duo)) == 6 and all(r["status"].startswith("done") for r in table_rows(duo)),
          "the image table does not list six finished images")
+    # (the table is redrawn while the batch is polled: read it until it settles)
+    wait(lambda: [r["sample"] for r in table_rows(duo)] == ["small"] * 3 + ["large"] * 3,
+         "the images were not grouped into the samples the pattern names")
     rows = table_rows(duo)
-    assert [r["sample"] for r in rows] == ["small"] * 3 + ["large"] * 3
 
     # the pooled count of the first sample is the sum of its images' counts
     small = sum(r["count"] for r in rows if r["sample"] == "small")
@@ -140,8 +142,9 @@ def test_two_samples_pooled_compared_corrected_and_downloaded(dash_duo, cluster,
     stroke(duo, [(x, 320) for x in range(10, 640, 20)])  # across the middle of the image: touches several
     wait(lambda: pooled_detected(duo) is not None and pooled_detected(duo) < small,
          "a correction did not change the pooled count")
+    wait(lambda: "corrected" in [r for r in table_rows(duo) if r["name"] == "small_0.png"][0]["status"],
+         "the corrected image is not marked as corrected")
     corrected = [r for r in table_rows(duo) if r["name"] == "small_0.png"][0]
-    assert "corrected" in corrected["status"]
     small_after = sum(r["count"] for r in table_rows(duo) if r["sample"] == "small")
     wait(lambda: pooled_detected(duo) == small_after, "pooled count is not the sum after the correction")
 
