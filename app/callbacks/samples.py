@@ -7,6 +7,7 @@ import dash
 from dash import ALL, Input, Output, State, ctx, html, no_update
 
 from app.analysis.view import ViewOptions
+from app.callbacks.views import VIEW_INPUTS
 from app.layout import ids
 from app.layout.samples import comparison_table, image_table, tests_list
 from app.session import samples
@@ -26,15 +27,7 @@ SETTINGS = {
     "scale_bar_label": State(ids.SCALE_BAR_LABEL, "value"),
     "look_twice": State(ids.VIEWS, "value"),
 }
-VIEW = {
-    "quantity": Input(ids.QUANTITY, "value"),
-    "basis": Input(ids.BASIS, "value"),
-    "bin_width": Input(ids.BIN_WIDTH, "value"),
-    "edge_mode": Input(ids.EDGE_MODE, "value"),
-    "min_ecd": Input(ids.MIN_ECD, "value"),
-    "max_ecd": Input(ids.MAX_ECD, "value"),
-    "min_circularity": Input(ids.MIN_CIRCULARITY, "value"),
-}
+VIEW = VIEW_INPUTS
 
 
 def _batch_id(store: BatchStore, batch) -> str:

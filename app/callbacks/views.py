@@ -11,6 +11,17 @@ from app.session import display
 from app.session.guard import guarded
 from app.session.stores import AnalysisState, GrayState, ResultsState
 
+#: The histogram controls, grouped as Dash passes them (the fields of :class:`ViewOptions`).
+VIEW_INPUTS = {
+    "quantity": Input(ids.QUANTITY, "value"),
+    "basis": Input(ids.BASIS, "value"),
+    "bin_width": Input(ids.BIN_WIDTH, "value"),
+    "edge_mode": Input(ids.EDGE_MODE, "value"),
+    "min_ecd": Input(ids.MIN_ECD, "value"),
+    "max_ecd": Input(ids.MAX_ECD, "value"),
+    "min_circularity": Input(ids.MIN_CIRCULARITY, "value"),
+}
+
 
 def histogram(results, analysis, view):
     """Histogram and statistics of the selected quantity, weighting, edge treatment and filters.
@@ -74,15 +85,7 @@ def register(app: dash.Dash) -> None:
         },
         inputs={
             "results": Input(ids.STORE_RESULTS, "data"),
-            "view": {
-                "quantity": Input(ids.QUANTITY, "value"),
-                "basis": Input(ids.BASIS, "value"),
-                "bin_width": Input(ids.BIN_WIDTH, "value"),
-                "edge_mode": Input(ids.EDGE_MODE, "value"),
-                "min_ecd": Input(ids.MIN_ECD, "value"),
-                "max_ecd": Input(ids.MAX_ECD, "value"),
-                "min_circularity": Input(ids.MIN_CIRCULARITY, "value"),
-            },
+            "view": VIEW_INPUTS,
             "analysis": State(ids.STORE_ANALYSIS, "data"),
         },
         prevent_initial_call=True,
