@@ -41,8 +41,13 @@ def analyse(upload, demo_clicks, settings, filenames, source, previous, trigger=
     if outcome.value is None:
         return unchanged
     chosen, analysis, started = outcome.value
-    return {"source": chosen.to_store(), "analysis": analysis.to_store(), "gray": started.gray.to_store(),
-            "edits": started.edits.to_store(), "file_info": start.file_info(analysis),
+    return image_outputs(chosen, analysis, started.gray, started.edits)
+
+
+def image_outputs(source, analysis, gray, edits) -> dict:
+    """The outputs that show a newly analysed (or opened) image: its stores, file line and notes."""
+    return {"source": source.to_store(), "analysis": analysis.to_store(), "gray": gray.to_store(),
+            "edits": edits.to_store(), "file_info": start.file_info(analysis),
             "notes": [html.Li(note) for note in analysis.notes], "alert": ""}
 
 

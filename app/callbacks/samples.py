@@ -7,13 +7,14 @@ import dash
 from dash import ALL, Input, Output, State, ctx, html, no_update
 
 from app.analysis.view import ViewOptions
+from app.callbacks.analysis import image_outputs
 from app.callbacks.views import VIEW_INPUTS
 from app.layout import ids
 from app.layout.samples import comparison_table, image_table, tests_list
 from app.session import samples
 from app.session.batchstore import BatchStore
 from app.session.guard import guarded
-from app.session.start import PageSettings, file_info
+from app.session.start import PageSettings
 from app.session.stores import AnalysisState, EditsState, ResultsState, Source
 
 START_TRIGGERS = {ids.BATCH_UPLOAD: "upload", ids.BATCH_DEMO_BUTTON: "demo"}
@@ -132,7 +133,11 @@ def change(exclude_clicks, sample_names, group_clicks, exclude_ids, sample_ids, 
             return None
         return store.progress(batch_id).revision
 
-    outcome = guarded(run)
+    return _revision_outputs(guarded(run))
+
+
+def _revision_outputs(outcome) -> dict:
+    """The batch's new revision (a redraw), or nothing when nothing changed, or the sentence for the alert."""
     if outcome.message:
         return {"revision": no_update, "alert": outcome.message}
     return {"revision": no_update if outcome.value is None else outcome.value, "alert": no_update}
@@ -155,9 +160,7 @@ def open_image(open_clicks, open_ids, batch, trigger=None):
     if outcome.message:
         return {**dict.fromkeys(keys, no_update), "alert": outcome.message}
     opened = outcome.value
-    return {"source": opened.source.to_store(), "analysis": opened.analysis.to_store(), "gray": opened.gray.to_store(),
-            "edits": opened.edits.to_store(), "file_info": file_info(opened.analysis),
-            "notes": [html.Li(note) for note in opened.analysis.notes], "alert": ""}
+    return image_outputs(opened.source, opened.analysis, opened.gray, opened.edits)
 
 
 def write_back(results, source, analysis, edits, edge_mode, batch):
@@ -175,10 +178,7 @@ def write_back(results, source, analysis, edits, edge_mode, batch):
             return None
         return store.progress(batch_id).revision
 
-    outcome = guarded(run)
-    if outcome.message:
-        return {"revision": no_update, "alert": outcome.message}
-    return {"revision": no_update if outcome.value is None else outcome.value, "alert": no_update}
+    return _revision_outputs(guarded(run))
 
 
 def download(clicks, batch, edge_mode):
