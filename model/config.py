@@ -123,7 +123,7 @@ class ModelConfig:
     architecture: ArchitectureConfig = field(default_factory=ArchitectureConfig)
     normalisation: NormalisationConfig = field(default_factory=NormalisationConfig)
     input_scale: ScaleConfig = field(default_factory=ScaleConfig)
-    tile_px: int = 1152
+    tile_px: int = 576
     overlap_px: int = 32
     batch_size: int = 1
     test_time_views: int = 1

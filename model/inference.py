@@ -1,7 +1,8 @@
 """Network inference on images of any size: overlapping tiles with blended seams.
 
-Tiles are processed a batch at a time and accumulated into float32 arrays, so memory stays bounded
-(a few float32 copies of the image) whatever the image size. TensorFlow is imported lazily.
+Tiles are cut from the image one batch at a time and their outputs accumulated into one float32
+array of the image's size, so besides the outputs themselves memory stays at a few tiles
+whatever the image size. TensorFlow is imported lazily.
 """
 
 from __future__ import annotations
@@ -161,28 +162,69 @@ def predict_tiled(model, image: np.ndarray, *, tile: int = 256, overlap: int = 6
     """
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, tile): got overlap={overlap}, tile={tile}.")
+    image = np.asarray(image)
     rows, cols = image.shape
     margin = overlap // 2
     tile_rows, row_starts, padded_rows = _tile_layout(rows, tile, overlap)
     tile_cols, col_starts, padded_cols = _tile_layout(cols, tile, overlap)
-    padded = np.pad(np.asarray(image, np.float32),
-                    ((margin, padded_rows - rows - margin), (margin, padded_cols - cols - margin)),
-                    mode="reflect")
+    # Rows and columns of the reflect-padded image, as indices into the image: tiles are cut
+    # straight from the image, so no padded copy of it is made.
+    row_source = reflect_indices(rows, margin, padded_rows)
+    col_source = reflect_indices(cols, margin, padded_cols)
     n_outputs = model.output_shape[-1]
-    accumulated = np.zeros((padded_rows, padded_cols, n_outputs), dtype=np.float32)
-    weight_sum = np.zeros((padded_rows, padded_cols), dtype=np.float32)
-    window = blend_window(tile_rows, overlap, tile_cols)
+    # Outputs are kept for the image's own pixels only (not the margins), and the blend weights
+    # are separable: their sum over tiles is the outer product of the sums along each axis.
+    accumulated = np.zeros((rows, cols, n_outputs), dtype=np.float32)
+    row_ramp, col_ramp = _ramp_weights(tile_rows, overlap), _ramp_weights(tile_cols, overlap)
+    row_weight_sum = _weight_sums(row_ramp, row_starts, padded_rows)[margin:margin + rows]
+    col_weight_sum = _weight_sums(col_ramp, col_starts, padded_cols)[margin:margin + cols]
+    window = np.outer(row_ramp, col_ramp)[..., None]
     corners = [(r, c) for r in row_starts for c in col_starts]
     for first in range(0, len(corners), batch_size):
         chunk = corners[first:first + batch_size]
-        batch = np.stack([padded[r:r + tile_rows, c:c + tile_cols] for r, c in chunk])[..., None]
+        batch = np.stack([image[np.ix_(row_source[r:r + tile_rows], col_source[c:c + tile_cols])]
+                          for r, c in chunk]).astype(np.float32, copy=False)[..., None]
         for (r, c), out in zip(chunk, _forward_views(model, batch, views)):
-            accumulated[r:r + tile_rows, c:c + tile_cols] += out * window[..., None]
-            weight_sum[r:r + tile_rows, c:c + tile_cols] += window
+            # the part of the tile that covers the image (padded rows r.., image rows r - margin..)
+            r0, r1 = max(r, margin), min(r + tile_rows, margin + rows)
+            c0, c1 = max(c, margin), min(c + tile_cols, margin + cols)
+            if r0 < r1 and c0 < c1:
+                accumulated[r0 - margin:r1 - margin, c0 - margin:c1 - margin] += (
+                    out[r0 - r:r1 - r, c0 - c:c1 - c] * window[r0 - r:r1 - r, c0 - c:c1 - c])
         if progress is not None:
             progress(min(1.0, (first + len(chunk)) / len(corners)), "Running the segmentation model")
-    core = (slice(margin, margin + rows), slice(margin, margin + cols))
-    return accumulated[core] / weight_sum[core][..., None]
+    band = max(1, (1 << 22) // max(1, cols))
+    for r0 in range(0, rows, band):
+        accumulated[r0:r0 + band] /= np.outer(row_weight_sum[r0:r0 + band], col_weight_sum)[..., None]
+    return accumulated
+
+
+def reflect_indices(length: int, margin: int, padded_length: int) -> np.ndarray:
+    """Indices into an axis of ``length`` px of its reflect-padded version (``margin`` px before).
+
+    The same mapping as ``numpy.pad(..., mode="reflect")`` (the edge pixel is not repeated, and
+    a pad longer than the axis reflects again), so a tile of the padded image can be cut from
+    the image itself.
+
+    Examples
+    --------
+    >>> reflect_indices(4, 2, 9)
+    array([2, 1, 0, 1, 2, 3, 2, 1, 0])
+    """
+    positions = np.arange(padded_length) - margin
+    if length == 1:
+        return np.zeros(padded_length, dtype=np.intp)
+    period = 2 * (length - 1)
+    positions = np.mod(positions, period)
+    return np.where(positions < length, positions, period - positions).astype(np.intp)
+
+
+def _weight_sums(ramp: np.ndarray, starts: list[int], padded_length: int) -> np.ndarray:
+    """Sum over tiles, along one axis, of the blend ``ramp`` placed at each of ``starts``."""
+    total = np.zeros(padded_length, dtype=np.float32)
+    for start in starts:
+        total[start:start + ramp.size] += ramp
+    return total
 
 
 def predict_at_scale(model, image: np.ndarray, scale: float, *, tile: int = 256, overlap: int = 64,

@@ -52,18 +52,68 @@ def maps_to_instances(foreground: np.ndarray, centre: np.ndarray, *,
         small = marker_area_px < min_marker_area_px
         small[0] = False
         if small.any():
-            keep = np.cumsum(~small) - 1  # new id for kept markers
+            keep = (np.cumsum(~small) - 1).astype(np.int32)  # new id for kept markers
             keep[small] = 0
             keep[0] = 0
             markers = keep[markers]
             n_markers = int(keep.max())
-    labels = watershed(-centre, markers, mask=mask) if n_markers else np.zeros(mask.shape, np.int32)
+    labels = banded_watershed(centre, markers, mask) if n_markers else np.zeros(mask.shape, np.int32)
+    del markers
     labels = add_orphan_regions(labels, mask, connectivity=1)
-    return sequential_labels(labels, min_area_px=min_area_px)
+    return sequential_labels(labels, min_area_px=min_area_px, in_place=True)
+
+
+#: Pixels a band of :func:`banded_watershed` covers (scikit-image's watershed needs about 25
+#: bytes per pixel besides its inputs).
+WATERSHED_BAND_PX = 1 << 22
+
+
+def banded_watershed(centre: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``skimage.segmentation.watershed(-centre, markers, mask=mask)``, a band of rows at a time.
+
+    Flooding never crosses from one connected piece of ``mask`` (4-connectivity, the watershed's
+    own) to another, so each piece can be flooded on its own. Masks of up to
+    :data:`WATERSHED_BAND_PX` pixels are flooded in one call. Larger ones have their pieces
+    grouped, in order of their top row, into bands of about that many pixels, each flooded with
+    the other bands' pieces masked out, so the watershed's temporaries are the size of a band,
+    not of the image. Where ``centre`` has no ties the result is identical to one call on the
+    whole mask (tested); on a plateau of equal values scikit-image breaks ties by the order of
+    its queue, which then differs, and a plateau pixel between two particles may go to the other
+    one.
+    """
+    markers = np.asarray(markers, dtype=np.int32)
+    rows, cols = mask.shape
+    if mask.size <= WATERSHED_BAND_PX:
+        return watershed(-centre, markers, mask=mask).astype(np.int32, copy=False)
+    pieces, n_pieces = ndimage.label(mask)
+    spans = ndimage.find_objects(pieces)
+    top = np.array([s[0].start for s in spans])
+    bottom = np.array([s[0].stop for s in spans])
+    order = np.argsort(top, kind="stable")
+    band_rows = max(1, WATERSHED_BAND_PX // cols)
+    band_of_piece = np.zeros(n_pieces + 1, dtype=np.int32)  # 0: background
+    bands = []  # (first row, last row + 1) of each band
+    start = 0
+    while start < n_pieces:
+        r0 = int(top[order[start]])
+        stop, r1 = start + 1, int(bottom[order[start]])
+        while stop < n_pieces and max(r1, int(bottom[order[stop]])) - r0 <= band_rows:
+            r1 = max(r1, int(bottom[order[stop]]))
+            stop += 1
+        band_of_piece[order[start:stop] + 1] = len(bands) + 1
+        bands.append((r0, r1))
+        start = stop
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    for number, (r0, r1) in enumerate(bands, start=1):
+        own = band_of_piece[pieces[r0:r1]] == number
+        flooded = watershed(-centre[r0:r1], markers[r0:r1] * own, mask=own)
+        labels[r0:r1][own] = flooded[own]
+    return labels
 
 
 def upsample_instances(labels: np.ndarray, foreground: np.ndarray, *,
-                       foreground_threshold: float = FOREGROUND_THRESHOLD, min_area_px: int = 4) -> np.ndarray:
+                       foreground_threshold: float = FOREGROUND_THRESHOLD, min_area_px: int = 4,
+                       shape: tuple[int, int] | None = None) -> np.ndarray:
     """Carry instances found on a shrunken image back to the full-resolution ``foreground`` map.
 
     The particle outlines come from ``foreground`` (the particle probability already resized to
@@ -79,16 +129,20 @@ def upsample_instances(labels: np.ndarray, foreground: np.ndarray, *,
     labels : numpy.ndarray
         int labels at low resolution (0 = background).
     foreground : numpy.ndarray
-        2-D particle probability at full resolution.
+        2-D particle probability at full resolution, or at any resolution when ``shape`` is given:
+        it is then resized bilinearly (:func:`model.preprocess.resized_bands`) to ``shape``, a band
+        of rows at a time, so a very large image never holds it whole.
     foreground_threshold : float
         Threshold on ``foreground``.
     min_area_px : int
         Smallest particle kept, in full-resolution pixels.
+    shape : tuple of int, optional
+        Full resolution (rows, cols); default: ``foreground``'s shape.
 
     Returns
     -------
     numpy.ndarray
-        int32 labels of ``foreground``'s shape, ids 1..n.
+        int32 labels of the full resolution, ids 1..n.
 
     Examples
     --------
@@ -99,12 +153,18 @@ def upsample_instances(labels: np.ndarray, foreground: np.ndarray, *,
            [2, 2, 2, 2],
            [2, 2, 2, 2]], dtype=int32)
     """
-    from PIL import Image
     from skimage.segmentation import expand_labels
 
+    from model.preprocess import nearest_indices, resized_bands
+
     grown = np.ascontiguousarray(expand_labels(np.asarray(labels, np.int32), distance=1), dtype=np.int32)
-    rows, cols = foreground.shape
-    big = np.array(Image.fromarray(grown, mode="I").resize((cols, rows), Image.Resampling.NEAREST),
-                     dtype=np.int32)
-    big[np.asarray(foreground) <= foreground_threshold] = 0
-    return sequential_labels(big, min_area_px=min_area_px)
+    rows, cols = shape if shape is not None else np.shape(foreground)
+    row_source = nearest_indices(grown.shape[0], rows)
+    col_source = nearest_indices(grown.shape[1], cols)
+    big = np.empty((rows, cols), dtype=np.int32)
+    # A band of rows at a time: the full-resolution probability is never held whole.
+    for r0, r1, probability in resized_bands(foreground, (rows, cols)):
+        band = grown[row_source[r0:r1]][:, col_source]
+        band[probability <= foreground_threshold] = 0
+        big[r0:r1] = band
+    return sequential_labels(big, min_area_px=min_area_px, in_place=True)

@@ -19,6 +19,46 @@ NORM_PERCENTILES = NormalisationConfig.percentiles
 TARGET_DIAMETER_PX = ScaleConfig.target_diameter_px
 
 
+#: Pixels that :func:`apply_levels` and :func:`resize_float` work on at once (16 MiB of float32):
+#: large images are processed a band of rows at a time, so their temporaries stay this small.
+BAND_PX = 1 << 22
+
+
+def percentile_levels(gray: np.ndarray, low: float = NORM_PERCENTILES[0],
+                      high: float = NORM_PERCENTILES[1]) -> tuple[float, float] | None:
+    """The ``low`` and ``high`` percentiles of ``gray`` (None for a constant image).
+
+    Percentiles of a strided subsample are as good as the full image and much cheaper on 8k
+    images (at most about 4 Mpx are read).
+    """
+    gray = np.asarray(gray)
+    step = max(1, int(np.sqrt(gray.size / 4_000_000)))
+    lo, hi = np.percentile(np.asarray(gray[::step, ::step], dtype=np.float32), (low, high))
+    if hi - lo < 1e-6:
+        return None
+    return float(lo), float(hi)
+
+
+def apply_levels(gray: np.ndarray, levels: tuple[float, float] | None) -> np.ndarray:
+    """``gray`` with ``levels`` = (lo, hi) mapped to 0 and 1, clipped to [0, 1], as float32.
+
+    The arithmetic is done in float64 a band of rows at a time, so the only full-size array is the
+    float32 result. ``levels`` None (a constant image) gives zeros.
+    """
+    gray = np.asarray(gray)
+    out = np.zeros(gray.shape, dtype=np.float32)
+    if levels is None or gray.size == 0:
+        return out
+    lo, hi = levels
+    band = max(1, BAND_PX // max(1, gray.shape[-1]))
+    for r0 in range(0, gray.shape[0], band):
+        piece = np.asarray(gray[r0:r0 + band], dtype=np.float64) - lo
+        piece /= hi - lo
+        np.clip(piece, 0.0, 1.0, out=piece)
+        out[r0:r0 + band] = piece
+    return out
+
+
 def normalize_percentile(gray: np.ndarray, low: float = NORM_PERCENTILES[0],
                          high: float = NORM_PERCENTILES[1]) -> np.ndarray:
     """Scale an image so that its ``low`` and ``high`` percentiles map to 0 and 1, clipped to [0, 1].
@@ -36,24 +76,135 @@ def normalize_percentile(gray: np.ndarray, low: float = NORM_PERCENTILES[0],
         float32 image in [0, 1]; a constant image gives all zeros.
     """
     gray = np.asarray(gray, dtype=np.float32)
-    # Percentiles of a strided subsample are as good as the full image and much cheaper on 8k images.
-    step = max(1, int(np.sqrt(gray.size / 4_000_000)))
-    lo, hi = np.percentile(gray[::step, ::step], (low, high))
-    if hi - lo < 1e-6:
-        return np.zeros_like(gray)
-    out = (gray - lo) / (hi - lo)
-    np.clip(out, 0.0, 1.0, out=out)
+    return apply_levels(gray, percentile_levels(gray, low, high))
+
+
+class LevelledImage:
+    """A gray image and its normalisation levels, normalised only where and when it is needed.
+
+    The segmenter keeps one of these instead of a normalised copy of the whole image: a network
+    pass at another scale resizes the raw image band by band (:func:`resize_float` with
+    ``levels``), and the size estimate on a large image's central window normalises that window
+    only. The result equals ``resize_float(normalize_percentile(gray), shape)`` exactly.
+    """
+
+    def __init__(self, gray: np.ndarray, levels: tuple[float, float] | None) -> None:
+        self.gray = gray
+        self.levels = levels
+
+    @classmethod
+    def of(cls, gray: np.ndarray, low: float = NORM_PERCENTILES[0],
+           high: float = NORM_PERCENTILES[1]) -> LevelledImage:
+        """``gray`` with the levels of :func:`normalize_percentile`."""
+        return cls(gray, percentile_levels(gray, low, high))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.gray.shape[:2])
+
+    def __getitem__(self, window) -> LevelledImage:
+        """A crop with the same levels (a view of the raw image, no copy)."""
+        return LevelledImage(self.gray[window], self.levels)
+
+    def normalised(self) -> np.ndarray:
+        """The normalised image (float32)."""
+        return apply_levels(self.gray, self.levels)
+
+    def resized(self, shape: tuple[int, int]) -> np.ndarray:
+        """The normalised image resized bilinearly to ``shape`` (float32)."""
+        return resize_float(self.gray, shape, levels=self.levels)
+
+
+def _bilinear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """First input index and weights of each output index for a bilinear resize of ``n_in`` to ``n_out``.
+
+    The same sampling as Pillow's ``Image.resize(..., BILINEAR)`` along one axis: output pixel
+    ``i`` is centred on input coordinate ``(i + 0.5) * n_in / n_out``, and when shrinking, the
+    triangle filter is widened by the shrink factor (so every input pixel contributes). Weights
+    are normalised to sum to 1; those past the input's edge are 0.
+    """
+    scale = n_in / n_out
+    filter_scale = max(scale, 1.0)
+    support = filter_scale
+    ksize = int(np.ceil(support)) * 2 + 1
+    centre = (np.arange(n_out) + 0.5) * scale
+    first = np.maximum((centre - support + 0.5).astype(np.int64), 0)
+    count = np.minimum((centre + support + 0.5).astype(np.int64), n_in) - first
+    weights = np.zeros((n_out, ksize), dtype=np.float64)
+    total = np.zeros(n_out, dtype=np.float64)
+    for k in range(ksize):
+        w = np.maximum(1.0 - np.abs(((first + k) - centre + 0.5) * (1.0 / filter_scale)), 0.0)
+        w[k >= count] = 0.0
+        weights[:, k] = w
+        total += w
+    nonzero = total != 0.0
+    weights[nonzero] /= total[nonzero, None]
+    return first, weights
+
+
+def resize_float(image: np.ndarray, shape: tuple[int, int], *,
+                 levels: tuple[float, float] | None | bool = False) -> np.ndarray:
+    """Resize a 2-D float image bilinearly to ``shape`` = (rows, cols), as float32.
+
+    Pillow's bilinear resize, done a band of output rows at a time (:func:`resized_bands`), so
+    no full-size temporary is made. The result equals ``Image.resize`` of the whole image to
+    float32 rounding (Pillow 13 sometimes runs its vertical pass first). With ``levels``
+    (lo, hi) or None, the image is first normalised by :func:`apply_levels`, band by band, so a
+    large raw image is never normalised whole.
+    """
+    image = np.asarray(image)
+    if image.shape == tuple(shape):
+        return image.astype(np.float32) if levels is False else apply_levels(image, levels)
+    out = np.empty((int(shape[0]), int(shape[1])), dtype=np.float32)
+    for r0, r1, band in resized_bands(image, shape, levels=levels):
+        out[r0:r1] = band
     return out
 
 
-def resize_float(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a 2-D float image bilinearly to ``shape`` = (rows, cols)."""
-    image = np.ascontiguousarray(image, dtype=np.float32)
-    if image.shape == tuple(shape):
-        return image.copy()
-    resized = Image.fromarray(image, mode="F").resize((int(shape[1]), int(shape[0])),
-                                                      Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.float32)
+def resized_bands(image: np.ndarray, shape: tuple[int, int], *,
+                  levels: tuple[float, float] | None | bool = False):
+    """Yield ``(r0, r1, rows r0:r1 of resize_float(image, shape, levels=levels))``, top to bottom.
+
+    Pillow resizes each band's source rows horizontally, and the vertical pass uses Pillow's
+    weights (:func:`_bilinear_weights`) in float64. A band holds about :data:`BAND_PX` pixels.
+    """
+    image = np.asarray(image)
+    rows, cols = int(shape[0]), int(shape[1])
+    n_rows, n_cols = image.shape
+
+    def prepared(piece: np.ndarray) -> np.ndarray:
+        if levels is not False:
+            return apply_levels(piece, levels)
+        return np.ascontiguousarray(piece, dtype=np.float32)
+
+    band = max(1, BAND_PX // max(n_cols, cols, 1))
+    if rows != n_rows:
+        first, weights = _bilinear_weights(n_rows, rows)
+        reach = first + weights.shape[1]
+    for r0 in range(0, rows, band):
+        r1 = min(rows, r0 + band)
+        a, b = (r0, r1) if rows == n_rows else (int(first[r0]), int(min(n_rows, reach[r0:r1].max())))
+        piece = prepared(image[a:b])
+        if cols != n_cols:
+            piece = np.asarray(Image.fromarray(piece, mode="F").resize((cols, b - a), Image.Resampling.BILINEAR))
+        if rows == n_rows:
+            yield r0, r1, piece
+            continue
+        total = np.zeros((r1 - r0, cols), dtype=np.float64)
+        for k in range(weights.shape[1]):
+            source = np.minimum(first[r0:r1] + k - a, b - a - 1)  # past the edge the weight is 0
+            total += weights[r0:r1, k, None] * piece[source]
+        yield r0, r1, total.astype(np.float32)
+
+
+def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of ``n_out`` pixels in a nearest-neighbour resize of ``n_in`` pixels.
+
+    Taken from Pillow itself (a one-pixel-wide image of the indices, resized), so that
+    ``labels[rows][:, cols]`` equals Pillow's ``resize(..., NEAREST)`` of the whole image.
+    """
+    ramp = Image.fromarray(np.arange(n_in, dtype=np.int32)[:, None], mode="I")
+    return np.asarray(ramp.resize((1, n_out), Image.Resampling.NEAREST), dtype=np.intp)[:, 0]
 
 
 def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

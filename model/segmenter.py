@@ -22,7 +22,7 @@ from model.config import ModelConfig, default_model_dir
 from model.inference import VIEWS, Progress, predict_tiled
 from model.loading import ShippedModel, load_shipped_model
 from model.postprocess import maps_to_instances, upsample_instances
-from model.preprocess import median_diameter_px, normalize_percentile, resize_float, scaled_shape
+from model.preprocess import LevelledImage, median_diameter_px, resize_float, scaled_shape
 from model.scale_select import (
     PASS_STEP,
     PassSummary,
@@ -257,12 +257,14 @@ class UNetSegmenter:
         reporting progress from ``first`` over ``span``) and the largest scale allowed for it."""
         cfg = self.load().config
         scaling = cfg.input_scale
-        image = normalize_percentile(_as_gray(gray), *cfg.normalisation.percentiles)
+        # The image is normalised lazily: each pass resizes the raw image band by band, so a
+        # large image is never held a second time as a normalised copy.
+        image = LevelledImage.of(_as_gray(gray), *cfg.normalisation.percentiles)
         rows, cols = image.shape
         max_scale = min(scaling.max_scale, float(np.sqrt(scaling.max_scaled_pixels / (rows * cols))))
         return image, self._run_on(image, progress), max_scale
 
-    def _run_on(self, image: np.ndarray, progress: Progress | None = None):
+    def _run_on(self, image: LevelledImage, progress: Progress | None = None):
         """``run(scale, first, span, views=(0,))``: the network on the normalised ``image`` resized by
         ``scale``, averaged over ``views`` (:func:`model.inference.predict_tiled`)."""
         shipped = self.load()
@@ -273,7 +275,8 @@ class UNetSegmenter:
                 if progress is not None:
                     progress(first + span * fraction, message)
 
-            scaled = resize_float(image, scaled_shape(image.shape, scale)) if scale != 1.0 else image
+            shape = scaled_shape(image.shape, scale)
+            scaled = image.normalised() if shape == image.shape else image.resized(shape)
             return predict_tiled(shipped.model, scaled, tile=cfg.tile_px, overlap=cfg.overlap_px,
                                  batch_size=cfg.batch_size, progress=report, views=views)
 
@@ -300,7 +303,7 @@ class UNetSegmenter:
         if run is None:
             _, run, runner_max_scale = self._runner(gray)
             max_scale = runner_max_scale if max_scale is None else max_scale
-        shape = np.shape(gray)[:2]
+        shape = tuple(gray.shape[:2])
         reference_scale = scaling.estimate_max_side_px / max(shape)
         start_scale = min(reference_scale, scaling.estimate_max_scale, max_scale)
         below = pyramid_scales(shape, start_scale, scaling.pyramid_min_side_px)
@@ -484,7 +487,7 @@ class UNetSegmenter:
             work_maps = self.resize_maps(maps, scaled_shape(shape, work_scale))
             labels = maps_to_instances(work_maps[..., 0], work_maps[..., 1],
                                        **self._threshold_kwargs(cfg, scale / work_scale))
-        return upsample_instances(labels, resize_float(maps[..., 0], shape),
+        return upsample_instances(labels, maps[..., 0], shape=tuple(shape),
                                   foreground_threshold=cfg.thresholds.foreground,
                                   min_area_px=self._threshold_kwargs(cfg, scale)["min_area_px"])
 

@@ -43,7 +43,7 @@ def finalize_labels(
     return sequential_labels(labels, min_area_px=min_area_px)
 
 
-def sequential_labels(label_image: np.ndarray, min_area_px: int = 0) -> np.ndarray:
+def sequential_labels(label_image: np.ndarray, min_area_px: int = 0, *, in_place: bool = False) -> np.ndarray:
     """Particle ids renumbered 1..n in increasing order of the old ids, 0 staying background.
 
     The same result as scikit-image's ``relabel_sequential``, through a lookup table indexed by
@@ -58,6 +58,9 @@ def sequential_labels(label_image: np.ndarray, min_area_px: int = 0) -> np.ndarr
         Instance labels (0 = background); ids need not be consecutive.
     min_area_px : int
         Particles with fewer pixels are removed. Ids without any pixel are never numbered.
+    in_place : bool
+        Renumber an int32 ``label_image`` in place (no second full-size array, for very large
+        images) and return it.
 
     Returns
     -------
@@ -94,11 +97,26 @@ def sequential_labels(label_image: np.ndarray, min_area_px: int = 0) -> np.ndarr
         lookup = np.zeros(ids.size, dtype=np.int32)
         lookup[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
         return lookup[inverse].reshape(labels.shape)
-    present = np.bincount(labels.ravel()) >= max(1, min_area_px)
+    flat = labels.reshape(-1)
+    size = int(flat.max()) + 1
+    # Counted a band at a time: bincount converts its input to int64, a copy twice the size of
+    # int32 labels on a whole image.
+    counts = np.zeros(size, dtype=np.int64)
+    for start in range(0, flat.size, _BAND_PX):
+        counts += np.bincount(flat[start:start + _BAND_PX], minlength=size)
+    present = counts >= max(1, min_area_px)
     present[0] = False
     lookup = np.zeros(present.size, dtype=np.int32)
     lookup[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    if in_place and labels.dtype == np.int32 and labels.flags.c_contiguous:
+        for start in range(0, flat.size, _BAND_PX):
+            flat[start:start + _BAND_PX] = lookup[flat[start:start + _BAND_PX]]
+        return labels
     return lookup[labels]
+
+
+#: Pixels that :func:`sequential_labels` counts or renumbers at once.
+_BAND_PX = 1 << 22
 
 
 def add_orphan_regions(label_image: np.ndarray, mask: np.ndarray, *, connectivity: int = 1) -> np.ndarray:

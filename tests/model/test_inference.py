@@ -85,3 +85,48 @@ def test_views_average_the_outputs_for_the_turned_and_mirrored_image(tiny_model,
     assert np.abs(plain - seen_turned).max() > 1e-3  # the untrained network does not see the views alike
     assert np.allclose(averaged, (plain + seen_turned) / 2, atol=1e-5)
     assert np.allclose(predict_tiled(tiny_model, image, tile=96, overlap=0, views=(view,)), seen_turned, atol=1e-5)
+
+
+def predict_tiled_padded(model, image, *, tile, overlap, batch_size=1):
+    """The tiling as first written (a padded copy of the image, a 2-D weight sum): the reference
+    that the memory-lean :func:`predict_tiled` must reproduce."""
+    from model.inference import _forward_views, _tile_layout
+
+    rows, cols = image.shape
+    margin = overlap // 2
+    tile_rows, row_starts, padded_rows = _tile_layout(rows, tile, overlap)
+    tile_cols, col_starts, padded_cols = _tile_layout(cols, tile, overlap)
+    padded = np.pad(image, ((margin, padded_rows - rows - margin), (margin, padded_cols - cols - margin)),
+                    mode="reflect")
+    accumulated = np.zeros((padded_rows, padded_cols, 2), np.float32)
+    weight_sum = np.zeros((padded_rows, padded_cols), np.float32)
+    window = blend_window(tile_rows, overlap, tile_cols)
+    for r in row_starts:
+        for c in col_starts:
+            out = _forward_views(model, padded[None, r:r + tile_rows, c:c + tile_cols, None], (0,))[0]
+            accumulated[r:r + tile_rows, c:c + tile_cols] += out * window[..., None]
+            weight_sum[r:r + tile_rows, c:c + tile_cols] += window
+    core = (slice(margin, margin + rows), slice(margin, margin + cols))
+    return accumulated[core] / weight_sum[core][..., None]
+
+
+@pytest.mark.parametrize("shape, tile, overlap", [((150, 230), 64, 32), ((37, 300), 96, 16), ((20, 37), 64, 16)])
+def test_tiles_cut_from_the_image_match_tiles_of_a_padded_copy(tiny_model, shape, tile, overlap):
+    image = smooth_image(shape, seed=3)
+    lean = predict_tiled(tiny_model, image, tile=tile, overlap=overlap, batch_size=2)
+    reference = predict_tiled_padded(tiny_model, image, tile=tile, overlap=overlap)
+    assert lean.shape == reference.shape and lean.dtype == np.float32
+    # the same network outputs; only the weight sums are rounded differently (separable product)
+    np.testing.assert_allclose(lean, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_reflect_indices_follow_numpy_reflect_padding_even_past_the_image():
+    from model.inference import reflect_indices
+
+    for length in (1, 2, 3, 7, 40):
+        for margin in (0, 1, 5, 16, 90):
+            for extra in (0, 3, 100):
+                padded_length = length + margin + extra
+                values = np.arange(length)
+                expected = np.pad(values, (margin, extra), mode="reflect")
+                assert np.array_equal(values[reflect_indices(length, margin, padded_length)], expected)
