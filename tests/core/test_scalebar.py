@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from app.analysis.calibration import NO_CALIBRATION
+from app.analysis.calibration import NO_CALIBRATION, parse_length
 from app.analysis.databar import DataBar, detect_data_bar
 from app.analysis.errors import SaemiInputError
 from app.analysis.scalebar import (
@@ -337,3 +337,52 @@ def test_field_width_read_from_a_rendered_data_bar():
     calibration = field_width_calibration(gray, bar_rows)
     assert calibration.source == "databar:field_width"
     assert calibration.nm_per_px == pytest.approx(2980 / 1024)
+
+
+@needs_tesseract
+def test_the_tesseract_program_runs_single_threaded_unless_the_deployment_says_otherwise(monkeypatch):
+    # Without tesserocr each reading starts the program; its OpenMP threads only spin on a label,
+    # and beside the segmenter they tripled the CPU time.
+    import os
+    import subprocess
+
+    from app.analysis import scalebar
+
+    seen = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        seen.append(os.environ.get("OMP_THREAD_LIMIT"))
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(scalebar, "_in_process_ocr", lambda: False)
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    tesseract_available.cache_clear()
+    try:
+        gray, _ = micrograph_with_bar(200, "500 nm")
+        assert find_scale_bar(gray).length_nm == 500
+        assert seen and set(seen) == {"1"}
+        monkeypatch.setenv("OMP_THREAD_LIMIT", "4")
+        tesseract_available.cache_clear()
+        seen.clear()
+        find_scale_bar(gray)
+        assert seen and set(seen) == {"4"}
+    finally:
+        tesseract_available.cache_clear()
+
+
+@needs_tesseract
+@pytest.mark.parametrize("label", ["500 nm", "2 µm", "20 nm"])
+def test_the_engine_in_this_process_reads_labels_as_the_tesseract_program_does(monkeypatch, label):
+    from app.analysis import scalebar
+
+    if not scalebar._in_process_ocr():
+        pytest.skip("tesserocr or Tesseract's English data is not installed")
+    gray, _ = micrograph_with_bar(200, label)
+    in_process = find_scale_bar(gray)
+    monkeypatch.setattr(scalebar, "_in_process_ocr", lambda: False)
+    program = find_scale_bar(gray)
+    assert in_process.label_text == program.label_text
+    # both applied (confidences differ between Tesseract versions: 63 and 76 for "2 µm")
+    assert in_process.length_nm == program.length_nm == parse_length(label)
