@@ -203,9 +203,13 @@ def _recognise(page: Image.Image, psm: int) -> list[tuple[str, float]]:
         with lock:
             api.SetImage(page)
             api.Recognize()
-            for word in tesserocr.iterate_level(api.GetIterator(), level):
-                text = word.GetUTF8Text(level)
-                if text is not None:
+            iterator = api.GetIterator()
+            for word in [] if iterator is None else tesserocr.iterate_level(iterator, level):
+                try:
+                    text = word.GetUTF8Text(level)
+                except RuntimeError:  # an element without text (nothing recognised there)
+                    continue
+                if text:
                     words.append((text, round(float(word.Confidence(level)), 1)))
             api.Clear()
         return words
