@@ -5,7 +5,8 @@ particles are realistic and their size is known. The whole segmenter runs once (
 tiled inference, post-processing), with tqdm showing the progress. Printed: wall time, the peak
 resident memory of the process (``ru_maxrss``) before and after, and the memory the image itself
 takes as float32, so the overhead of inference can be read off. Tiles are at most
-``tile_px`` (model/config.json) on a side, so the network's own memory does not grow with the image.
+``tile_px`` (model/config.json) on a side, so the network's own memory does not grow with the image,
+and the steps around it work a band of rows at a time. Goal: at most 2 GB (2048 MiB) after.
 """
 
 from __future__ import annotations
