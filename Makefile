@@ -53,7 +53,7 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install system-deps lint
-	$(BIN)/python -m pytest -q -m "not browser" --doctest-modules app/analysis model/postprocess.py model/segmenter.py \
+	$(BIN)/python -m pytest -q -m "not browser" --doctest-modules app/analysis model/postprocess.py model/segmenter.py model/inference.py \
 	  model/config.py tests
 	# The browser tests run in a process of their own: the Dask clusters and web servers they start stay there.
 	$(BIN)/python -m pytest -q -m browser tests
