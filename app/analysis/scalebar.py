@@ -379,6 +379,36 @@ def _grow_line(seed: _Box, glyphs: list[_Box]) -> _Box:
     return line
 
 
+def _cleaned_crop(
+    region: np.ndarray, labels: np.ndarray, boxes: list[_Box], line: _Box, margin: int,
+    bar_indices: tuple[int, ...],
+) -> np.ndarray | None:
+    """The label crop with only the glyphs of its text line kept: every other mark reaching into
+    the crop (the bar, a particle, the edge of a frame, a neighbouring word) is painted over with
+    the crop's background. None when nothing would change."""
+    r0, c0 = max(0, line.r0 - margin), max(0, line.c0 - margin)
+    r1, c1 = line.r1 + margin, line.c1 + margin
+    crop_labels = labels[r0:r1, c0:c1]
+    present = np.unique(crop_labels)
+    present = present[present > 0]
+    kept = [
+        index for index in present
+        if index not in bar_indices and _inside(boxes[index - 1], line)
+    ]
+    if not kept:
+        return None
+    glyphs = np.isin(crop_labels, kept)
+    others = (crop_labels > 0) & ~glyphs
+    if not others.any():
+        return None
+    crop = region[r0:r1, c0:c1]
+    unmarked = crop[crop_labels == 0]
+    background = float(np.median(unmarked)) if unmarked.size else float(np.median(crop))
+    # The glyphs' anti-aliased rims stay; only pixels well away from them are painted over.
+    keep = ndimage.binary_dilation(glyphs, iterations=2)
+    return np.where(keep, crop, background).astype(np.float32)
+
+
 def _ocr_page(crop: np.ndarray, bright_text: bool, target_height_px: int) -> Image.Image | None:
     """A crop enlarged towards ``target_height_px`` and binarised to black text on white."""
     height, width = crop.shape
@@ -422,8 +452,12 @@ _DIGIT_FIXES = str.maketrans("OoIiLl|", "0011111")
 #: The micro sign as OCR reads it before an ``m`` (µ, μ, u, p, a, and k or h: kilometres and
 #: hectometres never label a micrograph).
 _MICRO_READINGS = ("µm", "μm", "um", "pm", "am", "km", "hm")
+#: The ``m`` of ``nm`` as OCR splits it into two narrower glyphs (``rn``, ``in``, ``nt``, ...) or
+#: reads its last stroke as a trademark sign. Only ``nm`` starts with ``n``, so after an ``n``
+#: these can mean nothing else.
+_SPLIT_M_READINGS = ("rn", "in", "ni", "nn", "nt", "tr", "im", "™")
 _CLEAN_LABEL_RE = re.compile(
-    r"(?P<number>[0-9OoIl|]+(?:[.,][0-9Oo]+)?)\s?(?P<unit>[a-zµμ]{1,2})", re.IGNORECASE
+    r"(?P<number>[0-9OoIl|]+(?:[.,][0-9Oo]+)?)\s?(?P<unit>[a-zµμ]{1,2}|n[a-z™]{1,2})", re.IGNORECASE
 )
 
 
@@ -432,8 +466,9 @@ def parse_label(text: str) -> tuple[float, str] | None:
 
     The whole text, once the dashes or bars that some scale bars draw around their label are
     stripped, must be a number and a unit. The usual OCR confusions are mapped, and nothing
-    else: the micro sign read as ``u``, ``p``, ``a``, ``k`` or ``h``; ``O`` read as 0; ``l``,
-    ``I``, ``i`` or ``|`` read as 1. A number with a leading zero (``"00"``, ``"050"``) or of
+    else: the micro sign read as ``u``, ``p``, ``a``, ``k`` or ``h``; the ``m`` of ``nm`` split
+    into two glyphs (``nrn``, ``nin``, ``nnt``, ...); ``O`` read as 0; ``l``, ``I``, ``i`` or ``|``
+    read as 1. A number with a leading zero (``"00"``, ``"050"``) or of
     zero is not a scale-bar value. ``mm`` and a lone ``m`` are not read: they may be millimetres,
     micrometres or a misread ``nm``.
 
@@ -469,7 +504,7 @@ def parse_label(text: str) -> tuple[float, str] | None:
     unit = match.group("unit").lower()
     if value <= 0:
         return None
-    if unit == "nm":
+    if unit == "nm" or (unit[:1] == "n" and unit[1:] in _SPLIT_M_READINGS):
         return value, f"{value:g} nm"
     if unit in _MICRO_READINGS:
         return value * 1.0e3, f"{value:g} µm"
@@ -538,16 +573,21 @@ class _Reading:
         return (self.accepted, self.length_nm is not None, self.confidence)
 
 
-def _read_label(crop: np.ndarray, bright_text: bool, length_px: int) -> _Reading | None:
+def _read_label(
+    crop: np.ndarray, bright_text: bool, length_px: int, cleaned: np.ndarray | None = None
+) -> _Reading | None:
     """OCR a label at several enlargements: the first accepted reading, else the best one.
 
+    ``cleaned`` is the same crop with everything but the label's own glyphs painted over with
+    the background (:func:`_cleaned_crop`); it is read, at the same enlargements, after ``crop``.
     A clean, plausible, round reading is accepted at :data:`MIN_OCR_CONFIDENCE`, or at
-    :data:`MIN_AGREED_CONFIDENCE` when two enlargements read the same length.
+    :data:`MIN_AGREED_CONFIDENCE` when two readings give the same length.
     """
     best = None
     lengths_seen: list[float] = []
-    for target_height_px in OCR_CROP_HEIGHTS_PX:
-        ocr = _ocr(crop, bright_text, target_height_px)
+    crops = [crop] if cleaned is None else [crop, cleaned]
+    for page_crop, target_height_px in [(c, h) for c in crops for h in OCR_CROP_HEIGHTS_PX]:
+        ocr = _ocr(page_crop, bright_text, target_height_px)
         if ocr is None:
             continue
         text, confidence = ocr
@@ -616,7 +656,8 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
                     max(0, line.r0 - margin) : line.r1 + margin,
                     max(0, line.c0 - margin) : line.c1 + margin,
                 ]
-                attempt = _read_label(crop, sign > 0, candidate.length_px)
+                cleaned = _cleaned_crop(region, labels, boxes, line, margin, candidate.indices)
+                attempt = _read_label(crop, sign > 0, candidate.length_px, cleaned)
                 if attempt is not None and (reading is None or attempt.rank > reading.rank):
                     chosen, reading = item, attempt
                 if reading is not None and reading.accepted:

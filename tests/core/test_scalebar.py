@@ -386,3 +386,53 @@ def test_the_engine_in_this_process_reads_labels_as_the_tesseract_program_does(m
     assert in_process.label_text == program.label_text
     # both applied (confidences differ between Tesseract versions: 63 and 76 for "2 µm")
     assert in_process.length_nm == program.length_nm == parse_length(label)
+
+
+@pytest.mark.parametrize(
+    ("text", "length_nm"),
+    [("200 nin", 200.0), ("200ntr", 200.0), ("50 nnt", 50.0), ("100 nrn", 100.0), ("200n™", 200.0)],
+)
+def test_the_m_of_nm_split_into_two_glyphs_is_still_nm(text, length_nm):
+    assert interpret_label(text, 100) == length_nm
+
+
+@pytest.mark.parametrize("text", ["200 nice", "5 na", "10 nmm", "2 urn"])
+def test_other_letters_after_n_are_not_a_unit(text):
+    assert interpret_label(text, 100) is None
+
+
+def test_the_cleaned_label_crop_keeps_only_the_glyphs_of_its_line():
+    from scipy import ndimage
+
+    from app.analysis.scalebar import _bar_candidates, _cleaned_crop, _label_boxes
+
+    region = _strip(300, 80)
+    region[60:66, 40:240] = 1.0  # the bar
+    _text(region, (90, 28), "200 nm", 22, 1.0)
+    region[10:34, 170:200] = 1.0  # a particle reaching into the label's crop from above
+    candidates, labels, boxes = _bar_candidates(region > 0.5)
+    bar = max(candidates, key=lambda candidate: candidate.length_px)
+    line = _label_boxes(bar, labels, boxes)[0]
+    margin = max(2, line.height // 3)
+    cleaned = _cleaned_crop(region, labels, boxes, line, margin, bar.indices)
+    crop = region[line.r0 - margin : line.r1 + margin, line.c0 - margin : line.c1 + margin]
+    assert cleaned is not None and cleaned.shape == crop.shape
+    glyphs = np.isin(labels[line.r0 - margin : line.r1 + margin, line.c0 - margin : line.c1 + margin],
+                     [i for i in range(1, len(boxes) + 1) if i not in bar.indices
+                      and boxes[i - 1].r0 >= line.r0 and boxes[i - 1].r1 <= line.r1
+                      and boxes[i - 1].c0 >= line.c0 and boxes[i - 1].c1 <= line.c1])
+    assert np.array_equal(cleaned[glyphs], crop[glyphs])  # the text is untouched
+    assert cleaned.sum() < crop.sum() - 20  # the particle is painted over with the background
+    assert cleaned[~ndimage.binary_dilation(glyphs, iterations=2)].max() == 0.0
+
+
+@needs_tesseract
+def test_a_label_with_a_particle_reaching_into_its_crop_is_read():
+    strip = _strip(800, 90)
+    strip[70:76, 300:500] = 1.0
+    _text(strip, (360, 30), "200 nm", 24, 1.0)
+    strip[0:32, 446:470] = 1.0  # a bright particle cut by the data bar, reaching down to the label
+    gray, bar_rows = _micrograph(strip)
+    bar = find_scale_bar(gray, search_rows=bar_rows)
+    assert (bar.x0, bar.x1) == (300, 500)
+    assert bar.nm_per_px == pytest.approx(1.0)
