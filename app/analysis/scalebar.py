@@ -43,7 +43,7 @@ SEARCH_FRACTION = 0.3
 #: Smallest bar length in pixels.
 MIN_LENGTH_PX = 15
 #: A bar is at least this many times longer than it is thick.
-MIN_ELONGATION = 5.0
+MIN_ELONGATION = 4.0
 #: Smallest intensity difference between the bar and its surroundings.
 MIN_CONTRAST = 0.2
 #: Label crops are enlarged to these heights in pixels before OCR, tried in turn (Tesseract reads

@@ -436,3 +436,21 @@ def test_a_label_with_a_particle_reaching_into_its_crop_is_read():
     bar = find_scale_bar(gray, search_rows=bar_rows)
     assert (bar.x0, bar.x1) == (300, 500)
     assert bar.nm_per_px == pytest.approx(1.0)
+
+
+@needs_tesseract
+def test_a_thick_bar_four_and_a_half_times_longer_than_high_is_a_bar():
+    gray = draw_particles(600, 800, seed=31)
+    gray[500:600] = 1.0
+    gray[560:580, 560:650] = 0.0  # 90 x 20 px
+    _text(gray, (565, 522), "100 nm", 22, 0.0)
+    bar = find_scale_bar(gray)
+    assert (bar.x0, bar.x1, bar.style) == (560, 650, "solid")
+    assert bar.nm_per_px == pytest.approx(100 / 90)
+
+
+def test_a_block_three_times_longer_than_high_is_not_a_bar():
+    gray = draw_particles(600, 800, seed=32)
+    gray[500:600] = 1.0
+    gray[550:580, 560:650] = 0.0  # 90 x 30 px: a box, not a bar
+    assert find_scale_bar(gray) is None
