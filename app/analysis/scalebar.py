@@ -2,19 +2,25 @@
 
 The bar is a long, thin horizontal mark of one intensity (bright on a dark bar or dark on a bright
 one): a solid bar, a line with end ticks, or two dashes around its label ("−200 nm−"). Closed
-frames and the table lines of a data bar are not bars. Its label is a line of text next to it.
+frames and the table lines of a data bar are not bars. Its label is a line of text next to it,
+looked for among the marks of the searched rows and again among those around the bar alone
+(thresholded halfway between the bar's ink and its surroundings). Each label is read as cropped
+and again with everything but its own glyphs painted over (the bar, particles, other words), at
+several sizes.
 
 A reading is applied only when Tesseract's text parses cleanly as one number and one length unit
-(with the usual confusions mapped: µ read as u, p or a; O read as 0; l read as 1), the value is
-a round scale-bar value and Tesseract's word confidence reaches :data:`MIN_OCR_CONFIDENCE` (or
-:data:`MIN_AGREED_CONFIDENCE` when two enlargements of the label read the same length).
+(with the usual confusions mapped: µ read as u, p or a; the m of nm split in two, as in "nin";
+O read as 0; l read as 1), the value is a round scale-bar value and Tesseract's word confidence
+reaches :data:`MIN_OCR_CONFIDENCE` (or :data:`MIN_AGREED_CONFIDENCE` when two different pages,
+other sizes or the cleaned crop, read the same length).
 Anything else is kept as a suggestion for the user to confirm, never applied. OCR is optional:
 without Tesseract the bar is still measured and the user is asked for the label.
 
 Tesseract runs in this process through ``tesserocr`` when it and Tesseract's language data are
 installed: the engine is loaded once per process (about 60 ms) and a label then takes a few ms.
 Otherwise each reading starts the ``tesseract`` program through ``pytesseract`` (about 90 ms of
-CPU each, four readings per image), which in a batch cost two workers on two cores about a tenth
+CPU each; a few readings per image, up to a dozen per label that is hard to read), which in a
+batch cost two workers on two cores about a tenth
 of their speed.
 """
 
@@ -62,6 +68,10 @@ MIN_AGREED_CONFIDENCE = 20.0
 #: Bar-shaped marks, and text lines next to each, whose labels are read before giving up.
 MAX_BARS_TRIED = 4
 MAX_LABELS_PER_BAR = 2
+#: Text lines lower than this are not labels (specks of noise, a lone dot).
+MIN_TEXT_HEIGHT_PX = 5
+#: Marks lower than this fraction of a text line's height join it only between its letters.
+SMALL_MARK_FRACTION = 0.35
 #: Vertical strokes at a line's ends taller than this fraction of the searched rows make it the
 #: frame of a data bar's table, not a scale bar with end ticks.
 MAX_TICK_FRACTION = 0.5
@@ -351,10 +361,61 @@ def _label_boxes(bar: _Candidate, labels: np.ndarray, boxes: list[_Box]) -> list
     for seed in sorted((box for box in glyphs if gap(box) <= reach), key=gap):
         if any(_inside(seed, line) for line in lines):
             continue
-        lines.append(_grow_line(seed, glyphs))
+        line = _grow_line(seed, glyphs)
+        if line.height < MIN_TEXT_HEIGHT_PX:
+            continue  # a speck of noise, or a dot on its own
+        lines.append(line)
         if len(lines) == MAX_LABELS_PER_BAR:
             break
     return lines
+
+
+def _label_lines(
+    region: np.ndarray, bar: _Candidate, labels: np.ndarray, boxes: list[_Box], sign: float
+) -> list[tuple[_Candidate, np.ndarray, list[_Box], _Box]]:
+    """The text lines next to a bar, each with the bar, component labels and boxes it was found in.
+
+    First the lines among the marks of the whole searched region (thresholded halfway to its
+    extreme); then those found again around the bar alone, thresholded halfway between the bar's
+    ink and the median there (:func:`_local_marks`). Text fainter than the bar, on a panel of its
+    own or on a noisy background breaks into pieces at the first threshold and not at the second.
+    """
+    lines = [(bar, labels, boxes, line) for line in _label_boxes(bar, labels, boxes)]
+    local = _local_marks(region, bar, labels, sign)
+    if local is not None:
+        local_bar, local_labels, local_boxes = local
+        seen = {line for _, _, _, line in lines}
+        lines += [
+            (local_bar, local_labels, local_boxes, line)
+            for line in _label_boxes(local_bar, local_labels, local_boxes)
+            if line not in seen
+        ]
+    return lines
+
+
+def _local_marks(
+    region: np.ndarray, bar: _Candidate, labels: np.ndarray, sign: float
+) -> tuple[_Candidate, np.ndarray, list[_Box]] | None:
+    """The marks around a bar, thresholded halfway between the bar's ink and the median around it:
+    the bar as found there, the component labels (zero outside the window) and their boxes."""
+    reach = int(0.6 * bar.length_px + 20)
+    box = bar.box
+    rows = slice(max(0, box.r0 - reach), box.r1 + reach)
+    cols = slice(max(0, box.c0 - reach), box.c1 + reach)
+    bar_pixels = np.isin(labels[box.r0 : box.r1, box.c0 : box.c1], bar.indices)
+    ink = float(np.median(region[box.r0 : box.r1, box.c0 : box.c1][bar_pixels]))
+    threshold = 0.5 * (ink + float(np.median(region[rows, cols])))
+    mask = np.zeros(region.shape, bool)
+    mask[rows, cols] = sign * (region[rows, cols] - threshold) > 0
+    local_labels, _ = ndimage.label(mask)
+    indices = np.unique(local_labels[box.r0 : box.r1, box.c0 : box.c1][bar_pixels])
+    indices = tuple(int(index) for index in indices if index > 0)
+    if not indices:
+        return None
+    local_boxes = [
+        _Box(s[0].start, s[0].stop, s[1].start, s[1].stop) for s in ndimage.find_objects(local_labels)
+    ]
+    return _Candidate(box, indices, bar.style), local_labels, local_boxes
 
 
 def _inside(box: _Box, line: _Box) -> bool:
@@ -362,7 +423,8 @@ def _inside(box: _Box, line: _Box) -> bool:
 
 
 def _grow_line(seed: _Box, glyphs: list[_Box]) -> _Box:
-    """The text line through ``seed``: glyphs on its row, each within a letter height of the next."""
+    """The text line through ``seed``: glyphs on its row, each within a letter height of the next
+    (marks much smaller than the line's letters only between them)."""
     line = _Box(seed.r0, seed.r1, seed.c0, seed.c1)
     grown = True
     while grown:
@@ -370,7 +432,12 @@ def _grow_line(seed: _Box, glyphs: list[_Box]) -> _Box:
         for box in glyphs:
             same_line = abs(box.center_row - line.center_row) <= 0.5 * line.height + 2
             close = box.c0 <= line.c1 + 1.5 * line.height and box.c1 >= line.c0 - 1.5 * line.height
-            if same_line and close and not _inside(box, line):
+            # Marks much smaller than the letters join only between them (a decimal point), so
+            # that specks of noise beside a label do not stretch its line.
+            small = box.height < SMALL_MARK_FRACTION * line.height and not (
+                line.c0 <= box.c0 and box.c1 <= line.c1
+            )
+            if same_line and close and not small and not _inside(box, line):
                 line = _Box(
                     min(line.r0, box.r0), max(line.r1, box.r1),
                     min(line.c0, box.c0), max(line.c1, box.c1),
@@ -409,10 +476,16 @@ def _cleaned_crop(
     return np.where(keep, crop, background).astype(np.float32)
 
 
-def _ocr_page(crop: np.ndarray, bright_text: bool, target_height_px: int) -> Image.Image | None:
-    """A crop enlarged towards ``target_height_px`` and binarised to black text on white."""
+def _ocr_scale(height: int, target_height_px: int, reduce: bool = False) -> float:
+    """The scale taking a crop ``height`` rows high towards ``target_height_px``: an enlargement
+    of at most :data:`OCR_MAX_UPSCALE`, and a reduction only when ``reduce`` is set."""
+    scale = min(target_height_px / height, OCR_MAX_UPSCALE)
+    return round(scale if reduce else max(1.0, scale), 3)
+
+
+def _ocr_page(crop: np.ndarray, bright_text: bool, scale: float) -> Image.Image | None:
+    """A crop resized by ``scale`` and binarised to black text on white."""
     height, width = crop.shape
-    scale = min(max(1.0, target_height_px / height), OCR_MAX_UPSCALE)
     image = Image.fromarray(np.clip(crop * 255.0, 0, 255).astype(np.uint8))
     image = image.resize((round(width * scale), round(height * scale)), Image.Resampling.BICUBIC)
     upscaled = np.asarray(image, dtype=np.float32)
@@ -425,10 +498,10 @@ def _ocr_page(crop: np.ndarray, bright_text: bool, target_height_px: int) -> Ima
 
 
 def _ocr_words(
-    crop: np.ndarray, bright_text: bool, target_height_px: int, *, psm: int = 7
+    crop: np.ndarray, bright_text: bool, scale: float, *, psm: int = 7
 ) -> list[tuple[str, float]]:
-    """Words Tesseract reads in a crop, each with its confidence (0-100)."""
-    page = _ocr_page(crop, bright_text, target_height_px)
+    """Words Tesseract reads in a crop resized by ``scale``, each with its confidence (0-100)."""
+    page = _ocr_page(crop, bright_text, scale)
     if page is None:
         return []
     try:
@@ -439,9 +512,10 @@ def _ocr_words(
     return [(word.strip(), conf) for word, conf in words if word.strip() and conf >= 0]
 
 
-def _ocr(crop: np.ndarray, bright_text: bool, target_height_px: int) -> tuple[str, float] | None:
-    """One line of text in a crop and Tesseract's confidence in it (its least sure word)."""
-    words = _ocr_words(crop, bright_text, target_height_px)
+def _ocr(crop: np.ndarray, bright_text: bool, scale: float) -> tuple[str, float] | None:
+    """One line of text in a crop resized by ``scale`` and Tesseract's confidence in it (its
+    least sure word)."""
+    words = _ocr_words(crop, bright_text, scale)
     if not words:
         return None
     return " ".join(word for word, _ in words), min(conf for _, conf in words)
@@ -457,7 +531,7 @@ _MICRO_READINGS = ("µm", "μm", "um", "pm", "am", "km", "hm")
 #: these can mean nothing else.
 _SPLIT_M_READINGS = ("rn", "in", "ni", "nn", "nt", "tr", "im", "™")
 _CLEAN_LABEL_RE = re.compile(
-    r"(?P<number>[0-9OoIl|]+(?:[.,][0-9Oo]+)?)\s?(?P<unit>[a-zµμ]{1,2}|n[a-z™]{1,2})", re.IGNORECASE
+    r"(?P<number>[0-9OoIl|]+(?:[.,][0-9Oo]+)?)[-.:]?\s?(?P<unit>[a-zµμ]{1,2}|n[a-z™]{1,2})", re.IGNORECASE
 )
 
 
@@ -465,12 +539,13 @@ def parse_label(text: str) -> tuple[float, str] | None:
     """Read an OCR'd scale-bar label as one number and one length unit, or not at all.
 
     The whole text, once the dashes or bars that some scale bars draw around their label are
-    stripped, must be a number and a unit. The usual OCR confusions are mapped, and nothing
-    else: the micro sign read as ``u``, ``p``, ``a``, ``k`` or ``h``; the ``m`` of ``nm`` split
-    into two glyphs (``nrn``, ``nin``, ``nnt``, ...); ``O`` read as 0; ``l``, ``I``, ``i`` or ``|``
-    read as 1. A number with a leading zero (``"00"``, ``"050"``) or of
-    zero is not a scale-bar value. ``mm`` and a lone ``m`` are not read: they may be millimetres,
-    micrometres or a misread ``nm``.
+    stripped, must be a number and a unit, with at most a space and one speck read as ``-``,
+    ``.`` or ``:`` between them (``"100.nm"``: noise between the number and the unit). The usual
+    OCR confusions are mapped, and nothing else: the micro sign read as ``u``, ``p``, ``a``,
+    ``k`` or ``h``; the ``m`` of ``nm`` split into two glyphs (``nrn``, ``nin``, ``nnt``, ...);
+    ``O`` read as 0; ``l``, ``I``, ``i`` or ``|`` read as 1. A number with a leading zero
+    (``"00"``, ``"050"``) or of zero is not a scale-bar value. ``mm`` and a lone ``m`` are not
+    read: they may be millimetres, micrometres or a misread ``nm``.
 
     Parameters
     ----------
@@ -581,13 +656,18 @@ def _read_label(
     ``cleaned`` is the same crop with everything but the label's own glyphs painted over with
     the background (:func:`_cleaned_crop`); it is read, at the same enlargements, after ``crop``.
     A clean, plausible, round reading is accepted at :data:`MIN_OCR_CONFIDENCE`, or at
-    :data:`MIN_AGREED_CONFIDENCE` when two readings give the same length.
+    :data:`MIN_AGREED_CONFIDENCE` when two readings of different pages give the same length (a
+    crop already taller than several target heights is read once, not agreed with itself).
     """
     best = None
     lengths_seen: list[float] = []
     crops = [crop] if cleaned is None else [crop, cleaned]
-    for page_crop, target_height_px in [(c, h) for c in crops for h in OCR_CROP_HEIGHTS_PX]:
-        ocr = _ocr(page_crop, bright_text, target_height_px)
+    pages = [
+        (which, _ocr_scale(crops[which].shape[0], height, reduce))
+        for which in range(len(crops)) for reduce in (False, True) for height in OCR_CROP_HEIGHTS_PX
+    ]
+    for which, scale in dict.fromkeys(pages):  # each distinct page once, in this order
+        ocr = _ocr(crops[which], bright_text, scale)
         if ocr is None:
             continue
         text, confidence = ocr
@@ -650,13 +730,13 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
     if tesseract_available():
         for item in found[:MAX_BARS_TRIED]:
             candidate, labels, boxes, sign = item
-            for line in _label_boxes(candidate, labels, boxes):
+            for bar, line_labels, line_boxes, line in _label_lines(region, candidate, labels, boxes, sign):
                 margin = max(2, line.height // 3)
                 crop = region[
                     max(0, line.r0 - margin) : line.r1 + margin,
                     max(0, line.c0 - margin) : line.c1 + margin,
                 ]
-                cleaned = _cleaned_crop(region, labels, boxes, line, margin, candidate.indices)
+                cleaned = _cleaned_crop(region, line_labels, line_boxes, line, margin, bar.indices)
                 attempt = _read_label(crop, sign > 0, candidate.length_px, cleaned)
                 if attempt is not None and (reading is None or attempt.rank > reading.rank):
                     chosen, reading = item, attempt
@@ -792,7 +872,7 @@ def field_width_calibration(gray: np.ndarray, data_bar: DataBar) -> Calibration 
     if strip.size == 0:
         return None
     for enlargement in (1, 2):
-        words = _ocr_words(strip, float(np.median(strip)) < 0.5, enlargement * strip.shape[0], psm=6)
+        words = _ocr_words(strip, float(np.median(strip)) < 0.5, float(enlargement), psm=6)
         calibration = _field_width_from_words(words, gray.shape[1])
         if calibration is not None:
             return calibration

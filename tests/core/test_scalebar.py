@@ -454,3 +454,64 @@ def test_a_block_three_times_longer_than_high_is_not_a_bar():
     gray[500:600] = 1.0
     gray[550:580, 560:650] = 0.0  # 90 x 30 px: a box, not a bar
     assert find_scale_bar(gray) is None
+
+
+@pytest.mark.parametrize(("text", "length_nm"), [("100.nm", 100.0), ("10-nm", 10.0), ("200:nm", 200.0)])
+def test_a_speck_between_number_and_unit_is_ignored(text, length_nm):
+    assert interpret_label(text, 100) == length_nm
+
+
+@pytest.mark.parametrize("text", ["10 -nm", "10.,nm", "10--nm"])
+def test_more_than_one_speck_between_number_and_unit_is_not_a_length(text):
+    assert interpret_label(text, 100) is None
+
+
+def _read_with(monkeypatch, crop_height, text, confidence):
+    """``_read_label`` on a blank crop ``crop_height`` rows high, OCR reading ``text`` on every page."""
+    from app.analysis.scalebar import _read_label
+
+    pages = []
+
+    def fake_ocr(crop, bright_text, scale):
+        pages.append(scale)
+        return text, confidence
+
+    monkeypatch.setattr("app.analysis.scalebar._ocr", fake_ocr)
+    return _read_label(np.zeros((crop_height, 3 * crop_height), np.float32), True, 100), pages
+
+
+def test_two_enlargements_that_agree_accept_a_reading(monkeypatch):
+    reading, pages = _read_with(monkeypatch, 12, "200 nm", 30.0)
+    assert reading.accepted and reading.length_nm == 200.0
+    assert len(pages) == 2
+
+
+def test_a_crop_taller_than_the_targets_is_not_agreed_with_itself(monkeypatch):
+    # 100 rows: the enlargements to 36, 48 and 64 rows are all the crop itself; only the
+    # reductions are other pages, so a reading agreed there has been made twice on different pixels.
+    reading, pages = _read_with(monkeypatch, 100, "200 nm", 30.0)
+    assert pages[:2] == [1.0, 0.48]
+    assert reading.accepted
+    reading, pages = _read_with(monkeypatch, 100, "200 nm", 15.0)
+    assert not reading.accepted
+    assert len(pages) == len(set(pages)) == 4  # 1.0, then 0.48, 0.36 and 0.64
+
+
+def test_specks_of_noise_beside_a_label_do_not_stretch_its_line():
+    from app.analysis.scalebar import _Box, _grow_line
+
+    letters = [_Box(100, 128, 374, 386), _Box(100, 128, 392, 411), _Box(104, 128, 425, 443)]
+    specks = [_Box(110, 113, 345, 348), _Box(118, 121, 452, 455), _Box(125, 128, 413, 415)]
+    line = _grow_line(letters[0], letters + specks)
+    assert (line.r0, line.r1, line.c0, line.c1) == (100, 128, 374, 443)
+
+
+@needs_tesseract
+def test_a_label_fainter_than_its_bar_on_a_panel_of_its_own_is_read():
+    gray = 0.35 + 0.2 * draw_particles(600, 800, seed=41)
+    gray[500:600, 480:800] = 0.75  # a light panel holding the bar and its label
+    gray[545:550, 500:620] = 0.0  # the bar, black, 120 px
+    _text(gray, (640, 532), "1 µm", 22, 0.3)  # its label, grey: no mark at the image's threshold
+    bar = find_scale_bar(gray)
+    assert (bar.x0, bar.x1) == (500, 620)
+    assert bar.nm_per_px == pytest.approx(1000 / 120)
