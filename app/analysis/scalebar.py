@@ -6,22 +6,22 @@ frames and the table lines of a data bar are not bars. Its label is a line of te
 looked for among the marks of the searched rows and again among those around the bar alone
 (thresholded halfway between the bar's ink and its surroundings). Each label is read as cropped
 and again with everything but its own glyphs painted over (the bar, particles, other words), at
-several sizes.
+several sizes, sharp and then slightly smoothed.
 
 A reading is applied only when Tesseract's text parses cleanly as one number and one length unit
 (with the usual confusions mapped: µ read as u, p or a; the m of nm split in two, as in "nin";
-O read as 0; l read as 1), the value is a round scale-bar value and Tesseract's word confidence
-reaches :data:`MIN_OCR_CONFIDENCE` (or :data:`MIN_AGREED_CONFIDENCE` when two different pages,
-other sizes or the cleaned crop, read the same length).
+O read as 0; l read as 1; one speck read between number and unit), the value is a round
+scale-bar value and Tesseract's word confidence reaches :data:`MIN_OCR_CONFIDENCE` (or
+:data:`MIN_AGREED_CONFIDENCE` when two different pages, other sizes, the cleaned crop or a
+smoothed one, read the same length).
 Anything else is kept as a suggestion for the user to confirm, never applied. OCR is optional:
 without Tesseract the bar is still measured and the user is asked for the label.
 
 Tesseract runs in this process through ``tesserocr`` when it and Tesseract's language data are
 installed: the engine is loaded once per process (about 60 ms) and a label then takes a few ms.
 Otherwise each reading starts the ``tesseract`` program through ``pytesseract`` (about 90 ms of
-CPU each; a few readings per image, up to a dozen per label that is hard to read), which in a
-batch cost two workers on two cores about a tenth
-of their speed.
+CPU each; a few readings per image, up to two dozen per label that is hard to read), which in
+a batch cost two workers on two cores about a tenth of their speed.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ MIN_CONTRAST = 0.2
 #: Label crops are enlarged to these heights in pixels before OCR, tried in turn (Tesseract reads
 #: text of 30-40 px cap height best; much larger text makes it see extra digits).
 OCR_CROP_HEIGHTS_PX = (48, 36, 64)
+#: Blur (Gaussian sigma, in original pixels) of the smoothed pages read after the sharp ones.
+SMOOTHING_PX = 0.5
 #: Leading digits of the values that scale bars show (1, 2, 2.5, 3, 4, 5 times a power of ten).
 ROUND_MANTISSAS = (1.0, 2.0, 2.5, 3.0, 4.0, 5.0)
 #: Largest enlargement of a label crop.
@@ -483,14 +485,19 @@ def _ocr_scale(height: int, target_height_px: int, reduce: bool = False) -> floa
     return round(scale if reduce else max(1.0, scale), 3)
 
 
-def _ocr_page(crop: np.ndarray, bright_text: bool, scale: float) -> Image.Image | None:
-    """A crop resized by ``scale`` and binarised to black text on white."""
+def _ocr_page(
+    crop: np.ndarray, bright_text: bool, scale: float, smooth: bool = False
+) -> Image.Image | None:
+    """A crop resized by ``scale`` and binarised to black text on white; with ``smooth``, blurred
+    over about half an original pixel first, which evens out noisy or jagged strokes."""
     height, width = crop.shape
     image = Image.fromarray(np.clip(crop * 255.0, 0, 255).astype(np.uint8))
     image = image.resize((round(width * scale), round(height * scale)), Image.Resampling.BICUBIC)
     upscaled = np.asarray(image, dtype=np.float32)
     if upscaled.max() - upscaled.min() < 1.0:
         return None
+    if smooth:
+        upscaled = ndimage.gaussian_filter(upscaled, SMOOTHING_PX * max(scale, 1.0))
     threshold = threshold_otsu(upscaled)
     ink = upscaled > threshold if bright_text else upscaled <= threshold
     page = np.where(ink, 0, 255).astype(np.uint8)
@@ -498,10 +505,11 @@ def _ocr_page(crop: np.ndarray, bright_text: bool, scale: float) -> Image.Image 
 
 
 def _ocr_words(
-    crop: np.ndarray, bright_text: bool, scale: float, *, psm: int = 7
+    crop: np.ndarray, bright_text: bool, scale: float, *, psm: int = 7, smooth: bool = False
 ) -> list[tuple[str, float]]:
-    """Words Tesseract reads in a crop resized by ``scale``, each with its confidence (0-100)."""
-    page = _ocr_page(crop, bright_text, scale)
+    """Words Tesseract reads in a crop resized by ``scale`` (and smoothed, see :func:`_ocr_page`),
+    each with its confidence (0-100)."""
+    page = _ocr_page(crop, bright_text, scale, smooth)
     if page is None:
         return []
     try:
@@ -512,10 +520,12 @@ def _ocr_words(
     return [(word.strip(), conf) for word, conf in words if word.strip() and conf >= 0]
 
 
-def _ocr(crop: np.ndarray, bright_text: bool, scale: float) -> tuple[str, float] | None:
-    """One line of text in a crop resized by ``scale`` and Tesseract's confidence in it (its
-    least sure word)."""
-    words = _ocr_words(crop, bright_text, scale)
+def _ocr(
+    crop: np.ndarray, bright_text: bool, scale: float, smooth: bool = False
+) -> tuple[str, float] | None:
+    """One line of text in a crop resized by ``scale`` (and smoothed, see :func:`_ocr_page`) and
+    Tesseract's confidence in it (its least sure word)."""
+    words = _ocr_words(crop, bright_text, scale, smooth=smooth)
     if not words:
         return None
     return " ".join(word for word, _ in words), min(conf for _, conf in words)
@@ -654,7 +664,8 @@ def _read_label(
     """OCR a label at several enlargements: the first accepted reading, else the best one.
 
     ``cleaned`` is the same crop with everything but the label's own glyphs painted over with
-    the background (:func:`_cleaned_crop`); it is read, at the same enlargements, after ``crop``.
+    the background (:func:`_cleaned_crop`); it is read, at the same enlargements, after ``crop``;
+    then both are read again smoothed (:func:`_ocr_page`).
     A clean, plausible, round reading is accepted at :data:`MIN_OCR_CONFIDENCE`, or at
     :data:`MIN_AGREED_CONFIDENCE` when two readings of different pages give the same length (a
     crop already taller than several target heights is read once, not agreed with itself).
@@ -663,11 +674,12 @@ def _read_label(
     lengths_seen: list[float] = []
     crops = [crop] if cleaned is None else [crop, cleaned]
     pages = [
-        (which, _ocr_scale(crops[which].shape[0], height, reduce))
-        for which in range(len(crops)) for reduce in (False, True) for height in OCR_CROP_HEIGHTS_PX
+        (which, _ocr_scale(crops[which].shape[0], height, reduce), smooth)
+        for smooth in (False, True) for which in range(len(crops)) for reduce in (False, True)
+        for height in OCR_CROP_HEIGHTS_PX
     ]
-    for which, scale in dict.fromkeys(pages):  # each distinct page once, in this order
-        ocr = _ocr(crops[which], bright_text, scale)
+    for which, scale, smooth in dict.fromkeys(pages):  # each distinct page once, in this order
+        ocr = _ocr(crops[which], bright_text, scale, smooth)
         if ocr is None:
             continue
         text, confidence = ocr
