@@ -2,7 +2,9 @@
 
 The bar is a long, thin horizontal mark of one intensity (bright on a dark bar or dark on a bright
 one): a solid bar, a line with end ticks, or two dashes around its label ("−200 nm−"). Closed
-frames and the table lines of a data bar are not bars. Its label is a line of text next to it,
+frames and the table lines of a data bar are not bars. A bar paler than the particles, found
+only at a fainter threshold (:data:`FAINT_LEVEL`), is used only when its label is read and
+applied. Its label is a line of text next to it,
 looked for among the marks of the searched rows and again among those around the bar alone
 (thresholded halfway between the bar's ink and its surroundings). Each label is read as cropped
 and again with everything but its own glyphs painted over (the bar, particles, other words), at
@@ -70,6 +72,10 @@ MIN_AGREED_CONFIDENCE = 20.0
 #: Bar-shaped marks, and text lines next to each, whose labels are read before giving up.
 MAX_BARS_TRIED = 4
 MAX_LABELS_PER_BAR = 2
+#: A second, fainter threshold (this fraction of the strongest contrast, against a half for the
+#: first) finds bars paler than the particles; a bar found only there is used only for a label
+#: read and applied next to it.
+FAINT_LEVEL = 0.3
 #: Text lines lower than this are not labels (specks of noise, a lone dot).
 MIN_TEXT_HEIGHT_PX = 5
 #: Marks lower than this fraction of a text line's height join it only between its letters.
@@ -697,12 +703,39 @@ def _read_label(
     return best
 
 
+def _overlap(a: _Box, b: _Box) -> bool:
+    return a.r0 < b.r1 and b.r0 < a.r1 and a.c0 < b.c1 and b.c0 < a.c1
+
+
+def _best_reading(region: np.ndarray, items: list[tuple], chosen: tuple | None) -> tuple[tuple | None, _Reading | None]:
+    """The bar among ``items`` (candidate, labels, boxes, sign) whose label reads best, and that
+    reading: the first accepted one, else the best; ``chosen`` and None without any reading."""
+    reading = None
+    for item in items:
+        candidate, labels, boxes, sign = item
+        for bar, line_labels, line_boxes, line in _label_lines(region, candidate, labels, boxes, sign):
+            margin = max(2, line.height // 3)
+            crop = region[
+                max(0, line.r0 - margin) : line.r1 + margin,
+                max(0, line.c0 - margin) : line.c1 + margin,
+            ]
+            cleaned = _cleaned_crop(region, line_labels, line_boxes, line, margin, bar.indices)
+            attempt = _read_label(crop, sign > 0, candidate.length_px, cleaned)
+            if attempt is not None and (reading is None or attempt.rank > reading.rank):
+                chosen, reading = item, attempt
+            if reading is not None and reading.accepted:
+                return chosen, reading
+    return chosen, reading
+
+
 def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> ScaleBar | None:
     """Find a scale bar, measure its length and read its label.
 
     Every bar-shaped mark (solid bar, line with end ticks, dashes around a label) is a candidate;
     frames and table lines are not. The longest candidates are tried in turn, each with the
-    text lines next to it, until a label is read cleanly and confidently (see the module notes).
+    text lines next to it, until a label is read cleanly and confidently (see the module notes);
+    then, if none was, the marks found only at the fainter threshold :data:`FAINT_LEVEL`, which
+    are kept only with a label applied.
 
     Parameters
     ----------
@@ -727,7 +760,7 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
     if region.size == 0:
         return None
     background = float(np.median(region))
-    found = []
+    found, faint = [], []
     for sign in (1.0, -1.0):
         contrast = sign * (region - background)
         peak = float(contrast.max())
@@ -735,27 +768,24 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
             continue
         candidates, labels, boxes = _bar_candidates(contrast > 0.5 * peak)
         found += [(candidate, labels, boxes, sign) for candidate in candidates]
-    if not found:
-        return None
+        if peak * FAINT_LEVEL < MIN_CONTRAST / 2:
+            continue
+        faint_candidates, faint_labels, faint_boxes = _bar_candidates(contrast > FAINT_LEVEL * peak)
+        faint += [
+            (candidate, faint_labels, faint_boxes, sign) for candidate in faint_candidates
+            if not any(_overlap(candidate.box, other.box) for other in candidates)
+        ]
     found.sort(key=lambda item: item[0].length_px, reverse=True)
-    chosen, reading = found[0], None
+    faint.sort(key=lambda item: item[0].length_px, reverse=True)
+    chosen, reading = (found[0] if found else None), None
     if tesseract_available():
-        for item in found[:MAX_BARS_TRIED]:
-            candidate, labels, boxes, sign = item
-            for bar, line_labels, line_boxes, line in _label_lines(region, candidate, labels, boxes, sign):
-                margin = max(2, line.height // 3)
-                crop = region[
-                    max(0, line.r0 - margin) : line.r1 + margin,
-                    max(0, line.c0 - margin) : line.c1 + margin,
-                ]
-                cleaned = _cleaned_crop(region, line_labels, line_boxes, line, margin, bar.indices)
-                attempt = _read_label(crop, sign > 0, candidate.length_px, cleaned)
-                if attempt is not None and (reading is None or attempt.rank > reading.rank):
-                    chosen, reading = item, attempt
-                if reading is not None and reading.accepted:
-                    break
-            if reading is not None and reading.accepted:
-                break
+        chosen, reading = _best_reading(region, found[:MAX_BARS_TRIED], chosen)
+        if faint and (reading is None or not reading.accepted):
+            faint_chosen, faint_reading = _best_reading(region, faint[:MAX_BARS_TRIED], None)
+            if faint_reading is not None and faint_reading.accepted:
+                chosen, reading = faint_chosen, faint_reading
+    if chosen is None:
+        return None
     candidate = chosen[0]
     box = candidate.box
     length_px = candidate.length_px
@@ -764,7 +794,7 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
                 None if reading is None else reading.text)
     if reading is None:
         return ScaleBar(box.c0, box.c1, y, length_px, None, None, None,
-                        style=candidate.style, n_candidates=len(found))
+                        style=candidate.style, n_candidates=max(1, len(found)))
     parsed = parse_label(reading.text)
     length_nm = reading.length_nm if reading.accepted else None
     return ScaleBar(
@@ -773,7 +803,7 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
         ocr_confidence=reading.confidence,
         suggestion=None if reading.accepted or parsed is None else parsed[1],
         style=candidate.style,
-        n_candidates=len(found),
+        n_candidates=max(1, len(found)),
     )
 
 

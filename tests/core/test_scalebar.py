@@ -531,3 +531,21 @@ def test_a_smoothed_page_has_fewer_specks_than_a_sharp_one():
     sharp = np.asarray(_ocr_page(crop, True, 2.0)) == 0
     smooth = np.asarray(_ocr_page(crop, True, 2.0, smooth=True)) == 0
     assert ndimage.label(smooth)[1] < ndimage.label(sharp)[1]
+
+
+@needs_tesseract
+def test_a_bar_paler_than_the_particles_is_found_for_the_label_next_to_it():
+    gray = np.full((600, 800), 0.6, np.float32)
+    gray[470:500, 600:640] = 0.0  # a black particle: the strongest contrast in the searched rows
+    gray[560:566, 100:250] = 0.33  # the bar, grey: past a third of that contrast, not a half
+    _text(gray, (130, 528), "500 nm", 24, 0.33)
+    bar = find_scale_bar(gray)
+    assert (bar.x0, bar.x1) == (100, 250)
+    assert bar.nm_per_px == pytest.approx(500 / 150)
+
+
+def test_a_faint_mark_without_a_label_is_not_a_bar():
+    gray = np.full((600, 800), 0.6, np.float32)
+    gray[470:500, 600:640] = 0.0
+    gray[560:566, 100:250] = 0.33  # a pale streak, nothing written next to it
+    assert find_scale_bar(gray) is None
