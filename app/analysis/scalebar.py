@@ -1,14 +1,14 @@
 """Find the burned-in scale bar, measure it in pixels and read its label with Tesseract OCR.
 
 The bar is a long, thin horizontal mark of one intensity (bright on a dark bar or dark on a bright
-one): a solid bar, a line with end ticks, or two dashes around its label ("−200 nm−"). Closed
-frames and the table lines of a data bar are not bars. A bar paler than the particles, found
-only at a fainter threshold (:data:`FAINT_LEVEL`), is used only when its label is read and
-applied. Its label is a line of text next to it,
-looked for among the marks of the searched rows and again among those around the bar alone
-(thresholded halfway between the bar's ink and its surroundings). Each label is read as cropped
-and again with everything but its own glyphs painted over (the bar, particles, other words), at
-several sizes, sharp and then slightly smoothed.
+one): a solid bar, a line with end ticks, or two dashes around its label ("−200 nm−"); a bar
+that its label touches is split from the letters. Closed frames and the table lines of a data
+bar are not bars. A bar paler than the particles, found only at a fainter threshold
+(:data:`FAINT_LEVEL`), is used only when its label is read and applied. Its label is a line of
+text next to it, looked for among the marks of the searched rows and again among those around
+the bar alone (thresholded halfway between the bar's ink and its surroundings). Each label is
+read as cropped and again with everything but its own glyphs painted over (the bar, particles,
+other words), at several sizes, sharp and then slightly smoothed.
 
 A reading is applied only when Tesseract's text parses cleanly as one number and one length unit
 (with the usual confusions mapped: µ read as u, p or a; the m of nm split in two, as in "nin";
@@ -65,6 +65,8 @@ ROUND_MANTISSAS = (1.0, 2.0, 2.5, 3.0, 4.0, 5.0)
 OCR_MAX_UPSCALE = 8.0
 #: Plausible pixel sizes for electron micrographs, in nm (HRTEM to low-magnification SEM).
 PLAUSIBLE_NM_PER_PX = (0.005, 2.0e4)
+#: Smallest bar split from a label that touches it.
+MIN_TOUCHING_LENGTH_PX = 2 * MIN_LENGTH_PX
 #: Smallest Tesseract word confidence (0-100) at which a clean label is applied without asking.
 MIN_OCR_CONFIDENCE = 60.0
 #: Smallest confidence at which a clean label is applied when two enlargements read the same length.
@@ -109,7 +111,8 @@ class ScaleBar:
         A reading that was not applied (not clean, not round or not confident), written as a
         length (``"200 µm"``) for the user to confirm; None when the label was applied or unread.
     style : str
-        ``"solid"``, ``"ticks"`` (a line with end ticks) or ``"dashes"`` (two dashes around the label).
+        ``"solid"``, ``"ticks"`` (a line with end ticks), ``"dashes"`` (two dashes around the label)
+        or ``"touching"`` (a solid bar that its label touches, split from it).
     n_candidates : int
         How many bar-shaped marks were found; the one returned has the label that reads best.
     """
@@ -317,7 +320,69 @@ def _bar_candidates(mask: np.ndarray) -> tuple[list[_Candidate], np.ndarray, lis
         style = _classify(labels[box.r0 : box.r1, box.c0 : box.c1] == index, mask.shape[0])
         if style is not None:
             candidates.append(_Candidate(box, (int(index),), style))
+        else:
+            candidates += _split_touching_label(int(index), labels, boxes, long_runs)
     return candidates + _dash_pairs(candidates, boxes), labels, boxes
+
+
+def _split_touching_label(
+    index: int, labels: np.ndarray, boxes: list[_Box], long_runs: np.ndarray
+) -> list[_Candidate]:
+    """A bar whose label touches it, split from the label (style ``"touching"``).
+
+    The bar is the component's horizontal runs of :data:`MIN_LENGTH_PX` pixels or more on the
+    rows around the longest one, when they form one straight-ended rectangle at least
+    :data:`MIN_TOUCHING_LENGTH_PX` long; the rest of the component (the letters) must lie within
+    its columns, mostly (four fifths) on one side of it (a descender may cross it), and be no
+    taller than the bar is long. The bar and the pieces of the rest then become components of
+    their own (``labels`` and ``boxes`` are updated); otherwise nothing is changed and no
+    candidate is returned.
+    """
+    box = boxes[index - 1]
+    component = labels[box.r0 : box.r1, box.c0 : box.c1] == index
+    body = component & long_runs[box.r0 : box.r1, box.c0 : box.c1]
+    # The bar's rows: the block of rows around the longest run whose runs are nearly as long
+    # (a letter's serif or foot may hold a shorter run of its own).
+    run_widths = body.sum(axis=1)
+    longest = int(run_widths.argmax())
+    wide = run_widths >= 0.9 * run_widths[longest]
+    first, last = longest, longest
+    while first > 0 and wide[first - 1]:
+        first -= 1
+    while last < wide.size - 1 and wide[last + 1]:
+        last += 1
+    body[:first] = False
+    body[last + 1 :] = False
+    rows = np.arange(first, last + 1)
+    columns = np.flatnonzero(body.any(axis=0))
+    width = int(columns[-1] - columns[0] + 1)
+    if (width < MIN_TOUCHING_LENGTH_PX or width < MIN_ELONGATION * rows.size
+            or body[rows].sum(axis=1).min() < 0.95 * width):
+        return []  # not one rectangle: the rim of a particle, a blob
+    rest = component & ~body
+    rest_rows = np.flatnonzero(rest.any(axis=1))
+    rest_columns = np.flatnonzero(rest.any(axis=0))
+    if rest_rows.size == 0 or rest_columns[0] < columns[0] or rest_columns[-1] > columns[-1]:
+        return []  # wider than the "bar": a run through a word or a blob
+    if rest_rows[-1] - rest_rows[0] + 1 > width:
+        return []
+    above = rest[: rows[0]].sum()
+    below = rest[rows[-1] + 1 :].sum()
+    if max(above, below) < 0.8 * rest.sum():
+        return []  # beside the bar on its own rows, or as much above as below
+    view = labels[box.r0 : box.r1, box.c0 : box.c1]
+    bar_index = len(boxes) + 1
+    view[body] = bar_index
+    bar_box = _Box(box.r0 + int(rows[0]), box.r0 + int(rows[-1]) + 1,
+                   box.c0 + int(columns[0]), box.c0 + int(columns[-1]) + 1)
+    boxes.append(bar_box)
+    pieces, _ = ndimage.label(rest)
+    for piece, found in enumerate(ndimage.find_objects(pieces), start=1):
+        view[pieces == piece] = len(boxes) + 1
+        boxes.append(_Box(box.r0 + found[0].start, box.r0 + found[0].stop,
+                          box.c0 + found[1].start, box.c0 + found[1].stop))
+    boxes[index - 1] = _Box(0, 0, 0, 0)  # split into the bar and the letters
+    return [_Candidate(bar_box, (bar_index,), "touching")]
 
 
 def _dash_pairs(candidates: list[_Candidate], boxes: list[_Box]) -> list[_Candidate]:

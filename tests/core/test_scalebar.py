@@ -549,3 +549,54 @@ def test_a_faint_mark_without_a_label_is_not_a_bar():
     gray[470:500, 600:640] = 0.0
     gray[560:566, 100:250] = 0.33  # a pale streak, nothing written next to it
     assert find_scale_bar(gray) is None
+
+
+@needs_tesseract
+def test_a_bar_that_its_label_touches_is_split_from_the_letters():
+    strip = _strip(800, 90)
+    _text(strip, (360, 30), "500 nm", 24, 1.0)
+    # a one-pixel line right under the letters: they all touch it and outweigh it
+    strip[53:54, 350:470] = 1.0
+    gray, bar_rows = _micrograph(strip)
+    bar = find_scale_bar(gray, search_rows=bar_rows)
+    assert (bar.x0, bar.x1, bar.style) == (350, 470, "touching")
+    assert bar.nm_per_px == pytest.approx(500 / 120)
+
+
+def _split(mask):
+    """``_split_touching_label`` on the one component of ``mask``: the candidates and the boxes."""
+    from scipy import ndimage
+
+    from app.analysis.scalebar import MIN_LENGTH_PX, _Box, _split_touching_label
+
+    labels, _ = ndimage.label(mask)
+    boxes = [_Box(r.start, r.stop, c.start, c.stop) for r, c in ndimage.find_objects(labels)]
+    long_runs = ndimage.binary_opening(mask, structure=np.ones((1, MIN_LENGTH_PX), bool))
+    return _split_touching_label(1, labels, boxes, long_runs), boxes
+
+
+def test_a_run_through_a_blob_of_text_is_not_split_off_as_a_bar():
+    mask = np.zeros((40, 200), bool)
+    for i, x in enumerate(range(40, 104, 8)):
+        mask[10:20, x : x + 5] = True  # strokes of merged letters, wider than the run under them,
+        mask[10 if i % 2 else 19, x + 5 : x + 8] = True  # joined by short bridges ...
+    mask[20:23, 60:95] = True  # ... a run of 35 px at their foot
+    assert _split(mask)[0] == []
+
+
+def test_letters_as_much_below_as_above_a_line_are_not_split_off():
+    mask = np.zeros((60, 200), bool)
+    mask[30:32, 40:140] = True  # the line
+    mask[14:30, 60:64] = True  # a stroke above
+    mask[32:48, 100:104] = True  # and one as long below: a cross, not a label over a bar
+    assert _split(mask)[0] == []
+
+
+def test_a_line_with_a_letter_on_it_is_split():
+    mask = np.zeros((60, 200), bool)
+    mask[30:32, 40:140] = True
+    mask[14:30, 60:64] = True  # the stem of a letter standing on the line
+    mask[32:34, 61:63] = True  # its tail crossing it
+    (bar,), boxes = _split(mask)
+    assert (bar.box.c0, bar.box.c1, bar.box.r0, bar.box.r1, bar.style) == (40, 140, 30, 32, "touching")
+    assert (14, 30, 60, 64) in [(b.r0, b.r1, b.c0, b.c1) for b in boxes]  # the letter, on its own
