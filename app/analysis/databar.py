@@ -1,8 +1,10 @@
 """The information band (data bar) that microscopes burn into the bottom or top of an image.
 
 A data bar is a strip of full-width rows whose background is one flat value, holding text,
-a scale bar and sometimes separator lines. The image above it is textured. The detector walks
-from the edge inward over rows that are mostly one value and accepts the strip only when it
+a scale bar and sometimes separator lines. The image above it is textured, or flat at another
+value. The detector walks from the edge inward over rows that are mostly one value (failing
+that, mostly the edge row's value, so that a flat image of another value ends the walk) and
+accepts the strip only when it
 has printed marks in it, starts with a straight, clean edge (a margin or border line right
 after textured rows: particles never end along one row), and its background value is rare in
 the image (so a dark or white, clipped background around particles is not a bar).
@@ -21,6 +23,9 @@ from app.analysis.errors import SaemiInputError
 BACKGROUND_TOLERANCE = 2.0 / 255.0
 #: A row is bar-like when at least this fraction of it sits at its most common value.
 MIN_ROW_UNIFORMITY = 0.5
+#: When no strip is found otherwise, its rows must share the edge row's most common value
+#: within this much (a flat image of another value above the strip then ends it).
+MAX_MODE_CHANGE = 0.1
 #: One of the strip's first rows (its margin or border line) is at least this uniform; JPEG
 #: ringing keeps real bars below 1, flat backgrounds that fade into the image stay near 0.5.
 CLEAN_ROW_UNIFORMITY = 0.8
@@ -67,14 +72,19 @@ def _row_modes(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bottom_bar_height(
-    gray: np.ndarray, modes: np.ndarray, uniformity: np.ndarray
+    gray: np.ndarray, modes: np.ndarray, uniformity: np.ndarray, *, same_value: bool = False
 ) -> int | None:
     """Height of a data bar at the bottom edge of ``gray``, or None.
 
-    ``modes`` and ``uniformity`` are the per-row results of :func:`_row_modes`.
+    ``modes`` and ``uniformity`` are the per-row results of :func:`_row_modes`. With
+    ``same_value``, only rows whose most common value is the edge row's (within
+    :data:`MAX_MODE_CHANGE`) belong to the strip, so that a flat image of another value above
+    it ends it.
     """
     n_rows = gray.shape[0]
     bar_like = uniformity >= MIN_ROW_UNIFORMITY
+    if same_value:
+        bar_like &= np.abs(modes - modes[-1]) <= MAX_MODE_CHANGE
     if not bar_like[-1]:
         return None
     top = n_rows - 1
@@ -133,12 +143,13 @@ def detect_data_bar(gray: np.ndarray, *, fei_height_px: int | None = None) -> Da
     if fei_height_px is not None and 0 < fei_height_px < n_rows:
         return DataBar(int(fei_height_px), n_rows)
     modes, uniformity = _row_modes(gray)
-    bottom = _bottom_bar_height(gray, modes, uniformity)
-    if bottom is not None:
-        return DataBar(n_rows - bottom, n_rows)
-    top = _bottom_bar_height(gray[::-1], modes[::-1], uniformity[::-1])
-    if top is not None:
-        return DataBar(0, top)
+    for same_value in (False, True):
+        bottom = _bottom_bar_height(gray, modes, uniformity, same_value=same_value)
+        if bottom is not None:
+            return DataBar(n_rows - bottom, n_rows)
+        top = _bottom_bar_height(gray[::-1], modes[::-1], uniformity[::-1], same_value=same_value)
+        if top is not None:
+            return DataBar(0, top)
     return None
 
 

@@ -1,21 +1,29 @@
 """Find the burned-in scale bar, measure it in pixels and read its label with Tesseract OCR.
 
 The bar is a long, thin horizontal mark of one intensity (bright on a dark bar or dark on a bright
-one): a solid bar, a line with end ticks, or two dashes around its label ("−200 nm−"). Closed
-frames and the table lines of a data bar are not bars. Its label is a line of text next to it.
+one): a solid bar, a line with end ticks, or two dashes around its label ("−200 nm−"); a bar
+that its label touches is split from the letters. Closed frames and the table lines of a data
+bar are not bars. A bar paler than the particles, found only at a fainter threshold
+(:data:`FAINT_LEVEL`), is used only when its label is read and applied. Its label is a line of
+text next to it, looked for among the marks of the searched rows and again among those around
+the bar alone (thresholded halfway between the bar's ink and its surroundings). Each label is
+read as cropped and again with everything but its own glyphs painted over (the bar, particles,
+other words), at several sizes, sharp and then slightly smoothed.
 
 A reading is applied only when Tesseract's text parses cleanly as one number and one length unit
-(with the usual confusions mapped: µ read as u, p or a; O read as 0; l read as 1), the value is
-a round scale-bar value and Tesseract's word confidence reaches :data:`MIN_OCR_CONFIDENCE` (or
-:data:`MIN_AGREED_CONFIDENCE` when two enlargements of the label read the same length).
+(with the usual confusions mapped: µ read as u, p or a; the m of nm split in two, as in "nin";
+O read as 0; l read as 1; one speck read between number and unit), the value is a round
+scale-bar value and Tesseract's word confidence reaches :data:`MIN_OCR_CONFIDENCE` (or
+:data:`MIN_AGREED_CONFIDENCE` when two different pages, other sizes, the cleaned crop or a
+smoothed one, read the same length).
 Anything else is kept as a suggestion for the user to confirm, never applied. OCR is optional:
 without Tesseract the bar is still measured and the user is asked for the label.
 
 Tesseract runs in this process through ``tesserocr`` when it and Tesseract's language data are
 installed: the engine is loaded once per process (about 60 ms) and a label then takes a few ms.
 Otherwise each reading starts the ``tesseract`` program through ``pytesseract`` (about 90 ms of
-CPU each, four readings per image), which in a batch cost two workers on two cores about a tenth
-of their speed.
+CPU each; a few readings per image, up to two dozen per label that is hard to read), which in
+a batch cost two workers on two cores about a tenth of their speed.
 """
 
 from __future__ import annotations
@@ -43,18 +51,22 @@ SEARCH_FRACTION = 0.3
 #: Smallest bar length in pixels.
 MIN_LENGTH_PX = 15
 #: A bar is at least this many times longer than it is thick.
-MIN_ELONGATION = 5.0
+MIN_ELONGATION = 4.0
 #: Smallest intensity difference between the bar and its surroundings.
 MIN_CONTRAST = 0.2
 #: Label crops are enlarged to these heights in pixels before OCR, tried in turn (Tesseract reads
 #: text of 30-40 px cap height best; much larger text makes it see extra digits).
 OCR_CROP_HEIGHTS_PX = (48, 36, 64)
+#: Blur (Gaussian sigma, in original pixels) of the smoothed pages read after the sharp ones.
+SMOOTHING_PX = 0.5
 #: Leading digits of the values that scale bars show (1, 2, 2.5, 3, 4, 5 times a power of ten).
 ROUND_MANTISSAS = (1.0, 2.0, 2.5, 3.0, 4.0, 5.0)
 #: Largest enlargement of a label crop.
 OCR_MAX_UPSCALE = 8.0
 #: Plausible pixel sizes for electron micrographs, in nm (HRTEM to low-magnification SEM).
 PLAUSIBLE_NM_PER_PX = (0.005, 2.0e4)
+#: Smallest bar split from a label that touches it.
+MIN_TOUCHING_LENGTH_PX = 2 * MIN_LENGTH_PX
 #: Smallest Tesseract word confidence (0-100) at which a clean label is applied without asking.
 MIN_OCR_CONFIDENCE = 60.0
 #: Smallest confidence at which a clean label is applied when two enlargements read the same length.
@@ -62,6 +74,14 @@ MIN_AGREED_CONFIDENCE = 20.0
 #: Bar-shaped marks, and text lines next to each, whose labels are read before giving up.
 MAX_BARS_TRIED = 4
 MAX_LABELS_PER_BAR = 2
+#: A second, fainter threshold (this fraction of the strongest contrast, against a half for the
+#: first) finds bars paler than the particles; a bar found only there is used only for a label
+#: read and applied next to it.
+FAINT_LEVEL = 0.3
+#: Text lines lower than this are not labels (specks of noise, a lone dot).
+MIN_TEXT_HEIGHT_PX = 5
+#: Marks lower than this fraction of a text line's height join it only between its letters.
+SMALL_MARK_FRACTION = 0.35
 #: Vertical strokes at a line's ends taller than this fraction of the searched rows make it the
 #: frame of a data bar's table, not a scale bar with end ticks.
 MAX_TICK_FRACTION = 0.5
@@ -91,7 +111,8 @@ class ScaleBar:
         A reading that was not applied (not clean, not round or not confident), written as a
         length (``"200 µm"``) for the user to confirm; None when the label was applied or unread.
     style : str
-        ``"solid"``, ``"ticks"`` (a line with end ticks) or ``"dashes"`` (two dashes around the label).
+        ``"solid"``, ``"ticks"`` (a line with end ticks), ``"dashes"`` (two dashes around the label)
+        or ``"touching"`` (a solid bar that its label touches, split from it).
     n_candidates : int
         How many bar-shaped marks were found; the one returned has the label that reads best.
     """
@@ -299,7 +320,69 @@ def _bar_candidates(mask: np.ndarray) -> tuple[list[_Candidate], np.ndarray, lis
         style = _classify(labels[box.r0 : box.r1, box.c0 : box.c1] == index, mask.shape[0])
         if style is not None:
             candidates.append(_Candidate(box, (int(index),), style))
+        else:
+            candidates += _split_touching_label(int(index), labels, boxes, long_runs)
     return candidates + _dash_pairs(candidates, boxes), labels, boxes
+
+
+def _split_touching_label(
+    index: int, labels: np.ndarray, boxes: list[_Box], long_runs: np.ndarray
+) -> list[_Candidate]:
+    """A bar whose label touches it, split from the label (style ``"touching"``).
+
+    The bar is the component's horizontal runs of :data:`MIN_LENGTH_PX` pixels or more on the
+    rows around the longest one, when they form one straight-ended rectangle at least
+    :data:`MIN_TOUCHING_LENGTH_PX` long; the rest of the component (the letters) must lie within
+    its columns, mostly (four fifths) on one side of it (a descender may cross it), and be no
+    taller than the bar is long. The bar and the pieces of the rest then become components of
+    their own (``labels`` and ``boxes`` are updated); otherwise nothing is changed and no
+    candidate is returned.
+    """
+    box = boxes[index - 1]
+    component = labels[box.r0 : box.r1, box.c0 : box.c1] == index
+    body = component & long_runs[box.r0 : box.r1, box.c0 : box.c1]
+    # The bar's rows: the block of rows around the longest run whose runs are nearly as long
+    # (a letter's serif or foot may hold a shorter run of its own).
+    run_widths = body.sum(axis=1)
+    longest = int(run_widths.argmax())
+    wide = run_widths >= 0.9 * run_widths[longest]
+    first, last = longest, longest
+    while first > 0 and wide[first - 1]:
+        first -= 1
+    while last < wide.size - 1 and wide[last + 1]:
+        last += 1
+    body[:first] = False
+    body[last + 1 :] = False
+    rows = np.arange(first, last + 1)
+    columns = np.flatnonzero(body.any(axis=0))
+    width = int(columns[-1] - columns[0] + 1)
+    if (width < MIN_TOUCHING_LENGTH_PX or width < MIN_ELONGATION * rows.size
+            or body[rows].sum(axis=1).min() < 0.95 * width):
+        return []  # not one rectangle: the rim of a particle, a blob
+    rest = component & ~body
+    rest_rows = np.flatnonzero(rest.any(axis=1))
+    rest_columns = np.flatnonzero(rest.any(axis=0))
+    if rest_rows.size == 0 or rest_columns[0] < columns[0] or rest_columns[-1] > columns[-1]:
+        return []  # wider than the "bar": a run through a word or a blob
+    if rest_rows[-1] - rest_rows[0] + 1 > width:
+        return []
+    above = rest[: rows[0]].sum()
+    below = rest[rows[-1] + 1 :].sum()
+    if max(above, below) < 0.8 * rest.sum():
+        return []  # beside the bar on its own rows, or as much above as below
+    view = labels[box.r0 : box.r1, box.c0 : box.c1]
+    bar_index = len(boxes) + 1
+    view[body] = bar_index
+    bar_box = _Box(box.r0 + int(rows[0]), box.r0 + int(rows[-1]) + 1,
+                   box.c0 + int(columns[0]), box.c0 + int(columns[-1]) + 1)
+    boxes.append(bar_box)
+    pieces, _ = ndimage.label(rest)
+    for piece, found in enumerate(ndimage.find_objects(pieces), start=1):
+        view[pieces == piece] = len(boxes) + 1
+        boxes.append(_Box(box.r0 + found[0].start, box.r0 + found[0].stop,
+                          box.c0 + found[1].start, box.c0 + found[1].stop))
+    boxes[index - 1] = _Box(0, 0, 0, 0)  # split into the bar and the letters
+    return [_Candidate(bar_box, (bar_index,), "touching")]
 
 
 def _dash_pairs(candidates: list[_Candidate], boxes: list[_Box]) -> list[_Candidate]:
@@ -351,10 +434,61 @@ def _label_boxes(bar: _Candidate, labels: np.ndarray, boxes: list[_Box]) -> list
     for seed in sorted((box for box in glyphs if gap(box) <= reach), key=gap):
         if any(_inside(seed, line) for line in lines):
             continue
-        lines.append(_grow_line(seed, glyphs))
+        line = _grow_line(seed, glyphs)
+        if line.height < MIN_TEXT_HEIGHT_PX:
+            continue  # a speck of noise, or a dot on its own
+        lines.append(line)
         if len(lines) == MAX_LABELS_PER_BAR:
             break
     return lines
+
+
+def _label_lines(
+    region: np.ndarray, bar: _Candidate, labels: np.ndarray, boxes: list[_Box], sign: float
+) -> list[tuple[_Candidate, np.ndarray, list[_Box], _Box]]:
+    """The text lines next to a bar, each with the bar, component labels and boxes it was found in.
+
+    First the lines among the marks of the whole searched region (thresholded halfway to its
+    extreme); then those found again around the bar alone, thresholded halfway between the bar's
+    ink and the median there (:func:`_local_marks`). Text fainter than the bar, on a panel of its
+    own or on a noisy background breaks into pieces at the first threshold and not at the second.
+    """
+    lines = [(bar, labels, boxes, line) for line in _label_boxes(bar, labels, boxes)]
+    local = _local_marks(region, bar, labels, sign)
+    if local is not None:
+        local_bar, local_labels, local_boxes = local
+        seen = {line for _, _, _, line in lines}
+        lines += [
+            (local_bar, local_labels, local_boxes, line)
+            for line in _label_boxes(local_bar, local_labels, local_boxes)
+            if line not in seen
+        ]
+    return lines
+
+
+def _local_marks(
+    region: np.ndarray, bar: _Candidate, labels: np.ndarray, sign: float
+) -> tuple[_Candidate, np.ndarray, list[_Box]] | None:
+    """The marks around a bar, thresholded halfway between the bar's ink and the median around it:
+    the bar as found there, the component labels (zero outside the window) and their boxes."""
+    reach = int(0.6 * bar.length_px + 20)
+    box = bar.box
+    rows = slice(max(0, box.r0 - reach), box.r1 + reach)
+    cols = slice(max(0, box.c0 - reach), box.c1 + reach)
+    bar_pixels = np.isin(labels[box.r0 : box.r1, box.c0 : box.c1], bar.indices)
+    ink = float(np.median(region[box.r0 : box.r1, box.c0 : box.c1][bar_pixels]))
+    threshold = 0.5 * (ink + float(np.median(region[rows, cols])))
+    mask = np.zeros(region.shape, bool)
+    mask[rows, cols] = sign * (region[rows, cols] - threshold) > 0
+    local_labels, _ = ndimage.label(mask)
+    indices = np.unique(local_labels[box.r0 : box.r1, box.c0 : box.c1][bar_pixels])
+    indices = tuple(int(index) for index in indices if index > 0)
+    if not indices:
+        return None
+    local_boxes = [
+        _Box(s[0].start, s[0].stop, s[1].start, s[1].stop) for s in ndimage.find_objects(local_labels)
+    ]
+    return _Candidate(box, indices, bar.style), local_labels, local_boxes
 
 
 def _inside(box: _Box, line: _Box) -> bool:
@@ -362,7 +496,8 @@ def _inside(box: _Box, line: _Box) -> bool:
 
 
 def _grow_line(seed: _Box, glyphs: list[_Box]) -> _Box:
-    """The text line through ``seed``: glyphs on its row, each within a letter height of the next."""
+    """The text line through ``seed``: glyphs on its row, each within a letter height of the next
+    (marks much smaller than the line's letters only between them)."""
     line = _Box(seed.r0, seed.r1, seed.c0, seed.c1)
     grown = True
     while grown:
@@ -370,7 +505,12 @@ def _grow_line(seed: _Box, glyphs: list[_Box]) -> _Box:
         for box in glyphs:
             same_line = abs(box.center_row - line.center_row) <= 0.5 * line.height + 2
             close = box.c0 <= line.c1 + 1.5 * line.height and box.c1 >= line.c0 - 1.5 * line.height
-            if same_line and close and not _inside(box, line):
+            # Marks much smaller than the letters join only between them (a decimal point), so
+            # that specks of noise beside a label do not stretch its line.
+            small = box.height < SMALL_MARK_FRACTION * line.height and not (
+                line.c0 <= box.c0 and box.c1 <= line.c1
+            )
+            if same_line and close and not small and not _inside(box, line):
                 line = _Box(
                     min(line.r0, box.r0), max(line.r1, box.r1),
                     min(line.c0, box.c0), max(line.c1, box.c1),
@@ -379,15 +519,56 @@ def _grow_line(seed: _Box, glyphs: list[_Box]) -> _Box:
     return line
 
 
-def _ocr_page(crop: np.ndarray, bright_text: bool, target_height_px: int) -> Image.Image | None:
-    """A crop enlarged towards ``target_height_px`` and binarised to black text on white."""
+def _cleaned_crop(
+    region: np.ndarray, labels: np.ndarray, boxes: list[_Box], line: _Box, margin: int,
+    bar_indices: tuple[int, ...],
+) -> np.ndarray | None:
+    """The label crop with only the glyphs of its text line kept: every other mark reaching into
+    the crop (the bar, a particle, the edge of a frame, a neighbouring word) is painted over with
+    the crop's background. None when nothing would change."""
+    r0, c0 = max(0, line.r0 - margin), max(0, line.c0 - margin)
+    r1, c1 = line.r1 + margin, line.c1 + margin
+    crop_labels = labels[r0:r1, c0:c1]
+    present = np.unique(crop_labels)
+    present = present[present > 0]
+    kept = [
+        index for index in present
+        if index not in bar_indices and _inside(boxes[index - 1], line)
+    ]
+    if not kept:
+        return None
+    glyphs = np.isin(crop_labels, kept)
+    others = (crop_labels > 0) & ~glyphs
+    if not others.any():
+        return None
+    crop = region[r0:r1, c0:c1]
+    unmarked = crop[crop_labels == 0]
+    background = float(np.median(unmarked)) if unmarked.size else float(np.median(crop))
+    # The glyphs' anti-aliased rims stay; only pixels well away from them are painted over.
+    keep = ndimage.binary_dilation(glyphs, iterations=2)
+    return np.where(keep, crop, background).astype(np.float32)
+
+
+def _ocr_scale(height: int, target_height_px: int, reduce: bool = False) -> float:
+    """The scale taking a crop ``height`` rows high towards ``target_height_px``: an enlargement
+    of at most :data:`OCR_MAX_UPSCALE`, and a reduction only when ``reduce`` is set."""
+    scale = min(target_height_px / height, OCR_MAX_UPSCALE)
+    return round(scale if reduce else max(1.0, scale), 3)
+
+
+def _ocr_page(
+    crop: np.ndarray, bright_text: bool, scale: float, smooth: bool = False
+) -> Image.Image | None:
+    """A crop resized by ``scale`` and binarised to black text on white; with ``smooth``, blurred
+    over about half an original pixel first, which evens out noisy or jagged strokes."""
     height, width = crop.shape
-    scale = min(max(1.0, target_height_px / height), OCR_MAX_UPSCALE)
     image = Image.fromarray(np.clip(crop * 255.0, 0, 255).astype(np.uint8))
     image = image.resize((round(width * scale), round(height * scale)), Image.Resampling.BICUBIC)
     upscaled = np.asarray(image, dtype=np.float32)
     if upscaled.max() - upscaled.min() < 1.0:
         return None
+    if smooth:
+        upscaled = ndimage.gaussian_filter(upscaled, SMOOTHING_PX * max(scale, 1.0))
     threshold = threshold_otsu(upscaled)
     ink = upscaled > threshold if bright_text else upscaled <= threshold
     page = np.where(ink, 0, 255).astype(np.uint8)
@@ -395,10 +576,11 @@ def _ocr_page(crop: np.ndarray, bright_text: bool, target_height_px: int) -> Ima
 
 
 def _ocr_words(
-    crop: np.ndarray, bright_text: bool, target_height_px: int, *, psm: int = 7
+    crop: np.ndarray, bright_text: bool, scale: float, *, psm: int = 7, smooth: bool = False
 ) -> list[tuple[str, float]]:
-    """Words Tesseract reads in a crop, each with its confidence (0-100)."""
-    page = _ocr_page(crop, bright_text, target_height_px)
+    """Words Tesseract reads in a crop resized by ``scale`` (and smoothed, see :func:`_ocr_page`),
+    each with its confidence (0-100)."""
+    page = _ocr_page(crop, bright_text, scale, smooth)
     if page is None:
         return []
     try:
@@ -409,9 +591,12 @@ def _ocr_words(
     return [(word.strip(), conf) for word, conf in words if word.strip() and conf >= 0]
 
 
-def _ocr(crop: np.ndarray, bright_text: bool, target_height_px: int) -> tuple[str, float] | None:
-    """One line of text in a crop and Tesseract's confidence in it (its least sure word)."""
-    words = _ocr_words(crop, bright_text, target_height_px)
+def _ocr(
+    crop: np.ndarray, bright_text: bool, scale: float, smooth: bool = False
+) -> tuple[str, float] | None:
+    """One line of text in a crop resized by ``scale`` (and smoothed, see :func:`_ocr_page`) and
+    Tesseract's confidence in it (its least sure word)."""
+    words = _ocr_words(crop, bright_text, scale, smooth=smooth)
     if not words:
         return None
     return " ".join(word for word, _ in words), min(conf for _, conf in words)
@@ -422,8 +607,12 @@ _DIGIT_FIXES = str.maketrans("OoIiLl|", "0011111")
 #: The micro sign as OCR reads it before an ``m`` (µ, μ, u, p, a, and k or h: kilometres and
 #: hectometres never label a micrograph).
 _MICRO_READINGS = ("µm", "μm", "um", "pm", "am", "km", "hm")
+#: The ``m`` of ``nm`` as OCR splits it into two narrower glyphs (``rn``, ``in``, ``nt``, ...) or
+#: reads its last stroke as a trademark sign. Only ``nm`` starts with ``n``, so after an ``n``
+#: these can mean nothing else.
+_SPLIT_M_READINGS = ("rn", "in", "ni", "nn", "nt", "tr", "im", "™")
 _CLEAN_LABEL_RE = re.compile(
-    r"(?P<number>[0-9OoIl|]+(?:[.,][0-9Oo]+)?)\s?(?P<unit>[a-zµμ]{1,2})", re.IGNORECASE
+    r"(?P<number>[0-9OoIl|]+(?:[.,][0-9Oo]+)?)[-.:]?\s?(?P<unit>[a-zµμ]{1,2}|n[a-z™]{1,2})", re.IGNORECASE
 )
 
 
@@ -431,11 +620,13 @@ def parse_label(text: str) -> tuple[float, str] | None:
     """Read an OCR'd scale-bar label as one number and one length unit, or not at all.
 
     The whole text, once the dashes or bars that some scale bars draw around their label are
-    stripped, must be a number and a unit. The usual OCR confusions are mapped, and nothing
-    else: the micro sign read as ``u``, ``p``, ``a``, ``k`` or ``h``; ``O`` read as 0; ``l``,
-    ``I``, ``i`` or ``|`` read as 1. A number with a leading zero (``"00"``, ``"050"``) or of
-    zero is not a scale-bar value. ``mm`` and a lone ``m`` are not read: they may be millimetres,
-    micrometres or a misread ``nm``.
+    stripped, must be a number and a unit, with at most a space and one speck read as ``-``,
+    ``.`` or ``:`` between them (``"100.nm"``: noise between the number and the unit). The usual
+    OCR confusions are mapped, and nothing else: the micro sign read as ``u``, ``p``, ``a``,
+    ``k`` or ``h``; the ``m`` of ``nm`` split into two glyphs (``nrn``, ``nin``, ``nnt``, ...);
+    ``O`` read as 0; ``l``, ``I``, ``i`` or ``|`` read as 1. A number with a leading zero
+    (``"00"``, ``"050"``) or of zero is not a scale-bar value. ``mm`` and a lone ``m`` are not
+    read: they may be millimetres, micrometres or a misread ``nm``.
 
     Parameters
     ----------
@@ -469,7 +660,7 @@ def parse_label(text: str) -> tuple[float, str] | None:
     unit = match.group("unit").lower()
     if value <= 0:
         return None
-    if unit == "nm":
+    if unit == "nm" or (unit[:1] == "n" and unit[1:] in _SPLIT_M_READINGS):
         return value, f"{value:g} nm"
     if unit in _MICRO_READINGS:
         return value * 1.0e3, f"{value:g} µm"
@@ -538,16 +729,28 @@ class _Reading:
         return (self.accepted, self.length_nm is not None, self.confidence)
 
 
-def _read_label(crop: np.ndarray, bright_text: bool, length_px: int) -> _Reading | None:
+def _read_label(
+    crop: np.ndarray, bright_text: bool, length_px: int, cleaned: np.ndarray | None = None
+) -> _Reading | None:
     """OCR a label at several enlargements: the first accepted reading, else the best one.
 
+    ``cleaned`` is the same crop with everything but the label's own glyphs painted over with
+    the background (:func:`_cleaned_crop`); it is read, at the same enlargements, after ``crop``;
+    then both are read again smoothed (:func:`_ocr_page`).
     A clean, plausible, round reading is accepted at :data:`MIN_OCR_CONFIDENCE`, or at
-    :data:`MIN_AGREED_CONFIDENCE` when two enlargements read the same length.
+    :data:`MIN_AGREED_CONFIDENCE` when two readings of different pages give the same length (a
+    crop already taller than several target heights is read once, not agreed with itself).
     """
     best = None
     lengths_seen: list[float] = []
-    for target_height_px in OCR_CROP_HEIGHTS_PX:
-        ocr = _ocr(crop, bright_text, target_height_px)
+    crops = [crop] if cleaned is None else [crop, cleaned]
+    pages = [
+        (which, _ocr_scale(crops[which].shape[0], height, reduce), smooth)
+        for smooth in (False, True) for which in range(len(crops)) for reduce in (False, True)
+        for height in OCR_CROP_HEIGHTS_PX
+    ]
+    for which, scale, smooth in dict.fromkeys(pages):  # each distinct page once, in this order
+        ocr = _ocr(crops[which], bright_text, scale, smooth)
         if ocr is None:
             continue
         text, confidence = ocr
@@ -565,12 +768,39 @@ def _read_label(crop: np.ndarray, bright_text: bool, length_px: int) -> _Reading
     return best
 
 
+def _overlap(a: _Box, b: _Box) -> bool:
+    return a.r0 < b.r1 and b.r0 < a.r1 and a.c0 < b.c1 and b.c0 < a.c1
+
+
+def _best_reading(region: np.ndarray, items: list[tuple], chosen: tuple | None) -> tuple[tuple | None, _Reading | None]:
+    """The bar among ``items`` (candidate, labels, boxes, sign) whose label reads best, and that
+    reading: the first accepted one, else the best; ``chosen`` and None without any reading."""
+    reading = None
+    for item in items:
+        candidate, labels, boxes, sign = item
+        for bar, line_labels, line_boxes, line in _label_lines(region, candidate, labels, boxes, sign):
+            margin = max(2, line.height // 3)
+            crop = region[
+                max(0, line.r0 - margin) : line.r1 + margin,
+                max(0, line.c0 - margin) : line.c1 + margin,
+            ]
+            cleaned = _cleaned_crop(region, line_labels, line_boxes, line, margin, bar.indices)
+            attempt = _read_label(crop, sign > 0, candidate.length_px, cleaned)
+            if attempt is not None and (reading is None or attempt.rank > reading.rank):
+                chosen, reading = item, attempt
+            if reading is not None and reading.accepted:
+                return chosen, reading
+    return chosen, reading
+
+
 def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> ScaleBar | None:
     """Find a scale bar, measure its length and read its label.
 
     Every bar-shaped mark (solid bar, line with end ticks, dashes around a label) is a candidate;
     frames and table lines are not. The longest candidates are tried in turn, each with the
-    text lines next to it, until a label is read cleanly and confidently (see the module notes).
+    text lines next to it, until a label is read cleanly and confidently (see the module notes);
+    then, if none was, the marks found only at the fainter threshold :data:`FAINT_LEVEL`, which
+    are kept only with a label applied.
 
     Parameters
     ----------
@@ -595,7 +825,7 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
     if region.size == 0:
         return None
     background = float(np.median(region))
-    found = []
+    found, faint = [], []
     for sign in (1.0, -1.0):
         contrast = sign * (region - background)
         peak = float(contrast.max())
@@ -603,26 +833,24 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
             continue
         candidates, labels, boxes = _bar_candidates(contrast > 0.5 * peak)
         found += [(candidate, labels, boxes, sign) for candidate in candidates]
-    if not found:
-        return None
+        if peak * FAINT_LEVEL < MIN_CONTRAST / 2:
+            continue
+        faint_candidates, faint_labels, faint_boxes = _bar_candidates(contrast > FAINT_LEVEL * peak)
+        faint += [
+            (candidate, faint_labels, faint_boxes, sign) for candidate in faint_candidates
+            if not any(_overlap(candidate.box, other.box) for other in candidates)
+        ]
     found.sort(key=lambda item: item[0].length_px, reverse=True)
-    chosen, reading = found[0], None
+    faint.sort(key=lambda item: item[0].length_px, reverse=True)
+    chosen, reading = (found[0] if found else None), None
     if tesseract_available():
-        for item in found[:MAX_BARS_TRIED]:
-            candidate, labels, boxes, sign = item
-            for line in _label_boxes(candidate, labels, boxes):
-                margin = max(2, line.height // 3)
-                crop = region[
-                    max(0, line.r0 - margin) : line.r1 + margin,
-                    max(0, line.c0 - margin) : line.c1 + margin,
-                ]
-                attempt = _read_label(crop, sign > 0, candidate.length_px)
-                if attempt is not None and (reading is None or attempt.rank > reading.rank):
-                    chosen, reading = item, attempt
-                if reading is not None and reading.accepted:
-                    break
-            if reading is not None and reading.accepted:
-                break
+        chosen, reading = _best_reading(region, found[:MAX_BARS_TRIED], chosen)
+        if faint and (reading is None or not reading.accepted):
+            faint_chosen, faint_reading = _best_reading(region, faint[:MAX_BARS_TRIED], None)
+            if faint_reading is not None and faint_reading.accepted:
+                chosen, reading = faint_chosen, faint_reading
+    if chosen is None:
+        return None
     candidate = chosen[0]
     box = candidate.box
     length_px = candidate.length_px
@@ -631,7 +859,7 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
                 None if reading is None else reading.text)
     if reading is None:
         return ScaleBar(box.c0, box.c1, y, length_px, None, None, None,
-                        style=candidate.style, n_candidates=len(found))
+                        style=candidate.style, n_candidates=max(1, len(found)))
     parsed = parse_label(reading.text)
     length_nm = reading.length_nm if reading.accepted else None
     return ScaleBar(
@@ -640,7 +868,7 @@ def find_scale_bar(gray: np.ndarray, *, search_rows: DataBar | None = None) -> S
         ocr_confidence=reading.confidence,
         suggestion=None if reading.accepted or parsed is None else parsed[1],
         style=candidate.style,
-        n_candidates=len(found),
+        n_candidates=max(1, len(found)),
     )
 
 
@@ -751,7 +979,7 @@ def field_width_calibration(gray: np.ndarray, data_bar: DataBar) -> Calibration 
     if strip.size == 0:
         return None
     for enlargement in (1, 2):
-        words = _ocr_words(strip, float(np.median(strip)) < 0.5, enlargement * strip.shape[0], psm=6)
+        words = _ocr_words(strip, float(np.median(strip)) < 0.5, float(enlargement), psm=6)
         calibration = _field_width_from_words(words, gray.shape[1])
         if calibration is not None:
             return calibration

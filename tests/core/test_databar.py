@@ -129,3 +129,19 @@ def test_parse_data_bar_spec(text, expected):
 def test_parse_data_bar_spec_rejects_with_a_sentence(text):
     with pytest.raises(SaemiInputError, match=r"\."):
         parse_data_bar_spec(text, 768)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_white_bar_below_particles_on_a_flat_dark_background(seed):
+    # An SEM image whose background is one flat dark value: its rows are as uniform as the bar's,
+    # and only the change of value tells where the bar starts.
+    gray = draw_particles(600, 800, seed=seed, dark_background=True) * 0.5 + 0.12
+    gray = with_data_bar(gray, 50, background=1.0, ink=0.0)
+    assert detect_data_bar(gray) == DataBar(550, 600)
+
+
+def test_a_flat_dark_band_at_the_bottom_is_still_not_a_bar():
+    gray = draw_particles(600, 800, seed=7, dark_background=True) * 0.5 + 0.12
+    gray[520:] = 0.12  # an empty band of the image's own flat value, nothing printed in it
+    gray[550:575, 100:130] = 0.5
+    assert detect_data_bar(gray) is None
