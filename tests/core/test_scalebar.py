@@ -483,7 +483,10 @@ def _read_with(monkeypatch, crop_height, text, confidence):
 
 
 def test_two_enlargements_that_agree_accept_a_reading(monkeypatch):
-    reading, pages = _read_with(monkeypatch, 12, "200 nm", 30.0)
+    from app.analysis.scalebar import MIN_AGREED_CONFIDENCE, MIN_OCR_CONFIDENCE
+
+    assert MIN_AGREED_CONFIDENCE + 10 < MIN_OCR_CONFIDENCE
+    reading, pages = _read_with(monkeypatch, 12, "200 nm", MIN_AGREED_CONFIDENCE + 10)
     assert reading.accepted and reading.length_nm == 200.0
     assert len(pages) == 2
 
@@ -491,10 +494,12 @@ def test_two_enlargements_that_agree_accept_a_reading(monkeypatch):
 def test_a_crop_taller_than_the_targets_is_not_agreed_with_itself(monkeypatch):
     # 100 rows: the enlargements to 36, 48 and 64 rows are all the crop itself; only the
     # reductions are other pages, so a reading agreed there has been made twice on different pixels.
-    reading, pages = _read_with(monkeypatch, 100, "200 nm", 30.0)
+    from app.analysis.scalebar import MIN_AGREED_CONFIDENCE
+
+    reading, pages = _read_with(monkeypatch, 100, "200 nm", MIN_AGREED_CONFIDENCE + 10)
     assert pages[:2] == [1.0, 0.48]
     assert reading.accepted
-    reading, pages = _read_with(monkeypatch, 100, "200 nm", 15.0)
+    reading, pages = _read_with(monkeypatch, 100, "200 nm", MIN_AGREED_CONFIDENCE - 5)
     assert not reading.accepted
     assert len(pages) == len(set(pages)) == 8  # 1.0, 0.48, 0.36 and 0.64, sharp and smoothed
 
