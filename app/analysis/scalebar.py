@@ -2,13 +2,14 @@
 
 The bar is a long, thin horizontal mark of one intensity (bright on a dark bar or dark on a bright
 one): a solid bar, a line with end ticks, or two dashes around its label ("−200 nm−"); a bar
-that its label touches is split from the letters. Closed frames and the table lines of a data
-bar are not bars. A bar paler than the particles, found only at a fainter threshold
-(:data:`FAINT_LEVEL`), is used only when its label is read and applied. Its label is a line of
-text next to it, looked for among the marks of the searched rows and again among those around
-the bar alone (thresholded halfway between the bar's ink and its surroundings). Each label is
-read as cropped and again with everything but its own glyphs painted over (the bar, particles,
-other words), at several sizes, sharp and then slightly smoothed.
+that its label touches (even a thick one that a single tail of a letter reaches) is split from
+the letters. Closed frames and the table lines of a data bar are not bars. A bar paler than the
+particles, found only at a fainter threshold (:data:`FAINT_LEVEL`), is used only when its label
+is read and applied. Its label is a line of text next to it, looked for among the marks of the
+searched rows and again among those around the bar alone (thresholded halfway between the bar's
+ink and its surroundings). Each label is read as cropped and again with everything but its own
+glyphs painted over (the bar, particles, other words), at several sizes, sharp and then slightly
+smoothed.
 
 A reading is applied only when Tesseract's text parses cleanly as one number and one length unit
 (with the usual confusions mapped: µ read as u, p or a; the m of nm split in two, as in "nin";
@@ -274,7 +275,8 @@ class _Candidate:
 
 
 def _classify(component: np.ndarray, n_rows: int) -> str | None:
-    """``"solid"`` or ``"ticks"`` for a bar-shaped component, None for anything else.
+    """``"solid"``, ``"lettered"`` (a solid bar with a letter touching it from one side) or
+    ``"ticks"`` for a bar-shaped component, None for anything else.
 
     ``component`` is the boolean mask inside the component's box; ``n_rows`` the searched height.
     """
@@ -294,7 +296,7 @@ def _classify(component: np.ndarray, n_rows: int) -> str | None:
     columns = np.flatnonzero(extra.any(axis=0))
     at_ends = (columns < end_px) | (columns >= width - end_px)
     if not at_ends.all():
-        return "solid"  # a letter touching the bar from one side
+        return "lettered"  # a letter touching the bar from one side
     if height > max(MAX_TICK_FRACTION * n_rows, 3 * full_rows.size + 2) and height > 0.2 * width:
         return None  # long verticals at both ends: the cell of a data bar's table
     return "ticks"
@@ -302,7 +304,12 @@ def _classify(component: np.ndarray, n_rows: int) -> str | None:
 
 def _bar_candidates(mask: np.ndarray) -> tuple[list[_Candidate], np.ndarray, list[_Box]]:
     """Bar-shaped marks in ``mask`` (dashes around a label joined into one), the component
-    labels and the boxes of all components."""
+    labels and the boxes of all components.
+
+    A bar that a letter of its label touches (a component :func:`_classify` calls
+    ``"lettered"``, or none of its styles) is split from the letters where
+    :func:`_split_touching_label` can, so that they are read with the label rather than painted
+    over as part of the bar; a lettered bar that cannot be split stays ``"solid"``."""
     # Only components holding a horizontal run of MIN_LENGTH_PX pixels can be bars; finding
     # them first keeps noisy regions with many small components fast.
     long_runs = ndimage.binary_opening(mask, structure=np.ones((1, MIN_LENGTH_PX), bool))
@@ -320,10 +327,15 @@ def _bar_candidates(mask: np.ndarray) -> tuple[list[_Candidate], np.ndarray, lis
         if width < MIN_LENGTH_PX or width > 0.95 * n_cols:
             continue
         style = _classify(labels[box.r0 : box.r1, box.c0 : box.c1] == index, mask.shape[0])
-        if style is not None:
-            candidates.append(_Candidate(box, (int(index),), style))
-        else:
+        if style is None:
             candidates += _split_touching_label(int(index), labels, boxes, long_runs)
+        elif style == "lettered":
+            # The letter is split off when it can be, so that it is read with its label rather
+            # than painted over as part of the bar; otherwise the bar keeps it.
+            split = _split_touching_label(int(index), labels, boxes, long_runs)
+            candidates += split or [_Candidate(box, (int(index),), "solid")]
+        else:
+            candidates.append(_Candidate(box, (int(index),), style))
     return candidates + _dash_pairs(candidates, boxes), labels, boxes
 
 

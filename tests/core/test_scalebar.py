@@ -605,3 +605,38 @@ def test_a_line_with_a_letter_on_it_is_split():
     (bar,), boxes = _split(mask)
     assert (bar.box.c0, bar.box.c1, bar.box.r0, bar.box.r1, bar.style) == (40, 140, 30, 32, "touching")
     assert (14, 30, 60, 64) in [(b.r0, b.r1, b.c0, b.c1) for b in boxes]  # the letter, on its own
+
+
+@needs_tesseract
+def test_a_letter_whose_tail_touches_a_thick_bar_is_read_with_its_label():
+    strip = _strip(800, 90)
+    _text(strip, (360, 20), "2 µm", 28, 1.0)
+    bottom = np.flatnonzero((strip > 0.5).any(axis=1))[-1]
+    # the tail of the µ touches the bar, which outweighs it: the bar would keep the µ and paint it over
+    strip[bottom + 1 : bottom + 9, 340:500] = 1.0
+    gray, bar_rows = _micrograph(strip)
+    bar = find_scale_bar(gray, search_rows=bar_rows)
+    assert (bar.x0, bar.x1, bar.style) == (340, 500, "touching")
+    assert bar.y == 600 - 90 + bottom + 5  # the bar's own middle row, not that of bar and letter
+    assert bar.nm_per_px == pytest.approx(2000 / 160)
+
+
+def test_a_letter_standing_on_a_thick_bar_becomes_a_mark_of_its_own():
+    from app.analysis.scalebar import _bar_candidates
+
+    mask = np.zeros((60, 200), bool)
+    mask[30:38, 40:140] = True  # the bar, 8 rows thick
+    mask[14:30, 60:64] = True  # a letter's stem standing on it
+    (bar,), _, boxes = _bar_candidates(mask)
+    assert (bar.box.r0, bar.box.r1, bar.box.c0, bar.box.c1, bar.style) == (30, 38, 40, 140, "touching")
+    assert (14, 30, 60, 64) in [(b.r0, b.r1, b.c0, b.c1) for b in boxes]
+
+
+def test_a_short_bar_with_a_letter_on_it_keeps_the_letter():
+    from app.analysis.scalebar import _bar_candidates
+
+    mask = np.zeros((60, 200), bool)
+    mask[30:34, 40:65] = True  # 25 px: too short to be split from a letter
+    mask[22:30, 50:52] = True
+    (bar,), _, _ = _bar_candidates(mask)
+    assert (bar.box.r0, bar.box.r1, bar.box.c0, bar.box.c1, bar.style) == (22, 34, 40, 65, "solid")
