@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from model.preprocess import resize_float, scaled_shape
+from model.preprocess import BAND_PX, resize_float, scaled_shape
 
 Progress = Callable[[float, str], None]
 
@@ -193,7 +193,7 @@ def predict_tiled(model, image: np.ndarray, *, tile: int = 256, overlap: int = 6
                     out[r0 - r:r1 - r, c0 - c:c1 - c] * window[r0 - r:r1 - r, c0 - c:c1 - c])
         if progress is not None:
             progress(min(1.0, (first + len(chunk)) / len(corners)), "Running the segmentation model")
-    band = max(1, (1 << 22) // max(1, cols))
+    band = max(1, BAND_PX // max(1, cols))
     for r0 in range(0, rows, band):
         accumulated[r0:r0 + band] /= np.outer(row_weight_sum[r0:r0 + band], col_weight_sum)[..., None]
     return accumulated

@@ -7,7 +7,7 @@ from dash import Input, Output, State, ctx, no_update
 
 from app.layout import ids
 from app.session import downloads
-from app.session.guard import guarded
+from app.session.guard import Outcome, guarded
 from app.session.stores import AnalysisState, ResultsState
 
 
@@ -29,7 +29,11 @@ def download(csv_clicks, labels_clicks, summary_clicks, analysis, results, edge_
             return downloads.summary_download(state, current, edge_mode or "exclude")
         return downloads.particles_download(state, current, edge_mode or "exclude")
 
-    outcome = guarded(run)
+    return download_outputs(guarded(run))
+
+
+def download_outputs(outcome: Outcome) -> dict:
+    """A download callback's outputs from a guarded run: the file, or the sentence saying why not."""
     if outcome.message:
         return {"file": no_update, "alert": outcome.message}
     return {"file": outcome.value, "alert": ""}

@@ -8,6 +8,7 @@ from dash import ALL, Input, Output, State, ctx, html, no_update
 
 from app.analysis.view import ViewOptions
 from app.callbacks.analysis import image_outputs
+from app.callbacks.downloads import download_outputs
 from app.callbacks.views import VIEW_INPUTS
 from app.layout import ids
 from app.layout.samples import comparison_table, image_table, tests_list
@@ -190,10 +191,7 @@ def download(clicks, batch, edge_mode):
         store = BatchStore()
         return samples.zip_download(store, _batch_id(store, batch), edge_mode or "exclude")
 
-    outcome = guarded(run)
-    if outcome.message:
-        return {"file": no_update, "alert": outcome.message}
-    return {"file": outcome.value, "alert": ""}
+    return download_outputs(guarded(run))
 
 
 def register(app: dash.Dash) -> None:

@@ -20,6 +20,7 @@ from app.callbacks import samples as cb
 from app.layout import ids
 from app.session.batchstore import BatchStore
 from app.session.stores import Source
+from tests.archives import zip_bytes
 from tests.conftest import disc_image, png_bytes
 
 SETTINGS = {"segmenter": "classical", "diameter_px": None, "split_touching": ["split"], "min_area_px": 10,
@@ -30,14 +31,6 @@ VIEW = {"quantity": "ecd", "basis": "number", "bin_width": None, "edge_mode": "e
 
 def _url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode()
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def _upload(files: dict[str, bytes], nm_per_px=2.0, pattern=r"(.*)_\d+$"):
@@ -75,7 +68,7 @@ def finished_batch():
     """Four disc images (2 nm/px) in samples 'a' and 'b', one inside a .zip with a traversing path, and a
     broken file, analysed to the end."""
     files = {"a_1.png": png_bytes(disc_image(1)), "a_2.png": png_bytes(disc_image(2)),
-             "b_1.png": png_bytes(disc_image(3)), "bundle.zip": _zip({"../../b_2.png": png_bytes(disc_image(4))}),
+             "b_1.png": png_bytes(disc_image(3)), "bundle.zip": zip_bytes({"../../b_2.png": png_bytes(disc_image(4))}),
              "b_3.png": b"not an image"}
     started = _upload(files)
     assert started["alert"] == "" and started["poll"] is False
@@ -199,7 +192,7 @@ def test_limits_are_checked_before_anything_is_stored(monkeypatch):
     before = set(BatchStore().root.glob("*")) if BatchStore().root.exists() else set()
     big = _upload({f"x_{k}.png": png_bytes(disc_image(k)) for k in range(3)})  # about 30 kB together
     assert "a batch takes at most 0 MB" in big["alert"] and big["batch"] is cb.no_update
-    inside = _upload({"many.zip": _zip({f"x_{k}.png": bytes(9_000) for k in range(3)})})
+    inside = _upload({"many.zip": zip_bytes({f"x_{k}.png": bytes(9_000) for k in range(3)})})
     assert "archives counted unpacked" in inside["alert"]
     after = set(BatchStore().root.glob("*")) if BatchStore().root.exists() else set()
     assert after == before
