@@ -41,7 +41,7 @@ run: install
 	  exec $(BIN)/gunicorn -c python:app.gunicorn_conf --bind $(HOST):$(PORT) --workers $(WORKERS) --timeout 300 \
 	    app.wsgi:server; \
 	fi; \
-	export PYTHONPATH="$(CURDIR)"; \
+	export PYTHONPATH="$(CURDIR)" DASK_CONFIG="$(CURDIR)/app/dask.yaml"; \
 	$(BIN)/dask scheduler --host 127.0.0.1 --port $(DASK_PORT) --no-dashboard & scheduler=$$!; \
 	$(BIN)/dask worker tcp://127.0.0.1:$(DASK_PORT) --nworkers $(DASK_WORKERS) --nthreads 1 --no-dashboard \
 	  --host 127.0.0.1 & workers=$$!; \

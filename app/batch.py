@@ -18,15 +18,20 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
+import yaml
 from distributed import WorkerPlugin
 
 from app.analysis.encoding import labels_to_png_bytes
 from app.analysis.errors import SaemiInputError
+from app.analysis.imageio import decode_image
 from app.analysis.pipeline import AnalysisParams
 from app.analysis.quality import ImageMeasures, image_measures
 from app.analysis.segmentation import ProgressCallback
+from app.analysis.workload import relative_work
+from app.config import MAX_PIXELS, MAX_UPLOAD_BYTES
 from app.engine import analyze_file, get_segmenter
 from model.config import ModelLoadError
 
@@ -34,6 +39,31 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable with the address of an existing Dask scheduler (``tcp://host:8786``).
 SCHEDULER_ENV = "SAEMI_SCHEDULER"
+#: Dask settings for the clusters SAEMI starts itself (see the comments in the file). ``make run`` and the
+#: Procfile give them to their ``dask scheduler`` and ``dask worker`` processes through ``DASK_CONFIG``.
+DASK_SETTINGS_FILE = Path(__file__).with_name("dask.yaml")
+
+
+def local_dask_settings() -> dict[str, object]:
+    """The settings of :data:`DASK_SETTINGS_FILE` as dotted keys, for ``dask.config.set``.
+
+    Examples
+    --------
+    >>> local_dask_settings()["distributed.worker.profile.enabled"]
+    False
+    """
+    def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+        flat: dict[str, object] = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                flat.update(flatten(value, f"{prefix}{key}."))
+            else:
+                flat[f"{prefix}{key}"] = value
+        return flat
+
+    return flatten(yaml.safe_load(DASK_SETTINGS_FILE.read_text()))
+
+
 #: The sample name of every image when no grouping is given.
 DEFAULT_SAMPLE = "sample"
 
@@ -84,6 +114,16 @@ def analyze_job(job: ImageJob, params: AnalysisParams, progress: ProgressCallbac
                         particles=result.particles, provenance=result.provenance(), summary=result.summary(),
                         notes=list(result.notes), measures=measures, shape=tuple(result.decoded.shape),
                         frame=tuple(result.frame), worker_pid=os.getpid())
+
+
+def work_priority(job: ImageJob) -> int:
+    """The Dask priority of an image: its guessed work (:func:`app.analysis.workload.relative_work`),
+    so that heavy images start first; 0 for a file that does not decode (it fails at once)."""
+    try:
+        gray = decode_image(job.data, job.name, max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_PIXELS).gray
+    except Exception:  # noqa: BLE001 - only a hint; the worker gives the file its sentence
+        return 0
+    return int(round(relative_work(gray)))
 
 
 class LoadSegmenter(WorkerPlugin):
@@ -163,11 +203,15 @@ def run_batch(jobs: Sequence[ImageJob], params: AnalysisParams, *, client=None,
 
     client.register_plugin(LoadSegmenter(params))
     if on_stage is None:
-        futures = client.map(analyze_job, list(jobs), params=params, pure=False)
+        task, extra = analyze_job, {}
     else:
         topic = f"saemi-stage-{uuid.uuid4().hex}"
         client.subscribe_topic(topic, lambda event: on_stage(*event[1]))
-        futures = client.map(_analyze_reporting, list(jobs), params=params, topic=topic, pure=False)
+        task, extra = _analyze_reporting, {"topic": topic}
+    # Each image is sent as soon as its work is guessed; the scheduler starts the queued images heaviest
+    # first (Dask runs higher priorities first), so the batch does not end on one heavy image.
+    futures = [client.submit(task, job, params=params, pure=False, priority=work_priority(job), **extra)
+               for job in jobs]
     try:
         seen: set[int] = set()
         for future in as_completed(futures):
@@ -222,6 +266,9 @@ def batch_client(scheduler: str | None = None, *, workers: int | None = None):
         with Client(address) as client:
             yield client
         return
-    with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    import dask
+
+    with dask.config.set(local_dask_settings()), \
+            LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                         dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client

@@ -152,3 +152,29 @@ def test_cli_pools_images_into_samples(tmp_path):
     comparison = samples[samples["row"] == "comparison"].iloc[0]
     assert (comparison["sample_a"], comparison["sample_b"]) == ("large", "small")
     assert comparison["ks_pvalue"] < 0.01 and "smaller than that of large" in comparison["summary"]
+
+
+def test_queued_images_start_heaviest_first():
+    """Images of fine particles (more work for the U-Net) are started before coarse ones, whatever
+    their order in the batch: the batch is submitted to a cluster with no worker, then one joins."""
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    diameters = [24, 6, 48, 12]
+    jobs = [ImageJob(k, f"img_{k}.png", _png(generate_sample(310 + k, 256, 256, modality="tem", median_diameter_px=d,
+                                                              sigma_log=0.1, data_bar=False, scale_bar=False,
+                                                              letters=False).image))
+            for k, d in enumerate(diameters)]
+    with LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        def join_when_all_queued() -> None:
+            while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) < len(jobs):
+                time.sleep(0.05)
+            cluster.scale(1)
+
+        joiner = threading.Thread(target=join_when_all_queued)
+        joiner.start()
+        order = [outcome.index for outcome in run_batch(jobs, CLASSICAL, client=client)]
+        joiner.join()
+    assert [diameters[k] for k in order] == sorted(diameters)
