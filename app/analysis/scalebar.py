@@ -58,6 +58,8 @@ MIN_CONTRAST = 0.2
 #: Label crops are enlarged to these heights in pixels before OCR, tried in turn (Tesseract reads
 #: text of 30-40 px cap height best; much larger text makes it see extra digits).
 OCR_CROP_HEIGHTS_PX = (48, 36, 64)
+#: Pages of a text line read before giving up on it when none showed a digit.
+NO_DIGIT_PAGES = 8
 #: Blur (Gaussian sigma, in original pixels) of the smoothed pages read after the sharp ones.
 SMOOTHING_PX = 0.5
 #: Leading digits of the values that scale bars show (1, 2, 2.5, 3, 4, 5 times a power of ten).
@@ -451,6 +453,8 @@ def _label_boxes(bar: _Candidate, labels: np.ndarray, boxes: list[_Box]) -> list
         line = _grow_line(seed, glyphs)
         if line.height < MIN_TEXT_HEIGHT_PX:
             continue  # a speck of noise, or a dot on its own
+        if sum(_inside(box, line) for box in glyphs) < 2:
+            continue  # one mark alone (a particle beside a bar-shaped one) is no label: a number and a unit
         lines.append(line)
         if len(lines) == MAX_LABELS_PER_BAR:
             break
@@ -763,11 +767,15 @@ def _read_label(
         for smooth in (False, True) for which in range(len(crops)) for reduce in (False, True)
         for height in OCR_CROP_HEIGHTS_PX
     ]
-    for which, scale, smooth in dict.fromkeys(pages):  # each distinct page once, in this order
+    digits_seen = False
+    for read, (which, scale, smooth) in enumerate(dict.fromkeys(pages)):  # each distinct page once, in order
+        if read == NO_DIGIT_PAGES and not digits_seen:
+            break  # no page showed a digit: a mark that is no label
         ocr = _ocr(crops[which], bright_text, scale, smooth)
         if ocr is None:
             continue
         text, confidence = ocr
+        digits_seen = digits_seen or any(char.isdigit() for char in text)
         length_nm = interpret_label(text, length_px)
         usable = length_nm is not None and _is_round(length_nm)
         agreed = usable and length_nm in lengths_seen and confidence >= MIN_AGREED_CONFIDENCE
