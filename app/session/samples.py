@@ -158,11 +158,13 @@ class LoadedImage:
     provenance: dict[str, str] = dataclasses.field(default_factory=dict)
     labels_png: bytes = b""
     corrected: bool = False
+    checked: bool = False
 
 
 def load_images(store: BatchStore, batch_id: str) -> list[LoadedImage]:
     """Every image of the batch; finished ones with their particles as last corrected on the page."""
     loaded = []
+    checked = store.checked(batch_id)
     for row in store.images(batch_id):
         if row.status != "done":
             loaded.append(LoadedImage(row))
@@ -175,7 +177,8 @@ def load_images(store: BatchStore, batch_id: str) -> list[LoadedImage]:
         record = ImageRecord(row.name, row.sample, particles, nm_per_px, outcome.shape, outcome.frame, measures,
                              row.excluded)
         loaded.append(LoadedImage(row, record, outcome.provenance if current is None else current.provenance,
-                                  outcome.labels_png if current is None else current.labels_png, current is not None))
+                                  outcome.labels_png if current is None else current.labels_png, current is not None,
+                                  row.index in checked))
     return loaded
 
 
@@ -189,14 +192,16 @@ def _d50(record: ImageRecord, edge_mode: str) -> tuple[float, str]:
 
 def image_rows(images: Sequence[LoadedImage], edge_mode: str) -> list[dict[str, Any]]:
     """One row per image for the page's table: index, name, sample, status, particles detected, ECD D50 (in
-    the statistics), quality flags, excluded, corrected, and the sentence of a failure."""
+    the statistics), quality flags, excluded, corrected, fully checked, the segmenter that analysed it, and the
+    sentence of a failure."""
     flags = record_flags([image.record for image in images if image.record is not None])
     rows = []
     for image in images:
         row = image.row
         entry = {"index": row.index, "name": row.name, "sample": row.sample, "status": row.status,
                  "n_particles": None, "d50": "", "flags": [], "excluded": row.excluded,
-                 "corrected": image.corrected, "error": row.error or ""}
+                 "corrected": image.corrected, "checked": image.checked,
+                 "segmenter": image.provenance.get("segmenter", ""), "error": row.error or ""}
         if image.record is not None:
             d50, unit = _d50(image.record, edge_mode)
             entry.update(n_particles=int(len(image.record.particles)), flags=flags.get(row.name, []),
