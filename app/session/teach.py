@@ -231,13 +231,12 @@ def _resegment(store: BatchStore, batch_id: str, state: dict[str, Any], model_di
     for index in again:
         for suffix in (".json", ".png"):
             shutil.copy(result / f"{index}{suffix}", before / f"{index}{suffix}")
+    store.set_params(batch_id, replace(params, model_dir=str(model_dir)))
+    store.requeue(batch_id, again)  # before the state says so, so a poll never finds them done already
     state.update(status="resegmenting", indices=again, before_params=params.to_dict(),
                  before_counts={str(row.index): row.n_particles for row in rows if row.index in again})
     _write(store, batch_id, state)
-    store.set_params(batch_id, replace(params, model_dir=str(model_dir)))
-    if again:
-        store.requeue(batch_id, again)
-        ensure_running(store, batch_id)
+    ensure_running(store, batch_id)
 
 
 def cancel_teaching(store: BatchStore, batch_id: str) -> None:

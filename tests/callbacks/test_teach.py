@@ -101,6 +101,7 @@ def test_teach_reanalyses_the_other_images_and_keep_or_discard(batch, tmp_path):
     with zipfile.ZipFile(io.BytesIO(batch_zip(store, batch_id, "exclude"))) as archive:
         header = archive.read("images/img1_particles.csv").decode()
     assert f"+ft.{state['version'].split('+ft.')[1]}" in header
+    assert f"# param_model_dir: {state['model']}\n" in header and str(tmp_path) not in header  # no server path
     # discard puts the previous results and settings back
     teach.discard_tuned(store, batch_id)
     assert store.params(batch_id) == base_params and not tuned.exists()
@@ -236,3 +237,16 @@ def test_a_killed_worker_leaves_the_previous_model_and_says_so(batch, monkeypatc
     assert store.params(batch_id) == base_params
     assert not (store.folder(batch_id) / "models").exists()
     assert teach.teach_view(store, batch_id).text == state["message"]
+
+
+def test_the_callbacks_answer_a_forged_batch_id_with_a_sentence():
+    from app.callbacks import teach as cb
+    from app.layout import ids
+
+    forged = {"batch_id": "A" * 32}
+    shown = cb.act(1, 0, 0, 0, "s", forged, trigger=ids.TEACH_BUTTON)
+    assert shown["alert"].startswith("This batch is not on the server") and shown["poll"] is cb.no_update
+    assert cb.upload_model(_url(b"x"), "m.zip", forged)["alert"].startswith("This batch is not on the server")
+    assert cb.download_model(1, forged)["alert"].startswith("This batch is not on the server")
+    assert cb.follow(1, forged, None, "exclude")["alert"].startswith("This batch is not on the server")
+    assert cb.act(1, 0, 0, 0, "s", None, trigger=ids.TEACH_BUTTON)["alert"].startswith("Upload images")
