@@ -54,23 +54,20 @@ def follow(n_intervals, batch, revision, edge_mode):
 
     def run():
         store = BatchStore()
-        batch_id = _batch_id(store, batch)
-        view = teach.teach_view(store, batch_id)
-        rows = teach.before_after(store, batch_id, edge_mode or "exclude") if view.review else []
-        figures = teach.overlays(store, batch_id, rows[0]["index"]) if rows else (no_update, no_update)
-        return view, rows, figures, store.progress(batch_id).revision
+        return teach.teach_page(store, _batch_id(store, batch), edge_mode or "exclude")
 
     outcome = guarded(run)
     if outcome.message:
         return {**dict.fromkeys(keys, no_update), "poll": True, "alert": outcome.message}
-    view, rows, (before, after), current = outcome.value
-    shown = _SHOWN if rows else _HIDDEN
+    view = outcome.value
+    before, after = view.overlays or (no_update, no_update)
+    shown = _SHOWN if view.overlays else _HIDDEN
     return {"value": f"{view.value:.1f}", "max": f"{max(view.total, 1):.1f}", "text": view.text,
             "poll": not view.polling, "cancel": _SHOWN if view.running else _HIDDEN,
             "keep": _SHOWN if view.review else _HIDDEN, "discard": _SHOWN if view.review else _HIDDEN,
-            "table": before_after_table(rows), "before": before, "after": after, "before_style": shown,
-            "after_style": shown, "model": view.model, "revision": no_update if current == revision else current,
-            "alert": no_update}
+            "table": before_after_table(view.rows), "before": before, "after": after, "before_style": shown,
+            "after_style": shown, "model": view.model,
+            "revision": no_update if view.revision == revision else view.revision, "alert": no_update}
 
 
 def toggle_checked(check_clicks, check_ids, batch, trigger=None):

@@ -280,6 +280,8 @@ class TeachView:
     review: bool = False
     rows: list[dict[str, Any]] = field(default_factory=list)
     model: str = ""
+    overlays: tuple[object, object] | None = None
+    revision: int = 0
 
 
 def model_in_use(store: BatchStore, batch_id: str) -> str:
@@ -325,6 +327,16 @@ def teach_view(store: BatchStore, batch_id: str) -> TeachView:
 
 _DONE = {"kept": "The tuned model is kept: it is the batch's model now.",
          "discarded": "The tuned model was discarded; the previous results are back."}
+
+
+def teach_page(store: BatchStore, batch_id: str, edge_mode: str) -> TeachView:
+    """:func:`teach_view` with, while a tuned model waits for Keep or Discard, the before/after rows and the
+    overlays of the first image analysed again, and the batch's revision (the image table redraws on it)."""
+    view = teach_view(store, batch_id)
+    if view.review:
+        rows = before_after(store, batch_id, edge_mode)
+        view = replace(view, rows=rows, overlays=overlays(store, batch_id, rows[0]["index"]) if rows else None)
+    return replace(view, revision=store.progress(batch_id).revision)
 
 
 def _record(name: str, sample: str, data: dict[str, Any], nm_per_px: float | None) -> ImageRecord:

@@ -93,10 +93,11 @@ def test_teach_reanalyses_the_other_images_and_keep_or_discard(batch, tmp_path):
     assert [r["index"] for r in rows] == [1, 2] and all(state["version"] in r["model"] for r in rows)
     assert [r["before"] for r in rows] == [before_counts[1], before_counts[2]]
     assert store.current(batch_id, 0) is not None
-    view = teach.teach_view(store, batch_id)
-    assert view.review and not view.polling and state["version"] in view.model
-    before_fig, after_fig = teach.overlays(store, batch_id, 1)
+    view = teach.teach_page(store, batch_id, "exclude")
+    assert view.review and not view.polling and state["version"] in view.model and view.rows == rows
+    before_fig, after_fig = view.overlays
     assert before_fig.data and after_fig.data
+    assert view.revision == store.progress(batch_id).revision
     # the batch zip's CSVs name the tuned model
     with zipfile.ZipFile(io.BytesIO(batch_zip(store, batch_id, "exclude"))) as archive:
         header = archive.read("images/img1_particles.csv").decode()
@@ -250,3 +251,20 @@ def test_the_callbacks_answer_a_forged_batch_id_with_a_sentence():
     assert cb.download_model(1, forged)["alert"].startswith("This batch is not on the server")
     assert cb.follow(1, forged, None, "exclude")["alert"].startswith("This batch is not on the server")
     assert cb.act(1, 0, 0, 0, "s", None, trigger=ids.TEACH_BUTTON)["alert"].startswith("Upload images")
+
+
+def test_cancel_reaches_a_fine_tune_on_a_dask_worker(batch, monkeypatch):
+    from distributed import LocalCluster
+
+    store, batch_id, _ = batch
+    base_params = store.params(batch_id)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
+        monkeypatch.setenv(SCHEDULER_ENV, cluster.scheduler_address)
+        teach.start_teaching(store, batch_id, "s", minutes=3)
+        poll(lambda: teach.status(store, batch_id).get("step", 0) >= 1, "no step was taken", 180)
+        teach.cancel_teaching(store, batch_id)
+        started = time.monotonic()
+        state = _wait(store, batch_id, ("cancelled",), 60)
+    assert time.monotonic() - started < 30 and state["steps"] < 1000  # stopped long before its 3 minutes
+    assert store.params(batch_id) == base_params and not (store.folder(batch_id) / "models").exists()
