@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.config import CONFIG_NAME, ModelConfig, ModelLoadError, default_model_dir, read_config
+from model.config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, ModelLoadError, default_model_dir, read_config
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,7 @@ def unpack_model_zip(data: bytes, model_dir: str | os.PathLike) -> ModelConfig:
             raise ModelLoadError(f"The model .zip would unpack to more than {MAX_UNPACKED_BYTES // 1_000_000} MB.")
         if CONFIG_NAME not in names:
             raise ModelLoadError(f"The model .zip has no {CONFIG_NAME}.")
+        _check_named_files(archive, names)
         folder = Path(model_dir)
         folder.mkdir(parents=True)
         try:
@@ -225,13 +226,28 @@ def unpack_model_zip(data: bytes, model_dir: str | os.PathLike) -> ModelConfig:
                             raise ModelLoadError("The model .zip unpacks to more than its entries say.")
                         target.write(chunk)
             config = read_config(folder)
-            wanted = {config.weights, *([config.input_scale.selector_file] if config.input_scale.selector_file
-                                        else [])}
-            if not wanted <= set(names):
-                raise ModelLoadError(f"The model .zip lacks {', '.join(sorted(wanted - set(names)))}, "
-                                     f"which its {CONFIG_NAME} names.")
             check_model_folder(folder)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
     return config
+
+
+def _check_named_files(archive: zipfile.ZipFile, names: list[str]) -> None:
+    """Refuse a ``config.json`` (read raw, before anything is unpacked) whose weights or scale scorer are not
+    files of the zip, so that reading the folder never opens a file outside it."""
+    import json
+
+    if archive.getinfo(CONFIG_NAME).file_size > 1_000_000:
+        raise ModelLoadError(f"The {CONFIG_NAME} of the model .zip is larger than 1 MB.")
+    try:
+        settings = json.loads(archive.read(CONFIG_NAME))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"The {CONFIG_NAME} of the model .zip is not JSON.") from err
+    scaling = settings.get("input_scale") if isinstance(settings, dict) else None
+    wanted = [settings.get("weights", WEIGHTS_NAME) if isinstance(settings, dict) else None]
+    if isinstance(scaling, dict) and scaling.get("selector_file"):
+        wanted.append(scaling["selector_file"])
+    missing = [str(name) for name in wanted if not isinstance(name, str) or name not in names]
+    if missing:
+        raise ModelLoadError(f"The model .zip lacks {', '.join(missing)}, which its {CONFIG_NAME} names.")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import shutil
 import threading
 import time
@@ -427,7 +428,8 @@ def model_download(store: BatchStore, batch_id: str) -> dict[str, Any]:
     folder = Path(model_dir)
     version = read_config(folder).version
     return {"content": base64.b64encode(model_folder_zip(folder)).decode("ascii"),
-            "filename": f"saemi_model_{version.replace('+', '_')}.zip", "base64": True, "type": "application/zip"}
+            "filename": f"saemi_model_{re.sub(r'[^A-Za-z0-9.-]', '_', version)}.zip", "base64": True,
+            "type": "application/zip"}
 
 
 def upload_model(store: BatchStore, batch_id: str, contents: Any, filename: Any) -> str:

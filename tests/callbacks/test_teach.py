@@ -190,6 +190,7 @@ def _keras_bytes(tmp_path, build) -> bytes:
     ("path", "folders or paths"),
     ("not a zip", "not a .zip"),
     ("no config", "has no config.json"),
+    ("outside", "lacks ../../etc/passwd, which its config.json names"),
 ])
 def test_a_malicious_or_wrong_model_upload_is_refused(batch, tiny_model_dir, tmp_path, kind, refusal):  # noqa: F811
     store, batch_id, _ = batch
@@ -207,6 +208,11 @@ def test_a_malicious_or_wrong_model_upload_is_refused(batch, tiny_model_dir, tmp
         data = buffer.getvalue()
     elif kind == "path":
         data = _zip({"../../evil/config.json": b"{}", "saemi_unet.keras": b"x"})
+    elif kind == "outside":
+        settings = json.loads((tiny_model_dir / "config.json").read_text())
+        settings["input_scale"]["selector_file"] = "../../etc/passwd"
+        data = _zip({"config.json": json.dumps(settings).encode(),
+                     "saemi_unet.keras": (tiny_model_dir / "saemi_unet.keras").read_bytes()})
     elif kind == "not a zip":
         data = b"PK? not really"
     else:
