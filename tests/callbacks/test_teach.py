@@ -274,3 +274,16 @@ def test_cancel_reaches_a_fine_tune_on_a_dask_worker(batch, monkeypatch):
         state = _wait(store, batch_id, ("cancelled",), 60)
     assert time.monotonic() - started < 30 and state["steps"] < 1000  # stopped long before its 3 minutes
     assert store.params(batch_id) == base_params and not (store.folder(batch_id) / "models").exists()
+
+
+def test_a_fine_tune_task_run_a_second_time_reports_interrupted():
+    """What Dask does after a worker's death: the task runs again; it must not start the fine-tune over."""
+    from distributed import Client, Event, LocalCluster
+
+    from app.batch import TUNE_INTERRUPTED, TuneJob, _tune_on_worker
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        Event("saemi-tune-x-started", client=client).set()  # the first run got this far before its worker died
+        outcome = client.submit(_tune_on_worker, TuneJob("x", {}, (), 1.0), "saemi-tune-x", pure=False).result()
+    assert outcome.status == "interrupted" and outcome.message == TUNE_INTERRUPTED and not outcome.model_zip
