@@ -40,7 +40,7 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -483,6 +483,15 @@ class BatchStore:
     def write_json(self, batch_id: str, name: str, data: Any) -> None:
         """Write a JSON file of the batch's folder atomically."""
         _write_atomic(self.folder(batch_id) / name, json.dumps(data, default=_json_number).encode())
+
+    def write_json_if(self, batch_id: str, name: str, allowed: Callable[[Any], bool], data: Any) -> bool:
+        """Write ``data`` to a JSON file of the batch's folder only if ``allowed(what it holds now)``; the
+        check and the write hold the index's write lock, so two processes cannot both pass the check."""
+        with self._db():
+            if not allowed(self.read_json(batch_id, name)):
+                return False
+            self.write_json(batch_id, name, data)
+        return True
 
     # -- the runner's claim -----------------------------------------------------------------------
     def claim(self, batch_id: str, runner: str, *, stale_s: float) -> bool:

@@ -79,6 +79,11 @@ def _write(store: BatchStore, batch_id: str, state: dict[str, Any]) -> None:
     store.write_json(batch_id, STATE, {**state, "updated": _now()})
 
 
+def _idle(state: dict[str, Any] | None) -> bool:
+    """Whether no fine-tune of the batch is under way or waits for Keep or Discard."""
+    return (state or {}).get("status") not in (*BUSY, "review")
+
+
 def _cancel_path(store: BatchStore, batch_id: str, tune_id: str) -> Path:
     return store.folder(batch_id) / "teach" / f"cancel-{tune_id}"
 
@@ -154,8 +159,7 @@ def start_teaching(store: BatchStore, batch_id: str, sample: Any, *, minutes: fl
         When a fine-tune of this batch is under way or waits for Keep or Discard, the batch uses another
         segmenter than the U-Net, or the sample has nothing to learn from.
     """
-    state = status(store, batch_id)
-    if state.get("status") in BUSY or state.get("status") == "review":
+    if not _idle(status(store, batch_id)):
         raise SaemiInputError("A fine-tune of this batch is under way or waits for Keep or Discard.")
     params = store.params(batch_id)
     if params.segmenter != "unet":
@@ -169,10 +173,11 @@ def start_teaching(store: BatchStore, batch_id: str, sample: Any, *, minutes: fl
     base_dir = _model_dir(store, batch_id)
     job = TuneJob(tune_id, _base_files(base_dir), tuple(examples), config.teach_minutes() if minutes is None
                   else float(minutes), seed)
-    _write(store, batch_id, {"tune_id": tune_id, "status": "running", "sample": sample, "step": 0, "loss": None,
-                             "seconds_left": job.minutes * 60, "minutes": job.minutes, "started": _now(),
-                             "images": [e.name for e in examples], "base_version": read_config(base_dir).version,
-                             "message": ""})
+    state = {"tune_id": tune_id, "status": "running", "sample": sample, "step": 0, "loss": None,
+             "seconds_left": job.minutes * 60, "minutes": job.minutes, "started": _now(), "updated": _now(),
+             "images": [e.name for e in examples], "base_version": read_config(base_dir).version, "message": ""}
+    if not store.write_json_if(batch_id, STATE, _idle, state):  # another web worker started one meanwhile
+        raise SaemiInputError("A fine-tune of this batch is under way or waits for Keep or Discard.")
     threading.Thread(target=_follow, args=(store, batch_id, job), daemon=True,
                      name=f"saemi-teach-{batch_id[:6]}").start()
     return tune_id

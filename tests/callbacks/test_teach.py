@@ -287,3 +287,26 @@ def test_a_fine_tune_task_run_a_second_time_reports_interrupted():
         Event("saemi-tune-x-started", client=client).set()  # the first run got this far before its worker died
         outcome = client.submit(_tune_on_worker, TuneJob("x", {}, (), 1.0), "saemi-tune-x", pure=False).result()
     assert outcome.status == "interrupted" and outcome.message == TUNE_INTERRUPTED and not outcome.model_zip
+
+
+def test_two_teach_presses_at_once_start_one_fine_tune(batch):
+    import threading
+
+    store, batch_id, _ = batch
+    results, barrier = [], threading.Barrier(4)
+
+    def press():
+        barrier.wait()
+        try:
+            results.append(teach.start_teaching(store, batch_id, "s", minutes=0.02))
+        except SaemiInputError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=press) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    started = [r for r in results if isinstance(r, str)]
+    assert len(started) == 1 and all("under way" in str(r) for r in results if r not in started)
+    _wait(store, batch_id, ("review",))
