@@ -272,3 +272,169 @@ def batch_client(scheduler: str | None = None, *, workers: int | None = None):
             LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
+
+
+# -- fine-tuning on a worker ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TuneExample:
+    """One corrected image to learn from: its file, its corrected labels (16-bit PNG), the supervised region
+    (a 0/1 PNG, None for the whole image) and the words that describe the region in the provenance."""
+
+    name: str
+    data: bytes
+    labels_png: bytes
+    supervised_png: bytes | None
+    region: str
+
+
+@dataclass(frozen=True)
+class TuneJob:
+    """A fine-tune: its id, the base model folder's files (name -> bytes), the examples, budget and seed.
+    Everything travels with the task, so a worker needs no shared disk."""
+
+    tune_id: str
+    base_files: dict[str, bytes]
+    examples: tuple[TuneExample, ...]
+    minutes: float
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    """What a fine-tune gave: ``status`` is ``done``, ``cancelled``, ``interrupted`` or ``failed`` (with its
+    sentence in ``message``); ``model_zip`` is the tuned model folder (:func:`model.loading.model_folder_zip`)."""
+
+    status: str
+    message: str = ""
+    model_zip: bytes = b""
+    version: str = ""
+    steps: int = 0
+    seconds: float = 0.0
+    first_loss: float = float("nan")
+    last_loss: float = float("nan")
+
+
+#: The sentence of a fine-tune whose worker died (Dask would otherwise run it again from the start).
+TUNE_INTERRUPTED = ("The fine-tune was interrupted (its worker stopped), so the previous model stays in use; "
+                    "press Teach again to retry.")
+TUNE_FAILED = "The fine-tune failed unexpectedly; the details are in the log. The previous model stays in use."
+
+
+def tune_job(job: TuneJob, progress: Callable[[int, float, float], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> TuneOutcome:
+    """Fine-tune a copy of the job's base model on its examples (:func:`model.finetune.finetune_samples`).
+
+    ``progress(step, loss, seconds_left)`` hears every step; a true ``should_stop()`` ends the fine-tune, which
+    is then reported ``cancelled`` (without a model).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from app.analysis.encoding import png_bytes_to_labels
+    from app.analysis.imageio import decode_image
+    from model.config import read_config
+    from model.finetune import finetune_samples, user_sample
+    from model.loading import model_folder_zip
+
+    stopped = []
+
+    def stop() -> bool:
+        if should_stop is not None and should_stop():
+            stopped.append(True)
+        return bool(stopped)
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="saemi-tune-") as folder:
+            base, out = Path(folder) / "base", Path(folder) / "tuned"
+            base.mkdir()
+            for name, data in job.base_files.items():
+                (base / Path(name).name).write_bytes(data)
+            target_px = read_config(base).input_scale.target_diameter_px
+            samples = []
+            for example in job.examples:
+                gray = decode_image(example.data, example.name).gray
+                labels = png_bytes_to_labels(example.labels_png, gray.shape)
+                region = None if example.supervised_png is None else png_bytes_to_labels(example.supervised_png,
+                                                                                         gray.shape) > 0
+                samples.append(user_sample(gray, labels, example.name, target_px, region))
+            result = finetune_samples(base, samples, out, minutes=job.minutes, seed=job.seed, progress=progress,
+                                      should_stop=stop, regions={e.name: e.region for e in job.examples})
+            if stopped:
+                return TuneOutcome("cancelled", "The fine-tune was cancelled; the previous model stays in use.",
+                                   steps=result.steps, seconds=result.seconds)
+            return TuneOutcome("done", model_zip=model_folder_zip(out), version=result.version, steps=result.steps,
+                               seconds=result.seconds, first_loss=result.first_loss, last_loss=result.last_loss)
+    except (SaemiInputError, ModelLoadError) as exc:
+        return TuneOutcome("failed", f"{exc} The previous model stays in use.")
+    except Exception:  # noqa: BLE001 - reported as a sentence; logged in full
+        logger.exception("Fine-tune %s failed", job.tune_id)
+        return TuneOutcome("failed", TUNE_FAILED)
+
+
+#: Seconds between two looks of a worker's fine-tune at its cancel event.
+CANCEL_CHECK_S = 0.5
+
+
+def _tune_on_worker(job: TuneJob, topic: str) -> TuneOutcome:
+    """:func:`tune_job` on a Dask worker: progress as events on ``topic``, cancelled by the event
+    ``<topic>-cancel``. A task that finds it already started once (its worker died and Dask runs it again)
+    reports ``interrupted`` instead of starting over."""
+    import time
+
+    from distributed import Event, get_worker
+
+    worker = get_worker()
+    started = Event(f"{topic}-started")
+    if started.is_set():
+        return TuneOutcome("interrupted", TUNE_INTERRUPTED)
+    started.set()
+    cancel = Event(f"{topic}-cancel")
+    last_look = [0.0, False]
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if now - last_look[0] >= CANCEL_CHECK_S:
+            last_look[:] = [now, cancel.is_set()]
+        return bool(last_look[1])
+
+    def progress(step: int, loss: float, seconds_left: float) -> None:
+        worker.log_event(topic, (int(step), float(loss), float(seconds_left)))
+
+    return tune_job(job, progress, should_stop)
+
+
+def run_tune(job: TuneJob, *, client=None, on_progress: Callable[[int, float, float], None] | None = None,
+             cancelled: Callable[[], bool] | None = None, on_wait: Callable[[], None] | None = None) -> TuneOutcome:
+    """Run a fine-tune on ``client``'s cluster (or here, without one) and return its outcome.
+
+    ``on_progress(step, loss, seconds_left)`` hears each step; ``cancelled()`` is asked about once a second
+    (and passed on to the worker); ``on_wait()`` is called then too (a heartbeat). A worker that dies
+    mid-way gives ``interrupted``: the fine-tune is never restarted silently.
+    """
+    if client is None:
+        return tune_job(job, on_progress, cancelled)
+    from distributed import Event
+
+    topic = f"saemi-tune-{job.tune_id}"
+    if on_progress is not None:
+        client.subscribe_topic(topic, lambda event: on_progress(*event[1]))
+    cancel = Event(f"{topic}-cancel", client=client)
+    future = client.submit(_tune_on_worker, job, topic, pure=False)
+    try:
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except TimeoutError:
+                if cancelled is not None and cancelled():
+                    cancel.set()
+                if on_wait is not None:
+                    on_wait()
+    finally:
+        future.cancel()
+        if on_progress is not None:
+            client.unsubscribe_topic(topic)
+        for name in ("cancel", "started"):
+            with contextlib.suppress(Exception):
+                Event(f"{topic}-{name}", client=client).clear()

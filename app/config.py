@@ -13,6 +13,7 @@
 | ``SAEMI_MAX_BATCH_MB`` | 100 | largest batch upload of the samples view (all files, a ``.zip`` counted unpacked), MB |
 | ``SAEMI_BATCH_TTL_HOURS`` | 48 | hours a batch's results are kept on the server (``SAEMI_DATA_DIR/batches``) |
 | ``SAEMI_SCHEDULER`` | unset | Dask scheduler of the samples view (``tcp://host:8786``); unset: the web worker |
+| ``SAEMI_TEACH_MINUTES`` | 3 | time budget of "Teach the model on my corrections" (a fine-tune), in minutes |
 
 Derived limits: the request body (Flask ``MAX_CONTENT_LENGTH``) is :data:`MAX_REQUEST_BYTES`, three
 times the upload limit: the largest callback carries the upload's base64 data URL (4/3 of the file)
@@ -53,6 +54,11 @@ SECRET_KEY = os.environ.get("SAEMI_SECRET_KEY") or None
 STORE_MAX_AGE_S = int(_env_float("SAEMI_STORE_MAX_AGE_H", 168) * 3600)
 MAX_BATCH_BYTES = int(_env_float("SAEMI_MAX_BATCH_MB", DEFAULT_MAX_BATCH_BYTES / 1e6) * 1_000_000)
 BATCH_TTL_S = _env_float("SAEMI_BATCH_TTL_HOURS", 48) * 3600
+
+
+def teach_minutes() -> float:
+    """The fine-tune's time budget (``SAEMI_TEACH_MINUTES``, default 3), read when a fine-tune starts."""
+    return _env_float("SAEMI_TEACH_MINUTES", 3.0)
 
 
 def data_dir() -> Path:

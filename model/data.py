@@ -88,12 +88,17 @@ def load_pair(root: Path, folder: str, name: str) -> tuple[np.ndarray, np.ndarra
 
 @dataclass
 class Sample:
-    """One image at network scale: ``image`` float32 in [0, 1], ``targets`` (rows, cols, 2), ``labels``."""
+    """One image at network scale: ``image`` float32 in [0, 1], ``targets`` (rows, cols, 2), ``labels``.
+
+    ``supervised`` (bool, rows x cols), when given, marks the pixels whose labels are known; the others are
+    left out of the loss (:func:`random_crop` then returns a third target channel, the pixel weight).
+    """
 
     image: np.ndarray
     targets: np.ndarray
     labels: np.ndarray
     name: str
+    supervised: np.ndarray | None = None
 
 
 def base_scale(labels: np.ndarray, target_diameter_px: float = TARGET_DIAMETER_PX) -> float:
@@ -105,18 +110,25 @@ def base_scale(labels: np.ndarray, target_diameter_px: float = TARGET_DIAMETER_P
 
 
 def prepare_sample(image: np.ndarray, labels: np.ndarray, name: str, min_side_px: int = 0,
-                   target_diameter_px: float = TARGET_DIAMETER_PX) -> Sample:
-    """Normalise, rescale to ``target_diameter_px``, compute targets, reflect-pad to ``min_side_px``."""
+                   target_diameter_px: float = TARGET_DIAMETER_PX, supervised: np.ndarray | None = None) -> Sample:
+    """Normalise, rescale to ``target_diameter_px``, compute targets, reflect-pad to ``min_side_px``.
+
+    ``supervised`` (bool, the image's shape) is rescaled with the labels; the padding is unsupervised.
+    """
     scale = base_scale(labels, target_diameter_px)
     shape = scaled_shape(image.shape, scale)
     image = resize_float(normalize_percentile(image), shape)
     labels = resize_labels(labels, shape)
+    if supervised is not None:
+        supervised = resize_labels(np.asarray(supervised, dtype=np.int32), shape) > 0
     pad = [(0, max(0, min_side_px - n)) for n in shape]
     if any(p[1] for p in pad):
         image = np.pad(image, pad, mode="reflect")
         # Reflected copies of a particle must be separate instances: relabel by connectivity per id.
         labels = _relabel_connected(np.pad(labels, pad, mode="reflect"))
-    return Sample(image, instance_targets(labels), labels, name)
+        if supervised is not None:
+            supervised = np.pad(supervised, pad, mode="constant", constant_values=False)
+    return Sample(image, instance_targets(labels), labels, name, supervised)
 
 
 def _relabel_connected(labels: np.ndarray) -> np.ndarray:
@@ -155,21 +167,37 @@ def random_crop(sample: Sample, rng: np.random.Generator, size_px: int = CROP_SI
 
     The crop is rescaled by a factor drawn log-uniformly from ``scale_jitter`` (the sample's
     particles are at the target diameter; a factor of 0.25 shows them at a quarter of it).
+
+    A sample with a ``supervised`` mask gives a crop that holds a supervised pixel drawn at random, and
+    targets of three channels, the third the pixel weight (1 supervised, 0 not).
     """
     jitter = float(np.exp(rng.uniform(*np.log(scale_jitter))))
     region_px = min(int(round(size_px / jitter)), *sample.image.shape)
     rows, cols = sample.image.shape
-    r0 = int(rng.integers(0, rows - region_px + 1))
-    c0 = int(rng.integers(0, cols - region_px + 1))
-    stack = np.concatenate([sample.image[r0:r0 + region_px, c0:c0 + region_px, None],
-                            sample.targets[r0:r0 + region_px, c0:c0 + region_px]], axis=-1)
+    if sample.supervised is not None and sample.supervised.any():
+        known_rows, known_cols = np.nonzero(sample.supervised)
+        pick = int(rng.integers(known_rows.size))
+        row, col = int(known_rows[pick]), int(known_cols[pick])
+        r0 = int(rng.integers(max(0, row - region_px + 1), min(row, rows - region_px) + 1))
+        c0 = int(rng.integers(max(0, col - region_px + 1), min(col, cols - region_px) + 1))
+    else:
+        r0 = int(rng.integers(0, rows - region_px + 1))
+        c0 = int(rng.integers(0, cols - region_px + 1))
+    window = (slice(r0, r0 + region_px), slice(c0, c0 + region_px))
+    channels = [sample.image[window][..., None], sample.targets[window]]
+    if sample.supervised is not None:
+        channels.append(sample.supervised[window][..., None].astype(np.float32))
+    stack = np.concatenate(channels, axis=-1)
     if region_px != size_px:
         stack = _resize_stack(stack, size_px)
     stack = np.rot90(stack, int(rng.integers(4)))
     if rng.random() < 0.5:
         stack = stack[:, ::-1]
     image = augment_intensity(np.ascontiguousarray(stack[..., 0]), rng)
-    return image[..., None], np.ascontiguousarray(stack[..., 1:], dtype=np.float32)
+    targets = np.ascontiguousarray(stack[..., 1:], dtype=np.float32)
+    if sample.supervised is not None:  # a resized weight is 1 only where every source pixel was supervised
+        targets[..., 2] = targets[..., 2] > 0.999
+    return image[..., None], targets
 
 
 class SyntheticPool:

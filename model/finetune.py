@@ -9,6 +9,10 @@ connected components). The user's images are mixed with a share of the original 
 weights, ``config.json`` (the base model's settings, a new version, and the fine-tune's provenance under
 ``training.finetune``) and the scale scorer, so ``analyze --model-dir`` and ``evaluate --model-dir`` can
 use it.
+
+Only the supervised pixels of a user's image count in the loss (:func:`masked_segmentation_loss`): an
+image may come with a ``supervised`` mask (in the samples view, the region the user corrected, or the
+whole image once it is marked fully checked); crops of it are then drawn around supervised pixels.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from app.analysis.imageio import decode_image
 from model import data
 from model.config import CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, default_model_dir, read_config
 from model.loading import check_weights_file
-from model.train import segmentation_loss
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 #: Shares of each batch: the user's images, the EMPS training split (when the data folder has it) and the
@@ -104,10 +107,40 @@ def original_samples(target_diameter_px: float) -> list[data.Sample]:
                           target_diameter_px=target_diameter_px)
 
 
+def masked_segmentation_loss(y_true, y_pred):
+    """:func:`model.train.segmentation_loss` over the supervised pixels only.
+
+    ``y_true`` has three channels: foreground, centre map and the pixel weight (1 supervised, 0 not).
+    Every term (foreground BCE, soft Dice, centre BCE) sums over weighted pixels, so an unsupervised pixel
+    changes neither the loss nor its gradient; with every weight 1 the loss equals ``segmentation_loss``.
+    """
+    from keras import ops
+
+    weight = y_true[..., 2]
+    fg_true, fg_pred = y_true[..., 0], y_pred[..., 0]
+    centre_true, centre_pred = y_true[..., 1], y_pred[..., 1]
+    pixels = ops.maximum(ops.sum(weight), 1.0)
+    bce_fg = ops.sum(weight * ops.binary_crossentropy(fg_true, fg_pred)) / pixels
+    intersection = ops.sum(weight * fg_true * fg_pred, axis=(1, 2))
+    total = ops.sum(weight * fg_true, axis=(1, 2)) + ops.sum(weight * fg_pred, axis=(1, 2))
+    dice_loss = 1.0 - ops.mean((2.0 * intersection + 1.0) / (total + 1.0))
+    bce_centre = ops.sum(weight * ops.binary_crossentropy(centre_true, centre_pred)) / pixels
+    return bce_fg + dice_loss + 2.0 * bce_centre
+
+
+def _weighted(targets: np.ndarray) -> np.ndarray:
+    """Targets with the weight channel: a crop without one is supervised everywhere."""
+    if targets.shape[-1] == 3:
+        return targets
+    return np.concatenate([targets, np.ones(targets.shape[:-1] + (1,), np.float32)], axis=-1)
+
+
 def mixed_batches(user: list[data.Sample], original: list[data.Sample], rng: np.random.Generator, *,
                   batch_size: int, crop_size_px: int, target_diameter_px: float):
     """Endless augmented batches: :data:`USER_FRACTION` of the crops from the user's images,
-    :data:`EMPS_FRACTION` from ``original`` (when there is any), the rest from the synthetic generator."""
+    :data:`EMPS_FRACTION` from ``original`` (when there is any), the rest from the synthetic generator.
+
+    Targets have three channels, the third the pixel weight (see :func:`masked_segmentation_loss`)."""
     generate = data.synthetic_crop_generator()
     pool = data.SyntheticPool(generate, rng, target_diameter_px=target_diameter_px) if generate else None
     emps_share = EMPS_FRACTION if original else 0.0
@@ -123,8 +156,26 @@ def mixed_batches(user: list[data.Sample], original: list[data.Sample], rng: np.
                 sample = pool.draw() if pool is not None else original[int(rng.integers(len(original)))]
             x, y = data.random_crop(sample, rng, crop_size_px)
             images.append(x)
-            targets.append(y)
+            targets.append(_weighted(y))
         yield np.stack(images), np.stack(targets)
+
+
+def user_sample(gray: np.ndarray, labels: np.ndarray, name: str, target_diameter_px: float,
+                supervised: np.ndarray | None = None) -> data.Sample:
+    """One of the user's images (2-D float in [0, 1]) with its instance labels, prepared for training;
+    ``supervised`` (bool, same shape) marks the pixels whose labels count (default: all).
+
+    Raises
+    ------
+    SaemiInputError
+        When the image, its labels and its mask differ in size, or nothing is supervised.
+    """
+    if gray.shape != labels.shape or (supervised is not None and supervised.shape != gray.shape):
+        raise SaemiInputError(f"The image {name} and its labels differ in size.")
+    if supervised is not None and not supervised.any():
+        raise SaemiInputError(f"The image {name} has no corrected region to learn from.")
+    return data.prepare_sample(gray, labels, name, min_side_px=data.CROP_SIZE_PX,
+                               target_diameter_px=target_diameter_px, supervised=supervised)
 
 
 def finetune(base_dir: Path, images_dir: Path, masks_dir: Path, out_dir: Path, *, minutes: float = 3.0,
@@ -143,16 +194,32 @@ def finetune(base_dir: Path, images_dir: Path, masks_dir: Path, out_dir: Path, *
     ModelLoadError
         When the base model cannot be used.
     """
+    config = read_config(base_dir)
+    samples = user_samples(images_dir, masks_dir, config.input_scale.target_diameter_px)
+    return finetune_samples(base_dir, samples, out_dir, minutes=minutes, seed=seed, batch_size=batch_size,
+                            crop_size_px=crop_size_px, learning_rate=learning_rate, progress=progress,
+                            should_stop=should_stop)
+
+
+def finetune_samples(base_dir: Path, samples: list[data.Sample], out_dir: Path, *, minutes: float = 3.0,
+                     seed: int = 0, batch_size: int = 8, crop_size_px: int = 128, learning_rate: float = 1e-4,
+                     progress: Callable[[int, float, float], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None,
+                     regions: dict[str, str] | None = None) -> FinetuneResult:
+    """:func:`finetune` on samples already prepared (:func:`user_sample`, at the base model's scale).
+
+    ``regions`` describes, per image name, the region that was supervised, for the provenance (default:
+    "whole image", or the supervised pixel count at network scale).
+    """
     import keras
 
     config = read_config(base_dir)
-    samples = user_samples(images_dir, masks_dir, config.input_scale.target_diameter_px)
     check_weights_file(Path(base_dir) / config.weights)
     model = keras.saving.load_model(Path(base_dir) / config.weights, safe_mode=True, compile=False)
     for layer in model.layers:  # batch statistics stay those of the original data (against forgetting)
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=segmentation_loss)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=masked_segmentation_loss)
     batches = mixed_batches(samples, original_samples(config.input_scale.target_diameter_px),
                             np.random.default_rng(seed), batch_size=batch_size, crop_size_px=crop_size_px,
                             target_diameter_px=config.input_scale.target_diameter_px)
@@ -168,12 +235,16 @@ def finetune(base_dir: Path, images_dir: Path, masks_dir: Path, out_dir: Path, *
         if progress is not None:
             progress(steps, loss, max(0.0, budget_s - (time.monotonic() - start)))
     seconds = time.monotonic() - start
+    if regions is None:
+        regions = {s.name: "whole image" if s.supervised is None else
+                   f"{int(s.supervised.sum())} px at network scale" for s in samples}
     return _save(model, config, base_dir, out_dir, samples, steps, seconds, seed, minutes, learning_rate,
-                 losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"))
+                 losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"), regions)
 
 
 def _save(model, config, base_dir: Path, out_dir: Path, samples, steps: int, seconds: float, seed: int,
-          minutes: float, learning_rate: float, first_loss: float, last_loss: float) -> FinetuneResult:
+          minutes: float, learning_rate: float, first_loss: float, last_loss: float,
+          regions: dict[str, str]) -> FinetuneResult:
     import keras
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +257,7 @@ def _save(model, config, base_dir: Path, out_dir: Path, samples, steps: int, sec
     settings["version"] = version
     settings["weights"] = WEIGHTS_NAME
     settings["training"] = {"finetune": {
-        "base_version": config.version, "images": [s.name for s in samples], "regions": "whole images",
+        "base_version": config.version, "images": [s.name for s in samples], "regions": regions,
         "steps": steps, "seconds": round(seconds, 1), "budget_minutes": minutes, "seed": seed,
         "shares": {"user": USER_FRACTION, "emps_train": EMPS_FRACTION, "synthetic": 1 - USER_FRACTION - EMPS_FRACTION},
         "learning_rate": learning_rate}, "base": dict(config.training)}

@@ -7,13 +7,16 @@ folder without it (start-up uses it to decide whether the U-Net can be offered).
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
+import re
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.config import ModelConfig, ModelLoadError, default_model_dir, read_config
+from model.config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, ModelLoadError, default_model_dir, read_config
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +157,97 @@ def check_model_folder(model_dir: str | os.PathLike) -> None:
     if not folder.is_dir():
         raise ModelLoadError(f"The model folder {folder.name} does not exist.")
     check_weights_file(folder / read_config(folder).weights)
+
+
+#: Largest model ``.zip`` accepted (the weights, ``config.json`` and the scale scorer), and its most entries.
+MAX_MODEL_ZIP_BYTES = 60_000_000
+MAX_MODEL_ZIP_ENTRIES = 8
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+
+
+def model_folder_zip(model_dir: str | os.PathLike) -> bytes:
+    """A model folder as a ``.zip``: the weights, ``config.json`` and the scale scorer it names, at the top."""
+    folder = Path(model_dir)
+    config = read_config(folder)
+    names = [config.weights, CONFIG_NAME] + ([config.input_scale.selector_file] if config.input_scale.selector_file
+                                             else [])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in names:
+            archive.write(folder / name, name)
+    return buffer.getvalue()
+
+
+def unpack_model_zip(data: bytes, model_dir: str | os.PathLike) -> ModelConfig:
+    """Unpack a model ``.zip`` (as :func:`model_folder_zip` writes it) into the new folder ``model_dir`` and
+    check it (:func:`check_model_folder`); on any problem the folder is removed again.
+
+    Checked in this order: the size of the upload, that it is a zip, its entries (at most
+    :data:`MAX_MODEL_ZIP_ENTRIES` plain names at the top, no folders, no paths, nothing above
+    :data:`MAX_UNPACKED_BYTES` unpacked), a ``config.json`` whose weights and scale scorer are entries of
+    the zip, then the weights (size, safe mode, layer allow-list, input and outputs).
+
+    Raises
+    ------
+    ModelLoadError
+        With a sentence naming the first problem found.
+    """
+    if len(data) > MAX_MODEL_ZIP_BYTES:
+        raise ModelLoadError(f"The model file is larger than {MAX_MODEL_ZIP_BYTES // 1_000_000} MB.")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as err:
+        raise ModelLoadError("The model file is not a .zip of a SAEMI model folder.") from err
+    with archive:
+        entries = archive.infolist()
+        names = [entry.filename for entry in entries]
+        if not entries or len(entries) > MAX_MODEL_ZIP_ENTRIES:
+            raise ModelLoadError(f"A SAEMI model .zip holds 2 to {MAX_MODEL_ZIP_ENTRIES} files; this one holds "
+                                 f"{len(entries)}.")
+        if any(entry.is_dir() or not _PLAIN_NAME.fullmatch(entry.filename) for entry in entries):
+            raise ModelLoadError("The model .zip holds folders or paths; a SAEMI model .zip holds only its files, "
+                                 "at the top.")
+        if len(set(names)) != len(names):
+            raise ModelLoadError("The model .zip holds the same file twice.")
+        if sum(entry.file_size for entry in entries) > MAX_UNPACKED_BYTES:
+            raise ModelLoadError(f"The model .zip would unpack to more than {MAX_UNPACKED_BYTES // 1_000_000} MB.")
+        if CONFIG_NAME not in names:
+            raise ModelLoadError(f"The model .zip has no {CONFIG_NAME}.")
+        _check_named_files(archive, names)
+        folder = Path(model_dir)
+        folder.mkdir(parents=True)
+        try:
+            for entry in entries:  # sizes read back as written: a lying header cannot unpack more
+                with archive.open(entry) as source, open(folder / entry.filename, "wb") as target:
+                    written = 0
+                    while chunk := source.read(1 << 20):
+                        written += len(chunk)
+                        if written > entry.file_size or written > MAX_UNPACKED_BYTES:
+                            raise ModelLoadError("The model .zip unpacks to more than its entries say.")
+                        target.write(chunk)
+            config = read_config(folder)
+            check_model_folder(folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+    return config
+
+
+def _check_named_files(archive: zipfile.ZipFile, names: list[str]) -> None:
+    """Refuse a ``config.json`` (read raw, before anything is unpacked) whose weights or scale scorer are not
+    files of the zip, so that reading the folder never opens a file outside it."""
+    import json
+
+    if archive.getinfo(CONFIG_NAME).file_size > 1_000_000:
+        raise ModelLoadError(f"The {CONFIG_NAME} of the model .zip is larger than 1 MB.")
+    try:
+        settings = json.loads(archive.read(CONFIG_NAME))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"The {CONFIG_NAME} of the model .zip is not JSON.") from err
+    scaling = settings.get("input_scale") if isinstance(settings, dict) else None
+    wanted = [settings.get("weights", WEIGHTS_NAME) if isinstance(settings, dict) else None]
+    if isinstance(scaling, dict) and scaling.get("selector_file"):
+        wanted.append(scaling["selector_file"])
+    missing = [str(name) for name in wanted if not isinstance(name, str) or name not in names]
+    if missing:
+        raise ModelLoadError(f"The model .zip lacks {', '.join(missing)}, which its {CONFIG_NAME} names.")

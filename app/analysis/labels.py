@@ -160,3 +160,53 @@ def add_orphan_regions(label_image: np.ndarray, mask: np.ndarray, *, connectivit
         orphans[orphans > 0] += labels.max()
         return np.where(orphans > 0, orphans, labels).astype(np.int32, copy=False)
     return labels.astype(np.int32, copy=False)
+
+
+#: Pixels around a correction that count as checked with it: the edge of a particle drawn, deleted or split
+#: is learnt with a little of its surroundings (about a boundary's width at typical particle sizes).
+CORRECTION_MARGIN_PX = 4
+
+
+def corrected_region(original: np.ndarray, corrected: np.ndarray, *,
+                     margin_px: int = CORRECTION_MARGIN_PX) -> np.ndarray:
+    """The pixels a correction changed, grown by ``margin_px``: where foreground and background swapped, and
+    every pixel of a particle that is not exactly one particle of the other image (a split, merge, redraw or
+    deletion). Particle ids may differ between the two images.
+
+    Parameters
+    ----------
+    original, corrected : numpy.ndarray
+        Label images of the same shape, 0 = background.
+    margin_px : int
+        Dilation of the changed pixels (a square of side ``2 * margin_px + 1``).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool mask of the corrected region.
+
+    Examples
+    --------
+    >>> before = np.zeros((9, 9), int); before[2:5, 2:5] = 1
+    >>> after = before.copy(); after[6:8, 6:8] = 7
+    >>> int(corrected_region(before, after, margin_px=0).sum())
+    4
+    """
+    original = np.asarray(original, dtype=np.int64)
+    corrected = np.asarray(corrected, dtype=np.int64)
+    if original.shape != corrected.shape:
+        raise ValueError("the two label images differ in shape")
+    both = (original > 0) & (corrected > 0)
+    pairs, overlap = np.unique(np.stack([original[both], corrected[both]]), axis=1, return_counts=True)
+    area_original = np.bincount(original.ravel())
+    area_corrected = np.bincount(corrected.ravel())
+    same = overlap == area_original[pairs[0]]
+    same &= overlap == area_corrected[pairs[1]]
+    kept_original = np.zeros(area_original.size, bool)
+    kept_corrected = np.zeros(area_corrected.size, bool)
+    kept_original[pairs[0][same]] = True
+    kept_corrected[pairs[1][same]] = True
+    changed = ((original > 0) & ~kept_original[original]) | ((corrected > 0) & ~kept_corrected[corrected])
+    if margin_px > 0 and changed.any():
+        changed = ndimage.binary_dilation(changed, structure=np.ones((2 * margin_px + 1,) * 2, bool))
+    return changed

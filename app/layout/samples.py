@@ -56,6 +56,7 @@ def samples_panel() -> html.Div:
             html.Div(id=ids.POOLED_HINT, className="hint"),
             html.Div([dcc.Graph(id=ids.POOLED_HISTOGRAM, className="histogram", config={"displaylogo": False}),
                       html.Div(id=ids.POOLED_STATS, className="stats")], className="histogram-row"),
+            teach_section(),
             html.H4("Samples compared (ECD)"),
             dcc.Graph(id=ids.COMPARE_FIGURE, config={"displaylogo": False}),
             html.Div(id=ids.COMPARE_TABLE, className="stats"),
@@ -70,13 +71,61 @@ def samples_panel() -> html.Div:
     )
 
 
+def teach_section() -> html.Div:
+    """Teach the model on my corrections: the button, progress, Cancel, the before/after view with Keep and
+    Discard, the model in use, and its download and upload."""
+    hidden = {"display": "none"}
+    return html.Div([
+        html.H4("Teach the model on my corrections"),
+        html.Div("Fine-tunes a copy of the U-Net on the corrected images of the sample chosen above: only the "
+                 "region your corrections changed counts (and a few pixels around it), or the whole image once "
+                 "you mark it fully checked. Then the sample's other images are analysed again with it.",
+                 className="hint"),
+        html.Div([
+            html.Button("Teach the model on my corrections", id=ids.TEACH_BUTTON, n_clicks=0, className="button"),
+            html.Button("Cancel", id=ids.TEACH_CANCEL, n_clicks=0, className="button", style=hidden),
+            html.Button("Keep the tuned model", id=ids.TEACH_KEEP, n_clicks=0, className="button", style=hidden),
+            html.Button("Discard it", id=ids.TEACH_DISCARD, n_clicks=0, className="button", style=hidden),
+        ], className="controls"),
+        html.Div(id=ids.TEACH_ALERT, role="alert", className="alert"),
+        html.Div([html.Progress(id=ids.TEACH_PROGRESS, value="0", max="1"),
+                  html.Span(id=ids.TEACH_TEXT, role="status", className="hint")], className="batch-progress"),
+        dcc.Interval(id=ids.TEACH_POLL, interval=POLL_INTERVAL_MS, disabled=True),
+        html.Div(id=ids.TEACH_TABLE),
+        html.Div([dcc.Graph(id=ids.TEACH_OVERLAY_BEFORE, config={"displaylogo": False}, style=hidden),
+                  dcc.Graph(id=ids.TEACH_OVERLAY_AFTER, config={"displaylogo": False}, style=hidden)],
+                 className="histogram-row"),
+        html.Div(id=ids.MODEL_IN_USE, className="hint"),
+        html.Div([
+            html.Button("Download the tuned model (.zip)", id=ids.MODEL_DOWNLOAD_BUTTON, n_clicks=0,
+                        className="button"),
+            dcc.Download(id=ids.MODEL_DOWNLOAD),
+            dcc.Upload(id=ids.MODEL_UPLOAD, children=html.Div(["Use a model .zip from an earlier session: drop it "
+                                                                "here, or ", html.A("choose it")]),
+                       className="upload", multiple=False, accept=".zip"),
+        ], className="controls"),
+    ], className="teach")
+
+
+def before_after_table(rows: Sequence[dict[str, Any]]) -> html.Table | str:
+    """Per image analysed again with the tuned model: particles and ECD D50 before -> after."""
+    if not rows:
+        return ""
+    head = html.Tr([html.Th(text) for text in ("Image", "Particles before", "Particles after", "ECD D50 before",
+                                               "ECD D50 after")])
+    body = [html.Tr([html.Td(row["name"]), html.Td(str(row["before"]), className="count-before"),
+                     html.Td(str(row["after"]), className="count-after"), html.Td(row["d50_before"]),
+                     html.Td(row["d50_after"])]) for row in rows]
+    return html.Table([html.Thead(head), html.Tbody(body)], className="before-after")
+
+
 _STATUS = {"queued": "waiting", "done": "done", "failed": "failed"}
 
 
 def image_table(rows: Sequence[dict[str, Any]]) -> html.Table:
     """The batch's images: sample (editable), status, particles detected, D50, flags, open and exclude buttons."""
     head = html.Tr([html.Th(text) for text in ("Image", "Sample", "Status", "Particles", "ECD D50",
-                                               "Quality flags", "")])
+                                               "Quality flags", "", "Segmented by")])
     body = []
     for row in rows:
         index = row["index"]
@@ -86,6 +135,10 @@ def image_table(rows: Sequence[dict[str, Any]]) -> html.Table:
             html.Button("Open", id={"type": ids.OPEN_IMAGE, "index": index}, className="button small"),
             html.Button("Include" if row["excluded"] else "Exclude", id={"type": ids.EXCLUDE_IMAGE, "index": index},
                         className="button small"),
+            html.Button("Fully checked \u2713" if row.get("checked") else "Mark fully checked",
+                        id={"type": ids.CHECK_IMAGE, "index": index}, className="button small",
+                        title="Every particle of this image is right: teach on the whole image, not only "
+                              "the corrected region"),
         ]
         body.append(html.Tr([
             html.Td(row["name"], className="image-name"),
@@ -96,6 +149,7 @@ def image_table(rows: Sequence[dict[str, Any]]) -> html.Table:
             html.Td(row["d50"]),
             html.Td(html.Ul([html.Li(flag) for flag in row["flags"]]) if row["flags"] else ""),
             html.Td(buttons),
+            html.Td(row.get("segmenter", ""), className="segmenter"),
         ], className="excluded" if row["excluded"] else None))
     return html.Table([html.Thead(head), html.Tbody(body)])
 

@@ -13,6 +13,9 @@ Layout::
     batches/<id>/result/<i>.png     its label image (16-bit PNG)
     batches/<id>/current/<i>.json   the image after corrections on the page (labels, particles,
                                     calibration, edits and the analysis they apply to), when any
+    batches/<id>/teach/             the fine-tune of the batch's model (:mod:`app.session.teach`): its
+                                    state, a cancel request, the results it replaced
+    batches/<id>/models/<name>/     tuned and uploaded model folders (weights, config.json, scale scorer)
 
 Tables of ``index.sqlite``:
 
@@ -23,6 +26,8 @@ Tables of ``index.sqlite``:
 ``images`` (``batch_id``, ``idx``, ``name``, ``sample``, ``status``, ``stage``, ``error``, ``excluded``,
 ``n_particles``, ``updated``)
     ``status`` is ``queued``, ``done`` or ``failed``; ``stage`` the last stage reported while it runs.
+``checked`` (``batch_id``, ``idx``)
+    the images the user marked as fully checked (every pixel of their labels is right).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +87,11 @@ CREATE TABLE IF NOT EXISTS images (
     PRIMARY KEY (batch_id, idx)
 );
 CREATE INDEX IF NOT EXISTS batches_created ON batches(created);
+CREATE TABLE IF NOT EXISTS checked (
+    batch_id TEXT NOT NULL REFERENCES batches(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, idx)
+);
 """
 
 
@@ -428,6 +438,60 @@ class BatchStore:
             db.executemany("UPDATE images SET sample = ? WHERE batch_id = ? AND idx = ?",
                            [(name, batch_id, index) for index, name in names.items()])
             self._bump(db, batch_id)
+
+    def set_params(self, batch_id: str, params: AnalysisParams) -> None:
+        """Change the batch's analysis settings (for the images analysed from now on)."""
+        with self._db() as db:
+            db.execute("UPDATE batches SET params = ? WHERE id = ?", (json.dumps(params.to_dict()), batch_id))
+            self._bump(db, batch_id)
+
+    def requeue(self, batch_id: str, indices: Sequence[int]) -> None:
+        """Queue finished images again (their stored results stay until new ones replace them)."""
+        with self._db() as db:
+            db.executemany("UPDATE images SET status = 'queued', stage = '', error = NULL, updated = ? "
+                           "WHERE batch_id = ? AND idx = ?", [(time.time(), batch_id, int(i)) for i in indices])
+            self._bump(db, batch_id)
+
+    def restore_done(self, batch_id: str, counts: Mapping[int, int]) -> None:
+        """Mark images done again with their particle counts (results put back in their folder)."""
+        with self._db() as db:
+            db.executemany("UPDATE images SET status = 'done', stage = '', error = NULL, n_particles = ?, "
+                           "updated = ? WHERE batch_id = ? AND idx = ?",
+                           [(int(n), time.time(), batch_id, int(i)) for i, n in counts.items()])
+            self._bump(db, batch_id)
+
+    def checked(self, batch_id: str) -> set[int]:
+        """The images marked as fully checked."""
+        with self._db() as db:
+            return {row[0] for row in db.execute("SELECT idx FROM checked WHERE batch_id = ?", (batch_id,))}
+
+    def set_checked(self, batch_id: str, index: int, checked: bool) -> None:
+        """Mark an image as fully checked (all its labels are right), or not."""
+        self.image(batch_id, index)
+        with self._db() as db:
+            if checked:
+                db.execute("INSERT OR IGNORE INTO checked (batch_id, idx) VALUES (?, ?)", (batch_id, index))
+            else:
+                db.execute("DELETE FROM checked WHERE batch_id = ? AND idx = ?", (batch_id, index))
+            self._bump(db, batch_id)
+
+    def read_json(self, batch_id: str, name: str) -> Any:
+        """A JSON file of the batch's folder (``teach/state.json``...), or None when there is none."""
+        path = self.folder(batch_id) / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def write_json(self, batch_id: str, name: str, data: Any) -> None:
+        """Write a JSON file of the batch's folder atomically."""
+        _write_atomic(self.folder(batch_id) / name, json.dumps(data, default=_json_number).encode())
+
+    def write_json_if(self, batch_id: str, name: str, allowed: Callable[[Any], bool], data: Any) -> bool:
+        """Write ``data`` to a JSON file of the batch's folder only if ``allowed(what it holds now)``; the
+        check and the write hold the index's write lock, so two processes cannot both pass the check."""
+        with self._db():
+            if not allowed(self.read_json(batch_id, name)):
+                return False
+            self.write_json(batch_id, name, data)
+        return True
 
     # -- the runner's claim -----------------------------------------------------------------------
     def claim(self, batch_id: str, runner: str, *, stale_s: float) -> bool:

@@ -158,11 +158,13 @@ class LoadedImage:
     provenance: dict[str, str] = dataclasses.field(default_factory=dict)
     labels_png: bytes = b""
     corrected: bool = False
+    checked: bool = False
 
 
 def load_images(store: BatchStore, batch_id: str) -> list[LoadedImage]:
     """Every image of the batch; finished ones with their particles as last corrected on the page."""
     loaded = []
+    checked = store.checked(batch_id)
     for row in store.images(batch_id):
         if row.status != "done":
             loaded.append(LoadedImage(row))
@@ -175,7 +177,8 @@ def load_images(store: BatchStore, batch_id: str) -> list[LoadedImage]:
         record = ImageRecord(row.name, row.sample, particles, nm_per_px, outcome.shape, outcome.frame, measures,
                              row.excluded)
         loaded.append(LoadedImage(row, record, outcome.provenance if current is None else current.provenance,
-                                  outcome.labels_png if current is None else current.labels_png, current is not None))
+                                  outcome.labels_png if current is None else current.labels_png, current is not None,
+                                  row.index in checked))
     return loaded
 
 
@@ -189,14 +192,16 @@ def _d50(record: ImageRecord, edge_mode: str) -> tuple[float, str]:
 
 def image_rows(images: Sequence[LoadedImage], edge_mode: str) -> list[dict[str, Any]]:
     """One row per image for the page's table: index, name, sample, status, particles detected, ECD D50 (in
-    the statistics), quality flags, excluded, corrected, and the sentence of a failure."""
+    the statistics), quality flags, excluded, corrected, fully checked, the segmenter that analysed it, and the
+    sentence of a failure."""
     flags = record_flags([image.record for image in images if image.record is not None])
     rows = []
     for image in images:
         row = image.row
         entry = {"index": row.index, "name": row.name, "sample": row.sample, "status": row.status,
                  "n_particles": None, "d50": "", "flags": [], "excluded": row.excluded,
-                 "corrected": image.corrected, "error": row.error or ""}
+                 "corrected": image.corrected, "checked": image.checked,
+                 "segmenter": image.provenance.get("segmenter", ""), "error": row.error or ""}
         if image.record is not None:
             d50, unit = _d50(image.record, edge_mode)
             entry.update(n_particles=int(len(image.record.particles)), flags=flags.get(row.name, []),
@@ -352,6 +357,14 @@ def _png_with_text(png: bytes, text: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
+def _public(provenance: dict[str, str]) -> dict[str, str]:
+    """The provenance with a tuned or uploaded model named by its folder, not by its path on the server (the
+    segmenter's version, ``+ft.<digest>``, names the weights themselves)."""
+    if not provenance.get("param_model_dir"):
+        return provenance
+    return {**provenance, "param_model_dir": provenance["param_model_dir"].replace("\\", "/").rsplit("/", 1)[-1]}
+
+
 def _stem(name: str) -> str:
     return name.rsplit(".", 1)[0] or "image"
 
@@ -371,14 +384,14 @@ def batch_zip(store: BatchStore, batch_id: str, edge_mode: str) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for image in done:
             record = image.record
-            prov = {**image.provenance, "param_edge_mode": edge_mode, "sample": record.sample,
+            prov = {**_public(image.provenance), "param_edge_mode": edge_mode, "sample": record.sample,
                     "excluded_from_pool": str(record.excluded)}
             stem = _stem(record.name)
             archive.writestr(f"images/{stem}_particles.csv", report.particles_csv(record.particles, prov))
             archive.writestr(f"images/{stem}_labels.png", _png_with_text(image.labels_png, prov))
             summaries.append(summary_row(record.name, record.particles, params, _calibration(image.provenance),
                                          record.shape, record.frame))
-        provenance = {**batch_provenance(done[0].provenance, [image.row.name for image in done]),
+        provenance = {**batch_provenance(_public(done[0].provenance), [image.row.name for image in done]),
                       "param_edge_mode": edge_mode}
         for name, text in sample_tables([image.record for image in done], summaries, provenance,
                                         edge_mode=edge_mode).items():
