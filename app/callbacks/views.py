@@ -7,6 +7,7 @@ from dash import Input, Output, Patch, State, ctx, html, no_update
 
 from app.analysis.view import ViewOptions
 from app.layout import ids
+from app.session import classes as session_classes
 from app.session import display
 from app.session.guard import guarded
 from app.session.stores import AnalysisState, GrayState, ResultsState
@@ -23,10 +24,11 @@ VIEW_INPUTS = {
 }
 
 
-def histogram(results, analysis, view):
+def histogram(results, analysis, view, classes=None, gray=None):
     """Histogram and statistics of the selected quantity, weighting, edge treatment and filters.
 
-    ``view`` holds the page's histogram controls (:class:`app.analysis.view.ViewOptions`).
+    ``view`` holds the page's histogram controls (:class:`app.analysis.view.ViewOptions`); once particle
+    ``classes`` are taught, the histogram and statistics are split by class.
     """
     unchanged = {"figure": no_update, "table": no_update, "hint": no_update, "filters": no_update}
     if not results or not analysis:
@@ -34,7 +36,9 @@ def histogram(results, analysis, view):
 
     def run():
         state = AnalysisState.from_store(analysis)
-        return display.histogram_outputs(ResultsState.from_store(results, state.shape), state, ViewOptions(**view))
+        return session_classes.histogram_outputs(ResultsState.from_store(results, state.shape), state,
+                                                 ViewOptions(**view), session_classes.ClassesState.from_store(classes),
+                                                 GrayState.from_store(gray))
 
     outcome = guarded(run)
     if outcome.message:
@@ -87,6 +91,8 @@ def register(app: dash.Dash) -> None:
             "results": Input(ids.STORE_RESULTS, "data"),
             "view": VIEW_INPUTS,
             "analysis": State(ids.STORE_ANALYSIS, "data"),
+            "classes": Input(ids.STORE_CLASSES, "data"),
+            "gray": State(ids.STORE_GRAY, "data"),
         },
         prevent_initial_call=True,
     )(histogram)

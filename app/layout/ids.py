@@ -91,3 +91,9 @@ DOWNLOAD_BATCH_BUTTON = "download-batch-button"
 BATCH_DOWNLOAD = "batch-download"
 STORE_BATCH = "store-batch"
 STORE_BATCH_REVISION = "store-batch-revision"
+
+# Particle classes (single-image view)
+CLASS_NAMES = "class-names"
+CLASS_ACTIVE = "class-active"
+CLASS_INFO = "class-info"
+STORE_CLASSES = "store-classes"

@@ -10,6 +10,7 @@ from app.analysis.stats import EDGE_MODES
 from app.analysis.strokes import TOOL_COLOURS
 from app.analysis.view import QUANTITIES
 from app.layout import ids
+from app.layout.classes import classes_panel
 from app.layout.samples import samples_panel
 from model.registry import SEGMENTER_CHOICES
 
@@ -282,6 +283,7 @@ def build_layout(default_segmenter: str, notice: str | None = None) -> html.Div:
             instructions(),
             html.Div([upload_panel(), settings_panel(default_segmenter)], className="top-row"),
             results,
+            classes_panel(),
             canvas_panel(),
             download_panel(),
             samples_panel(),
@@ -290,6 +292,7 @@ def build_layout(default_segmenter: str, notice: str | None = None) -> html.Div:
             dcc.Store(id=ids.STORE_GRAY),
             dcc.Store(id=ids.STORE_EDITS),
             dcc.Store(id=ids.STORE_RESULTS),
+            dcc.Store(id=ids.STORE_CLASSES),
         ],
         className="page",
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+
+import pandas as pd
 
 from app.analysis import pipeline, report
 from app.session.stores import AnalysisState, ResultsState
@@ -30,9 +33,15 @@ def _stem(analysis: AnalysisState) -> str:
     return name.rsplit(".", 1)[0] or "image"
 
 
-def particles_download(analysis: AnalysisState, results: ResultsState, edge_mode: str) -> dict:
-    """``dcc.Download`` payload of the per-particle CSV."""
-    text = report.particles_csv(results.particles(), provenance(analysis, results, edge_mode))
+def particles_download(analysis: AnalysisState, results: ResultsState, edge_mode: str,
+                       table: pd.DataFrame | None = None, extra: Mapping[str, str] | None = None) -> dict:
+    """``dcc.Download`` payload of the per-particle CSV.
+
+    ``table`` replaces the results' particle table (the same particles with more columns, such as their
+    classes), and ``extra`` adds provenance lines.
+    """
+    prov = {**provenance(analysis, results, edge_mode), **(extra or {})}
+    text = report.particles_csv(results.particles() if table is None else table, prov)
     return {"content": text, "filename": f"{_stem(analysis)}_particles.csv", "type": "text/csv"}
 
 
