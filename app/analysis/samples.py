@@ -29,6 +29,8 @@ class ImageRecord:
     frame: tuple[int, int]
     measures: ImageMeasures
     excluded: bool = False
+    #: The particle classes of the ``class`` column, in the order the user named them (empty without classes).
+    classes: tuple[str, ...] = ()
 
 
 def samples_in_order(records: Sequence[ImageRecord]) -> list[str]:
@@ -190,3 +192,24 @@ def pooled_view(records: Sequence[ImageRecord], view: ViewOptions) -> HistogramV
                          basis=view.basis, summary=stats.summarize(values, weights),
                          n_detected=sum(v.n_detected for v in views), n_edge=sum(v.n_edge for v in views),
                          removed=removed)
+
+
+def record_classes(records: Sequence[ImageRecord], class_column: str = "class") -> list[str]:
+    """The particle classes of ``records`` (whose tables have a ``class_column``): those the records name first,
+    then any other in order of first appearance."""
+    names = [*(name for record in records for name in record.classes),
+             *(str(name) for record in records if class_column in record.particles.columns
+               for name in record.particles[class_column])]
+    return list(dict.fromkeys(names))
+
+
+def pooled_class_views(records: Sequence[ImageRecord], view: ViewOptions, *,
+                       class_column: str = "class") -> dict[str, HistogramView]:
+    """One pooled view (:func:`pooled_view`) per particle class, each of the particles of that class only, all
+    with the bin width of the whole pool. Images without classes count in none of them."""
+    whole = pooled_view(records, view)
+    fixed = replace(view, bin_width=whole.bin_width)
+    classified = [record for record in records if class_column in record.particles.columns]
+    return {name: pooled_view([replace(record, particles=record.particles[
+        record.particles[class_column].astype(str) == name]) for record in classified], fixed)
+        for name in record_classes(classified, class_column)}

@@ -13,6 +13,8 @@ Layout::
     batches/<id>/result/<i>.png     its label image (16-bit PNG)
     batches/<id>/current/<i>.json   the image after corrections on the page (labels, particles,
                                     calibration, edits and the analysis they apply to), when any
+    batches/<id>/classes/<h>.json   a sample's particle classes (names and clicked examples), <h> a hash
+                                    of the sample name
 
 Tables of ``index.sqlite``:
 
@@ -28,6 +30,7 @@ Tables of ``index.sqlite``:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -428,6 +431,32 @@ class BatchStore:
             db.executemany("UPDATE images SET sample = ? WHERE batch_id = ? AND idx = ?",
                            [(name, batch_id, index) for index, name in names.items()])
             self._bump(db, batch_id)
+
+    def _classes_path(self, batch_id: str, sample: str) -> Path:
+        return self.folder(batch_id) / "classes" / f"{hashlib.sha256(sample.encode('utf-8')).hexdigest()[:32]}.json"
+
+    def save_classes(self, batch_id: str, sample: str, classes: Mapping[str, Any] | None) -> None:
+        """Store the particle classes of a sample (their names and clicked examples, see
+        :meth:`app.session.classes.ClassesState.to_dict`), or forget them (None)."""
+        self.check_id(batch_id)
+        name = check_sample_name(sample)
+        path = self._classes_path(batch_id, name)
+        if classes is None:
+            path.unlink(missing_ok=True)
+        else:
+            _write_atomic(path, json.dumps({"sample": name, "classes": dict(classes)},
+                                           default=_json_number).encode())
+        with self._db() as db:
+            self._bump(db, batch_id)
+
+    def classes(self, batch_id: str) -> dict[str, dict]:
+        """The particle classes stored per sample (sample name -> what :meth:`save_classes` was given)."""
+        folder = self.folder(batch_id) / "classes"
+        stored = {}
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            stored[str(data["sample"])] = data["classes"]
+        return stored
 
     # -- the runner's claim -----------------------------------------------------------------------
     def claim(self, batch_id: str, runner: str, *, stale_s: float) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from app.analysis import encoding
 from app.analysis.classes import (
     FEATURES,
     MAX_CLASSES,
@@ -28,10 +29,12 @@ from app.analysis.classes import (
     with_classes,
 )
 from app.analysis.errors import SaemiInputError
-from app.analysis.view import ViewOptions, class_stats_rows, class_views, filter_text, stats_rows, view_results
+from app.analysis.samples import ImageRecord
+from app.analysis.view import HistogramView, ViewOptions, class_stats_rows, class_views, view_results
 from app.figures import class_histogram_figure
 from app.session import display, downloads, signing
-from app.session.stores import AnalysisState, GrayState, ResultsState
+from app.session.batchstore import BatchStore, parse_image_ref
+from app.session.stores import AnalysisState, GrayState, ResultsState, Source
 
 #: Longest class name, in characters.
 MAX_NAME_CHARS = 40
@@ -60,16 +63,23 @@ class ClassesState:
     names: tuple[str, ...] = ()
     examples: tuple[ClassExample, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (signed for the page by :meth:`to_store`, kept as it is with a batch's sample)."""
+        return {"names": list(self.names), "examples": [example.to_list() for example in self.examples]}
+
     def to_store(self) -> dict[str, str]:
-        return signing.sign("classes", {"names": list(self.names),
-                                        "examples": [example.to_list() for example in self.examples]})
+        return signing.sign("classes", self.to_dict())
 
     @classmethod
     def from_store(cls, payload: Any) -> ClassesState:
         """The classes; none when nothing was typed yet."""
         if not payload:
             return cls()
-        data = signing.verify("classes", payload)
+        return cls.from_dict(signing.verify("classes", payload))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ClassesState:
+        """Inverse of :meth:`to_dict`, checked (names, example fields, sizes)."""
         if not isinstance(data, Mapping):
             raise signing.damaged("the classes store is not an object")
         names, examples = data.get("names", []), data.get("examples", [])
@@ -244,16 +254,8 @@ def histogram_outputs(results: ResultsState, analysis: AnalysisState, view: View
         return display.histogram_outputs(results, analysis, view)
     options = {"calibrated": results.calibrated, "image_shape": analysis.shape, "frame": analysis.frame,
                "view": view}
-    shown = view_results(table, **options)
-    per_class = class_views(table, names=classifier.classes, **options)
-    weighted = shown.weights is not None
-    figure = class_histogram_figure(
-        {name: v.values for name, v in per_class.items()}, bin_width=shown.bin_width,
-        weights_by_class={name: v.weights for name, v in per_class.items()} if weighted else None,
-        quantity_label=shown.label, unit=shown.unit or "", basis=shown.basis)
-    plain = display.view_outputs(shown, view)
-    return display.HistogramOutputs(figure, [*stats_rows(shown), *class_stats_rows(per_class)], plain.hint,
-                                    filter_text(shown))
+    return split_outputs(view_results(table, **options), class_views(table, names=classifier.classes, **options),
+                         view)
 
 
 def classifier_provenance(classifier: ParticleClassifier) -> dict[str, str]:
@@ -272,3 +274,64 @@ def particles_download(analysis: AnalysisState, results: ResultsState, edge_mode
     if classifier is None:
         return downloads.particles_download(analysis, results, edge_mode)
     return downloads.particles_download(analysis, results, edge_mode, table, classifier_provenance(classifier))
+
+
+# -- the classes of a batch's samples --------------------------------------------------------------------
+
+
+def batch_sample(store: BatchStore, source: Source | None) -> tuple[str, str] | None:
+    """(batch id, sample) of the image shown, when it is an image of a batch (else None)."""
+    if source is None or source.kind != "batch":
+        return None
+    batch_id, index = parse_image_ref(source.filename)
+    store.check_id(batch_id)
+    return batch_id, store.image(batch_id, index).sample
+
+
+def save_to_batch(store: BatchStore, source: Source | None, state: ClassesState) -> bool:
+    """Store the classes with the sample of the batch image shown; returns whether the image is one."""
+    where = batch_sample(store, source)
+    if where is None:
+        return False
+    store.save_classes(*where, state.to_dict() if state.names else None)
+    return True
+
+
+def load_from_batch(store: BatchStore, source: Source | None) -> ClassesState | None:
+    """The classes stored with the sample of the batch image shown (None when it has none or is no batch image)."""
+    where = batch_sample(store, source)
+    stored = None if where is None else store.classes(where[0]).get(where[1])
+    return None if stored is None else ClassesState.from_dict(stored)
+
+
+def sample_classifiers(stored: Mapping[str, Any]) -> dict[str, ParticleClassifier]:
+    """The taught classifier of each sample, from :meth:`app.session.batchstore.BatchStore.classes`."""
+    classifiers = {}
+    for sample, data in stored.items():
+        classifier = classifier_of(ClassesState.from_dict(data))
+        if classifier is not None:
+            classifiers[sample] = classifier
+    return classifiers
+
+
+def classify_record(record: ImageRecord, classifier: ParticleClassifier, labels_png: bytes,
+                    gray: np.ndarray) -> ImageRecord:
+    """The image's particles with their classes; ``gray`` is read as the page holds it (8 bits), so that the
+    intensity features are those the examples were clicked with."""
+    labels = encoding.png_bytes_to_labels(labels_png, record.shape)
+    intensity = encoding.gray_to_uint8(gray).astype(np.float32) / 255.0
+    return replace(record, particles=classified(record.particles, classifier, labels, intensity),
+                   classes=classifier.classes)
+
+
+def split_outputs(shown: HistogramView, per_class: Mapping[str, HistogramView],
+                  view: ViewOptions) -> display.HistogramOutputs:
+    """Histogram outputs of a view split by class: stacked per-class bars, the whole view's statistics
+    followed by per-class rows."""
+    weighted = shown.weights is not None
+    figure = class_histogram_figure(
+        {name: v.values for name, v in per_class.items()}, bin_width=shown.bin_width,
+        weights_by_class={name: v.weights for name, v in per_class.items()} if weighted else None,
+        quantity_label=shown.label, unit=shown.unit or "", basis=shown.basis)
+    plain = display.view_outputs(shown, view)
+    return display.HistogramOutputs(figure, [*plain.rows, *class_stats_rows(per_class)], plain.hint, plain.filters)

@@ -30,6 +30,7 @@ from app.analysis.pipeline import AnalysisParams, summary_row
 from app.analysis.samples import (
     ImageRecord,
     batch_provenance,
+    pooled_class_views,
     pooled_sizes,
     pooled_view,
     record_flags,
@@ -42,6 +43,7 @@ from app.figures import samples_figure
 from app.session import downloads, signing
 from app.session.batchrun import ensure_running
 from app.session.batchstore import BatchStore, CurrentImage, ImageRow, NewImage, image_ref, parse_image_ref
+from app.session.classes import classify_record, sample_classifiers, split_outputs
 from app.session.demo_samples import DEMO_NM_PER_PX, DEMO_PATTERN, demo_files
 from app.session.display import HistogramOutputs, view_outputs
 from app.session.start import PageSettings, _as_list, _sidecar_text
@@ -176,7 +178,23 @@ def load_images(store: BatchStore, batch_id: str) -> list[LoadedImage]:
                              row.excluded)
         loaded.append(LoadedImage(row, record, outcome.provenance if current is None else current.provenance,
                                   outcome.labels_png if current is None else current.labels_png, current is not None))
-    return loaded
+    return _with_classes(store, batch_id, loaded)
+
+
+def _with_classes(store: BatchStore, batch_id: str, loaded: list[LoadedImage]) -> list[LoadedImage]:
+    """The images of the samples that have particle classes, their particles with ``class`` columns."""
+    classifiers = sample_classifiers(store.classes(batch_id))
+    classed = []
+    for image in loaded:
+        if image.record is None or image.record.sample not in classifiers:
+            classed.append(image)
+            continue
+        job = store.job(batch_id, image.row.index)
+        gray = imageio.decode_image(job.data, job.name, max_bytes=config.MAX_UPLOAD_BYTES,
+                                    max_pixels=config.MAX_PIXELS).gray
+        record = classify_record(image.record, classifiers[image.record.sample], image.labels_png, gray)
+        classed.append(replace(image, record=record))
+    return classed
 
 
 def _d50(record: ImageRecord, edge_mode: str) -> tuple[float, str]:
@@ -216,6 +234,9 @@ def pooled_outputs(images: Sequence[LoadedImage], sample: str | None, view: View
     names = sample_names(images)
     chosen = sample if sample in names else (names[0] if names else DEFAULT_SAMPLE)
     records = [image.record for image in images if image.record is not None and image.row.sample == chosen]
+    per_class = pooled_class_views(records, view)
+    if per_class:
+        return split_outputs(pooled_view(records, view), per_class, view)
     return view_outputs(pooled_view(records, view), view)
 
 
@@ -380,6 +401,8 @@ def batch_zip(store: BatchStore, batch_id: str, edge_mode: str) -> bytes:
                                          record.shape, record.frame))
         provenance = {**batch_provenance(done[0].provenance, [image.row.name for image in done]),
                       "param_edge_mode": edge_mode}
+        for sample, classifier in sample_classifiers(store.classes(batch_id)).items():
+            provenance[f"classifier of sample {sample}"] = classifier.provenance
         for name, text in sample_tables([image.record for image in done], summaries, provenance,
                                         edge_mode=edge_mode).items():
             archive.writestr(name, text)
