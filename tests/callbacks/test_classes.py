@@ -12,6 +12,8 @@ import pytest
 from app.analysis.errors import SaemiInputError
 from app.analysis.view import ViewOptions
 from app.callbacks import classes as classes_callbacks
+from app.callbacks import downloads as downloads_callbacks
+from app.callbacks import views as views_callbacks
 from app.layout import ids
 from app.session import classes, signing
 from app.session.display import histogram_outputs
@@ -204,3 +206,23 @@ def test_the_callback_renames_records_clicks_and_shows_a_sentence_for_a_forged_i
     assert damaged["info"].startswith(DAMAGED_STORE.split(";")[0])
     unnamed = classes_callbacks.classes(click(*RODS[0]), None, 0, None, trigger=ids.OVERLAY, **stores)
     assert all(value is classes_callbacks.no_update for value in unnamed.values())
+
+
+def test_the_histogram_and_download_callbacks_read_the_classes_store(image):
+    analysis, results, gray = image
+    stores = {"results": results.to_store(), "analysis": analysis.to_store()}
+    view = dict(ViewOptions().__dict__)
+    taught_store = taught(image).to_store()
+    shown = views_callbacks.histogram(view=view, classes=taught_store, gray=gray.to_store(), **stores)
+    assert [trace.name for trace in shown["figure"].data] == ["sphere (n = 12)", "rod (n = 12)"]
+    assert "sphere: count" in str(shown["table"])
+    plain_shown = views_callbacks.histogram(view=view, **stores)
+    assert "sphere" not in str(plain_shown["table"])
+    forged = views_callbacks.histogram(view=view, classes=tampered("classes", taught_store, names=["x", "y"]),
+                                       gray=gray.to_store(), **stores)
+    assert forged["figure"] is views_callbacks.no_update and "changed or has expired" in forged["hint"]
+
+    sent = downloads_callbacks.download(1, 0, 0, trigger=ids.DOWNLOAD_CSV_BUTTON, edge_mode="exclude",
+                                        classes=taught_store, gray=gray.to_store(), **stores)
+    table = pd.read_csv(io.StringIO(sent["file"]["content"]), comment="#")
+    assert table["class"].value_counts().to_dict() == {"sphere": 12, "rod": 12}
