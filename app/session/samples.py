@@ -30,6 +30,7 @@ from app.analysis.pipeline import AnalysisParams, summary_row
 from app.analysis.samples import (
     ImageRecord,
     batch_provenance,
+    class_report,
     pooled_class_views,
     pooled_sizes,
     pooled_view,
@@ -255,6 +256,8 @@ def comparison(images: Sequence[LoadedImage], edge_mode: str) -> ComparisonView:
     records = [image.record for image in images if image.record is not None]
     pooled = pooled_sizes(records, edge_mode=edge_mode)
     sample_rows, comparison_rows = sample_report(records, edge_mode=edge_mode)
+    class_rows, class_comparisons = class_report(records, edge_mode=edge_mode)
+    sample_rows, comparison_rows = [*sample_rows, *class_rows], [*comparison_rows, *class_comparisons]
     units = set(pooled.units.values())
     unit = "nm" if "nm" in units else "px"
     shown = {name: values for name, values in pooled.sizes.items() if pooled.units[name] == unit}

@@ -104,3 +104,23 @@ def test_clearing_the_class_names_forgets_the_samples_classes(shapes_batch):
     assert BatchStore().classes(shapes_batch) == {}
     images = samples.load_images(BatchStore(), shapes_batch)
     assert all("class" not in image.record.particles.columns for image in images)
+
+
+def test_the_samples_are_compared_class_by_class(shapes_batch):
+    teach(opened_stores(shapes_batch, 0))  # sample s
+    teach(opened_stores(shapes_batch, 2))  # sample t
+    store = BatchStore()
+    compared = samples.comparison(samples.load_images(store, shapes_batch), "exclude")
+    rows = {row["sample"]: row for row in compared.sample_rows}
+    assert {"s", "t", "s · sphere", "s · rod", "t · sphere", "t · rod"} <= set(rows)
+    assert rows["s · sphere"]["n_particles"] == 24 and rows["t · rod"]["n_particles"] == 12
+    assert rows["s"]["n_particles"] == 48
+    pairs = {(row.get("class"), row["sample_a"], row["sample_b"]) for row in compared.comparison_rows}
+    assert {("sphere", "s · sphere", "t · sphere"), ("rod", "s · rod", "t · rod")} <= pairs
+    assert not any(row.get("class") == "sphere" and "rod" in row["sample_b"] for row in compared.comparison_rows)
+
+    with zipfile.ZipFile(io.BytesIO(samples.batch_zip(store, shapes_batch, "exclude"))) as archive:
+        table = pd.read_csv(io.BytesIO(archive.read("samples.csv")), comment="#")
+    per_class = table[table["row"] == "sample class"].set_index("sample")
+    assert per_class.loc["s · sphere", "n_particles"] == 24 and per_class.loc["t · sphere", "class"] == "sphere"
+    assert (table["row"] == "comparison class").sum() == 2
