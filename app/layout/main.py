@@ -66,6 +66,8 @@ def instructions() -> html.Details:
         "Check the segmentation on the overlay (zoom with the mouse).",
         "Correct it on the paint canvas: pick Draw, Remove or Erase, paint, then press Save to apply. "
         "Undo and Redo step through the applied edits.",
+        "Optionally, sort the particles into classes: type class names in “Particle classes”, choose one and "
+        "click particles of it on the overlay; the histogram, statistics and CSV are then split by class.",
         "Download the per-particle CSV, the label image (16-bit PNG) or the summary CSV.",
     ]
     return html.Details(
