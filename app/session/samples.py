@@ -44,7 +44,7 @@ from app.figures import samples_figure
 from app.session import downloads, signing
 from app.session.batchrun import ensure_running
 from app.session.batchstore import BatchStore, CurrentImage, ImageRow, NewImage, image_ref, parse_image_ref
-from app.session.classes import classify_record, sample_classifiers, split_outputs
+from app.session.classes import classifier_provenance, classify_record, sample_classifiers, split_outputs
 from app.session.demo_samples import DEMO_NM_PER_PX, DEMO_PATTERN, demo_files
 from app.session.display import HistogramOutputs, view_outputs
 from app.session.start import PageSettings, _as_list, _sidecar_text
@@ -392,11 +392,14 @@ def batch_zip(store: BatchStore, batch_id: str, edge_mode: str) -> bytes:
     params = replace(store.params(batch_id), edge_mode=edge_mode)
     buffer = io.BytesIO()
     summaries = []
+    classifiers = sample_classifiers(store.classes(batch_id))
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for image in done:
             record = image.record
             prov = {**image.provenance, "param_edge_mode": edge_mode, "sample": record.sample,
                     "excluded_from_pool": str(record.excluded)}
+            if record.sample in classifiers:
+                prov.update(classifier_provenance(classifiers[record.sample]))
             stem = _stem(record.name)
             archive.writestr(f"images/{stem}_particles.csv", report.particles_csv(record.particles, prov))
             archive.writestr(f"images/{stem}_labels.png", _png_with_text(image.labels_png, prov))
@@ -404,7 +407,7 @@ def batch_zip(store: BatchStore, batch_id: str, edge_mode: str) -> bytes:
                                          record.shape, record.frame))
         provenance = {**batch_provenance(done[0].provenance, [image.row.name for image in done]),
                       "param_edge_mode": edge_mode}
-        for sample, classifier in sample_classifiers(store.classes(batch_id)).items():
+        for sample, classifier in classifiers.items():
             provenance[f"classifier of sample {sample}"] = classifier.provenance
         for name, text in sample_tables([image.record for image in done], summaries, provenance,
                                         edge_mode=edge_mode).items():

@@ -88,7 +88,9 @@ def test_classes_taught_on_one_image_are_stored_with_its_sample_and_split_the_po
 
     with zipfile.ZipFile(io.BytesIO(samples.batch_zip(store, shapes_batch, "exclude"))) as archive:
         text = archive.read("pooled_particles.csv").decode()
-        per_image = pd.read_csv(io.BytesIO(archive.read("images/s_2_particles.csv")), comment="#")
+        per_image_text = archive.read("images/s_2_particles.csv").decode()
+        per_image = pd.read_csv(io.StringIO(per_image_text), comment="#")
+    assert "# classifier_examples: 4\n" in per_image_text and "# classifier_n_trees: 200\n" in per_image_text
     assert '# classifier of sample s: "random forest (200 trees, seed 0) on 4 clicked particles' in text
     pooled_table = pd.read_csv(io.StringIO(text), comment="#")
     assert pooled_table[pooled_table["sample"] == "s"]["class"].value_counts().to_dict() == {"sphere": 24, "rod": 24}
