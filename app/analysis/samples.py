@@ -238,10 +238,13 @@ def class_report(records: Sequence[ImageRecord], *, edge_mode: str = "exclude", 
                  seed: int = 0) -> tuple[list[dict], list[dict]]:
     """:func:`sample_report` per particle class: one row per class of each sample, and the comparisons of
     the samples within each class (spheres of one sample against spheres of another), each with a ``class``
-    entry. Empty without classes."""
+    entry. A sample without particles of a class gets its row (no particles) but no comparison. Empty
+    without classes."""
     sample_rows, comparison_rows = [], []
     for name, members in class_records(records).items():
         rows, comparisons = sample_report(members, edge_mode=edge_mode, n_boot=n_boot, seed=seed)
+        empty = {row["sample"] for row in rows if not row["n_particles"]}
         sample_rows += [{**row, "class": name} for row in rows]
-        comparison_rows += [{**row, "class": name} for row in comparisons]
+        comparison_rows += [{**row, "class": name} for row in comparisons
+                            if row["sample_a"] not in empty and row["sample_b"] not in empty]
     return sample_rows, comparison_rows
