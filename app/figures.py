@@ -190,7 +190,7 @@ def label_colour_image(label_image, mode="bw"):
 
 
 def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar_rows=None, line_px=None,
-                   dragmode="zoom", scale_bar=None):
+                   dragmode="zoom", scale_bar=None, label_colours=None, uirevision=None):
     """The image with the segmentation drawn over it, zoomable with equal aspect.
 
     Parameters
@@ -214,6 +214,11 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar
     scale_bar : (x0, x1, y, text), optional
         The scale bar measured in the image (columns [x0, x1) through row y) and its label as read,
         framed in :data:`DATA_BAR_COLOUR`.
+    label_colours : (N, 3) ndarray of uint8, optional
+        The colour of each particle id (row ``id``; row 0, the background, is not drawn), instead of the
+        palette by id: particles coloured by class, say.
+    uirevision : str, optional
+        Plotly's ``uirevision``: while it stays the same, a redraw keeps the user's zoom.
 
     Returns
     -------
@@ -235,7 +240,10 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar
     else:
         raise ValueError(f"mode must be 'outline' or 'fill', not {mode!r}.")
     overlay = np.zeros(labels.shape + (4,), dtype=np.uint8)
-    overlay[..., :3] = label_colour_image(labels, "colour")
+    if label_colours is None:
+        overlay[..., :3] = label_colour_image(labels, "colour")
+    else:
+        overlay[..., :3] = np.asarray(label_colours, dtype=np.uint8)[np.clip(labels, 0, len(label_colours) - 1)]
     overlay[..., 3] = painted * np.uint8(255)
 
     height, width = labels.shape
@@ -278,6 +286,8 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar
                       line={"color": LINE_COLOUR, "width": 2})
     fig.update_layout(dragmode=dragmode if dragmode in DRAG_MODES else "zoom",
                       newshape={"line": {"color": LINE_COLOUR, "width": 2}})
+    if uirevision is not None:
+        fig.update_layout(uirevision=uirevision)
     return fig
 
 

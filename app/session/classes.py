@@ -31,7 +31,7 @@ from app.analysis.classes import (
 from app.analysis.errors import SaemiInputError
 from app.analysis.samples import ImageRecord
 from app.analysis.view import HistogramView, ViewOptions, class_stats_rows, class_views, view_results
-from app.figures import class_histogram_figure
+from app.figures import SAMPLE_COLOURS, class_histogram_figure
 from app.session import display, downloads, signing
 from app.session.batchstore import BatchStore, parse_image_ref
 from app.session.stores import AnalysisState, GrayState, ResultsState, Source
@@ -335,3 +335,25 @@ def split_outputs(shown: HistogramView, per_class: Mapping[str, HistogramView],
         quantity_label=shown.label, unit=shown.unit or "", basis=shown.basis)
     plain = display.view_outputs(shown, view)
     return display.HistogramOutputs(figure, [*plain.rows, *class_stats_rows(per_class)], plain.hint, plain.filters)
+
+
+def class_colours(table: pd.DataFrame, classifier: ParticleClassifier, n_labels: int) -> np.ndarray:
+    """The colour (RGB) of each particle id by its class, as in the class histogram's legend; black elsewhere."""
+    palette = np.array([[int(code[i:i + 2], 16) for i in (1, 3, 5)] for code in SAMPLE_COLOURS], dtype=np.uint8)
+    ids = table["particle_id"].to_numpy(dtype=int)
+    colours = np.zeros((max(n_labels, int(ids.max(initial=0)) + 1), 3), dtype=np.uint8)
+    index = {name: k for k, name in enumerate(classifier.classes)}
+    numbers = np.array([index[str(name)] for name in table["class"]], dtype=int)
+    colours[ids] = palette[numbers % len(palette)]
+    return colours
+
+
+def class_overlay(results: ResultsState, gray: GrayState, opacity: float | None, analysis: AnalysisState,
+                  dragmode: str | None, state: ClassesState):
+    """The overlay with every particle filled in the colour of its class (in the palette's colours before the
+    classifier is taught); a redraw after a click keeps the zoom."""
+    table, classifier = current_table(state, analysis, results, gray)
+    labels = results.labels()
+    colours = None if classifier is None else class_colours(table, classifier, int(labels.max(initial=0)) + 1)
+    return display.overlay(results, gray, opacity, "fill", analysis, dragmode, label_colours=colours,
+                           uirevision=f"classes-{analysis.sha256}")

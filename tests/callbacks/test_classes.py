@@ -3,17 +3,20 @@ teach the classifier, a click corrects a class, and the histogram, statistics an
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from app.analysis.errors import SaemiInputError
 from app.analysis.view import ViewOptions
 from app.callbacks import classes as classes_callbacks
 from app.callbacks import downloads as downloads_callbacks
 from app.callbacks import views as views_callbacks
+from app.figures import PALETTE, SAMPLE_COLOURS
 from app.layout import ids
 from app.session import classes, signing
 from app.session.display import histogram_outputs
@@ -226,3 +229,31 @@ def test_the_histogram_and_download_callbacks_read_the_classes_store(image):
                                         classes=taught_store, gray=gray.to_store(), **stores)
     table = pd.read_csv(io.StringIO(sent["file"]["content"]), comment="#")
     assert table["class"].value_counts().to_dict() == {"sphere": 12, "rod": 12}
+
+
+def overlay_rgb(figure) -> np.ndarray:
+    """The RGB of the overlay's particles trace (the second image trace)."""
+    source = figure.data[1].source
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))))[..., :3]
+
+
+def test_the_overlay_by_class_fills_each_particle_in_its_class_colour(image):
+    analysis, results, gray = image
+    stores = {"results": results.to_store(), "analysis": analysis.to_store(), "gray": gray.to_store()}
+    taught_store = taught(image).to_store()
+    drawn = views_callbacks.overlay(opacity=0.7, mode="class", classes=taught_store, trigger=ids.STORE_CLASSES,
+                                    **stores)
+    rgb = overlay_rgb(drawn["figure"])
+    colours = [tuple(int(code[i:i + 2], 16) for i in (1, 3, 5)) for code in SAMPLE_COLOURS[:2]]
+    for row, col, kind in shapes_truth():
+        assert tuple(rgb[row, col]) == colours[0 if kind == "sphere" else 1]
+    assert drawn["figure"].layout.uirevision == f"classes-{analysis.sha256}"  # a click keeps the zoom
+    # shown otherwise, a change of the classes does not redraw the overlay
+    unchanged = views_callbacks.overlay(opacity=0.7, mode="outline", classes=taught_store,
+                                        trigger=ids.STORE_CLASSES, **stores)
+    assert unchanged["figure"] is views_callbacks.no_update
+    # before the classifier is taught, "by class" fills the particles in the palette
+    untaught = views_callbacks.overlay(opacity=0.7, mode="class", classes=None, trigger=ids.OVERLAY_MODE, **stores)
+    labels = results.labels()
+    row, col = SPHERES[0]
+    assert tuple(overlay_rgb(untaught["figure"])[row, col]) == tuple(PALETTE[(labels[row, col] - 1) % len(PALETTE)])
