@@ -47,17 +47,13 @@ def choose_class(duo, name):
 
 
 def label_particles(duo, name, points):
-    """Click each particle as ``name``; a click the page missed is repeated (a repeated click changes nothing)."""
+    """Click each particle as ``name``, waiting for the page to settle after each click."""
     choose_class(duo, name)
     for number, (row, col) in enumerate(points, start=1):
-        for _attempt in range(3):
-            click_pixel(duo, row, col)
-            try:
-                wait(duo, lambda n=number: examples(duo).get(name) == n, f"click {number} on a {name} not recorded")
-                break
-            except AssertionError:
-                continue
-        assert examples(duo).get(name) == number, examples(duo)
+        click_pixel(duo, row, col)
+        wait(duo, lambda n=number: examples(duo).get(name) == n, f"click {number} on a {name} was not recorded")
+        # the histogram and the overlay redraw after each click; a click while the overlay is redrawn is lost
+        wait(duo, duo._wait_for_callbacks, "the page did not settle after a click")
 
 
 def legend(duo) -> list[str]:
