@@ -1,10 +1,11 @@
-"""Particle classes on the single-image view: class names, clicked examples, and the classes of every particle.
+"""Particle classes: class names, clicked examples, the classes of every particle, and a sample's classes.
 
 The ``classes`` store (:class:`ClassesState`) keeps the names the user typed and one example per clicked
 particle: the particle's features (:func:`app.analysis.classes.particle_features`) and its class. The
 classifier is fitted again from these examples whenever it is needed (:func:`classifier_of`), as
 :mod:`app.analysis.classes` stores it. A click is turned into a particle on the server, from the signed
-label image of the ``results`` store; the class index the page sends is checked against the names.
+label image of the ``results`` store; the class index the page sends is checked against the names. For an
+image of a batch, the classes are kept with its sample in the batch store and classify the pooled particles.
 """
 
 from __future__ import annotations
@@ -101,9 +102,9 @@ def _example(item: Any, names: Sequence[str]) -> ClassExample:
     if not isinstance(item, list) or len(item) != 4:
         raise signing.damaged("a class example is not four fields")
     image, particle_id, name, features = item
-    if (not isinstance(image, str) or isinstance(particle_id, bool) or not isinstance(particle_id, int)
-            or particle_id < 1 or name not in names or not isinstance(features, list)
-            or len(features) != len(FEATURES)
+    if (not isinstance(image, str) or len(image) > 64 or isinstance(particle_id, bool)
+            or not isinstance(particle_id, int) or particle_id < 1 or name not in names
+            or not isinstance(features, list) or len(features) != len(FEATURES)
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                        for v in features)):
         raise signing.damaged("a class example is not one this server wrote")

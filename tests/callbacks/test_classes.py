@@ -141,6 +141,7 @@ def test_the_browser_cannot_forge_an_example_or_a_class(image):
         resigned("classes", stored, names=["a", "a"]),
         resigned("classes", stored, examples=[["x", 0, "sphere", [0.0] * 7]]),  # particle id 0 is background
         resigned("classes", stored, examples=[["x", 3, "sphere", [0.0] * 6]]),  # wrong number of features
+        resigned("classes", stored, examples=[["x" * 65, 3, "sphere", [0.0] * 7]]),  # not an image key
         resigned("classes", stored, examples=[["x", 3, "sphere", [0.0] * 6 + ["1"]]]),
         resigned("classes", stored, examples=[["x", 3, "sphere", [0.0] * 7]] * (classes.MAX_EXAMPLES + 1)),
         signing.sign("analysis", plain("classes", stored)),  # another store's signature
