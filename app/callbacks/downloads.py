@@ -16,7 +16,8 @@ def download(csv_clicks, labels_clicks, summary_clicks, analysis, results, edge_
              gray=None):
     """Send the requested file; the provenance header records the settings in force.
 
-    Once particle ``classes`` are taught, the particles CSV holds each particle's class.
+    Once particle ``classes`` are taught, the particles CSV holds each particle's class and the summary has
+    one more row per class.
 
     ``trigger`` is the id of the button pressed (default: Dash's).
     """
@@ -30,7 +31,9 @@ def download(csv_clicks, labels_clicks, summary_clicks, analysis, results, edge_
         if trigger == ids.DOWNLOAD_LABELS_BUTTON:
             return downloads.labels_download(state, current)
         if trigger == ids.DOWNLOAD_SUMMARY_BUTTON:
-            return downloads.summary_download(state, current, edge_mode or "exclude")
+            return session_classes.summary_download(state, current, edge_mode or "exclude",
+                                                    session_classes.ClassesState.from_store(classes),
+                                                    GrayState.from_store(gray))
         return session_classes.particles_download(state, current, edge_mode or "exclude",
                                                   session_classes.ClassesState.from_store(classes),
                                                   GrayState.from_store(gray))

@@ -358,3 +358,15 @@ def class_overlay(results: ResultsState, gray: GrayState, opacity: float | None,
     colours = None if classifier is None else class_colours(table, classifier, int(labels.max(initial=0)) + 1)
     return display.overlay(results, gray, opacity, "fill", analysis, dragmode, label_colours=colours,
                            uirevision=f"classes-{analysis.sha256}")
+
+
+def summary_download(analysis: AnalysisState, results: ResultsState, edge_mode: str, state: ClassesState,
+                     gray: GrayState | None) -> dict:
+    """The summary CSV, with one more row per class (and the classifier's provenance) once it is taught (else
+    exactly :func:`app.session.downloads.summary_download`)."""
+    table, classifier = current_table(state, analysis, results, gray)
+    if classifier is None:
+        return downloads.summary_download(analysis, results, edge_mode)
+    by_class = {name: table[table["class"] == name].drop(columns=["class", "class_probability"])
+                for name in classifier.classes}
+    return downloads.summary_download(analysis, results, edge_mode, by_class, classifier_provenance(classifier))

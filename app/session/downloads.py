@@ -51,11 +51,19 @@ def labels_download(analysis: AnalysisState, results: ResultsState) -> dict:
             "base64": True, "type": "image/png"}
 
 
-def summary_download(analysis: AnalysisState, results: ResultsState, edge_mode: str) -> dict:
-    """``dcc.Download`` payload of the one-row summary CSV."""
-    prov = provenance(analysis, results, edge_mode)
+def summary_download(analysis: AnalysisState, results: ResultsState, edge_mode: str,
+                     class_tables: Mapping[str, pd.DataFrame] | None = None,
+                     extra: Mapping[str, str] | None = None) -> dict:
+    """``dcc.Download`` payload of the summary CSV: one row for the image, then, given ``class_tables`` (each
+    class's particles), one row per class with a ``class`` column; ``extra`` adds provenance lines."""
+    prov = {**provenance(analysis, results, edge_mode), **(extra or {})}
     params = replace(analysis.params, edge_mode=edge_mode)
-    row = pipeline.summary_row(analysis.filename, results.particles(), params, results.calibration,
-                               analysis.shape, analysis.frame)
-    return {"content": report.summary_csv([row], prov), "filename": f"{_stem(analysis)}_summary.csv",
+    rows = [pipeline.summary_row(analysis.filename, results.particles(), params, results.calibration,
+                                 analysis.shape, analysis.frame)]
+    for name, table in (class_tables or {}).items():
+        rows.append({**pipeline.summary_row(analysis.filename, table, params, results.calibration, analysis.shape,
+                                            analysis.frame), "class": name})
+    if len(rows) > 1:
+        rows[0]["class"] = "all"
+    return {"content": report.summary_csv(rows, prov), "filename": f"{_stem(analysis)}_summary.csv",
             "type": "text/csv"}

@@ -20,7 +20,7 @@ from app.figures import PALETTE, SAMPLE_COLOURS
 from app.layout import ids
 from app.session import classes, signing
 from app.session.display import histogram_outputs
-from app.session.downloads import particles_download
+from app.session.downloads import particles_download, summary_download
 from app.session.results import compute_results
 from app.session.start import PageSettings, start_session
 from app.session.stores import DAMAGED_STORE
@@ -258,3 +258,20 @@ def test_the_overlay_by_class_fills_each_particle_in_its_class_colour(image):
     labels = results.labels()
     row, col = SPHERES[0]
     assert tuple(overlay_rgb(untaught["figure"])[row, col]) == tuple(PALETTE[(labels[row, col] - 1) % len(PALETTE)])
+
+
+def test_the_summary_csv_gets_one_row_per_class(image):
+    analysis, results, gray = image
+    plain_summary = summary_download(analysis, results, "exclude")
+    assert classes.summary_download(analysis, results, "exclude", classes.ClassesState(), gray) == plain_summary
+    text = classes.summary_download(analysis, results, "exclude", taught(image), gray)["content"]
+    assert "# classifier_examples: 4\n" in text
+    table = pd.read_csv(io.StringIO(text), comment="#").set_index("class")
+    assert list(table.index) == ["all", "sphere", "rod"]
+    assert table.loc["all", "n_particles"] == 24
+    assert table.loc["sphere", "n_particles"] == 12 and table.loc["rod", "n_particles"] == 12
+    ecd = results.particles().set_index("particle_id")["ecd_px"]
+    rods = [ecd[pid] for pid, kind in truth_by_id(results).items() if kind == "rod"]
+    assert table.loc["rod", "d50_ecd_px"] == pytest.approx(np.median(rods), rel=1e-4)
+    plain_table = pd.read_csv(io.StringIO(plain_summary["content"]), comment="#")
+    assert "class" not in plain_table.columns and len(plain_table) == 1
