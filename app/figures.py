@@ -13,7 +13,8 @@ from skimage.segmentation import find_boundaries
 from app.analysis.encoding import rgb_to_png_data_url
 from app.analysis.stats import histogram, lognormal_fit, lognormal_pdf
 
-__all__ = ["PALETTE", "histogram_figure", "label_colour_image", "overlay_figure", "samples_figure"]
+__all__ = ["PALETTE", "class_histogram_figure", "histogram_figure", "label_colour_image", "overlay_figure",
+           "samples_figure"]
 
 #: Fixed particle colours (RGB), reused in turn by particle id.
 PALETTE = np.array(
@@ -189,7 +190,7 @@ def label_colour_image(label_image, mode="bw"):
 
 
 def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar_rows=None, line_px=None,
-                   dragmode="zoom", scale_bar=None):
+                   dragmode="zoom", scale_bar=None, label_colours=None, uirevision=None):
     """The image with the segmentation drawn over it, zoomable with equal aspect.
 
     Parameters
@@ -213,6 +214,11 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar
     scale_bar : (x0, x1, y, text), optional
         The scale bar measured in the image (columns [x0, x1) through row y) and its label as read,
         framed in :data:`DATA_BAR_COLOUR`.
+    label_colours : (N, 3) ndarray of uint8, optional
+        The colour of each particle id (row ``id``; row 0, the background, is not drawn), instead of the
+        palette by id: particles coloured by class, say.
+    uirevision : str, optional
+        Plotly's ``uirevision``: while it stays the same, a redraw keeps the user's zoom.
 
     Returns
     -------
@@ -234,7 +240,10 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar
     else:
         raise ValueError(f"mode must be 'outline' or 'fill', not {mode!r}.")
     overlay = np.zeros(labels.shape + (4,), dtype=np.uint8)
-    overlay[..., :3] = label_colour_image(labels, "colour")
+    if label_colours is None:
+        overlay[..., :3] = label_colour_image(labels, "colour")
+    else:
+        overlay[..., :3] = np.asarray(label_colours, dtype=np.uint8)[np.clip(labels, 0, len(label_colours) - 1)]
     overlay[..., 3] = painted * np.uint8(255)
 
     height, width = labels.shape
@@ -277,6 +286,8 @@ def overlay_figure(gray_uint8, label_image, *, opacity, mode="outline", data_bar
                       line={"color": LINE_COLOUR, "width": 2})
     fig.update_layout(dragmode=dragmode if dragmode in DRAG_MODES else "zoom",
                       newshape={"line": {"color": LINE_COLOUR, "width": 2}})
+    if uirevision is not None:
+        fig.update_layout(uirevision=uirevision)
     return fig
 
 
@@ -343,4 +354,62 @@ def samples_figure(sizes, *, unit="nm", quantity_label="ECD"):
                        "mode": "lines", "line": {"color": colour, "width": 2, "shape": "hv"}, "yaxis": "y2",
                        "name": f"{name}, cumulative", "legendgroup": name,
                        "hovertemplate": f"{name}: %{{y:.1f}}% ≤ %{{x:.4g}} {unit}<extra></extra>"})
+    return go.Figure(data=traces, layout=layout)
+
+
+def class_histogram_figure(values_by_class, *, bin_width, weights_by_class=None, quantity_label="ECD", unit="px",
+                           basis="number"):
+    """Histogram split by particle class: one bar trace per class, stacked, with the class names in the legend.
+
+    Parameters
+    ----------
+    values_by_class : mapping of str to array_like
+        Each class's values, in ``unit``.
+    bin_width : float
+        Width of the bins shared by all classes, in ``unit``.
+    weights_by_class : mapping of str to array_like, optional
+        Each class's particle weights (basis and edge correction). When None, the bars are counts; otherwise
+        each bar is its share (%) of the total weight of all classes, so the stack adds up to the whole.
+    quantity_label, unit, basis : str, optional
+        As in :func:`histogram_figure`.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Without finite values, an empty figure annotated "No particles found".
+    """
+    unit_suffix = f" ({unit})" if unit else ""
+    weight_word = _BASIS_WORDS.get(basis, basis)
+    by_count = weights_by_class is None
+    layout = {
+        "template": LIGHT_TEMPLATE, "barmode": "stack", "bargap": 0.02,
+        "margin": {"l": 60, "r": 60, "t": 30, "b": 50}, "legend": {"orientation": "h", "y": 1.08, "x": 0},
+        "xaxis": {"title": {"text": f"{quantity_label}{unit_suffix}"}},
+        "yaxis": {"title": {"text": "Particles" if by_count else f"Fraction by {weight_word} (%)"},
+                  "rangemode": "tozero"},
+    }
+    values = {name: np.asarray(v, dtype=float) for name, v in values_by_class.items()}
+    weights = {name: (np.ones_like(v) if by_count else np.asarray(weights_by_class[name], dtype=float))
+               for name, v in values.items()}
+    everything = np.concatenate([np.zeros(0), *values.values()])
+    whole = histogram(everything, bin_width, np.concatenate([np.zeros(0), *weights.values()]))
+    if whole.heights.size == 0:
+        layout["annotations"] = [{"text": "No particles found", "showarrow": False, "xref": "paper",
+                                  "yref": "paper", "x": 0.5, "y": 0.5, "font": {"size": 16}}]
+        return go.Figure(layout=layout)
+    edges = whole.edges
+    finite = {name: np.isfinite(v) & np.isfinite(weights[name]) for name, v in values.items()}
+    total = sum(float(weights[name][keep].sum()) for name, keep in finite.items()) or 1.0
+    traces = []
+    for number, (name, v) in enumerate(values.items()):
+        keep = finite[name]
+        sums, _ = np.histogram(v[keep], bins=edges, weights=weights[name][keep])
+        heights = sums if by_count else 100.0 * sums / total
+        traces.append({
+            "type": "bar", "x": (edges[:-1] + edges[1:]) / 2.0, "y": heights,
+            "width": np.full(heights.size, bin_width), "name": f"{name} (n = {int(keep.sum())})",
+            "marker": {"color": SAMPLE_COLOURS[number % len(SAMPLE_COLOURS)]}, "legendgroup": name,
+            "hovertemplate": (f"{name}: %{{y:.4g}}{'' if by_count else '%'} at %{{x:.4g}}"
+                              f"{' ' + unit if unit else ''}<extra></extra>"),
+        })
     return go.Figure(data=traces, layout=layout)

@@ -9,7 +9,7 @@ import dash
 import flask
 
 from app import config
-from app.callbacks import analysis, canvas, downloads, linecal, samples, teach, views
+from app.callbacks import analysis, canvas, classes, downloads, linecal, samples, teach, views
 from app.engine import default_segmenter_name
 from app.layout.main import build_layout
 from app.session.guard import public_text
@@ -49,7 +49,7 @@ def create_app(*, default_segmenter: str | None = None, model_dir: Path | None =
     limit_request_body(app.server)
     # Callbacks are attached to this app, not to Dash's global registry: the first app created in a
     # process empties that registry, so a second app (tests, several apps) would get none.
-    for module in (analysis, views, canvas, downloads, linecal, samples, teach):
+    for module in (analysis, views, canvas, downloads, linecal, samples, teach, classes):
         module.register(app)
     return app
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from app.analysis.stats import distribution_weights
-from app.figures import PALETTE, histogram_figure, label_colour_image, overlay_figure
+from app.figures import PALETTE, class_histogram_figure, histogram_figure, label_colour_image, overlay_figure
 
 SIZES_NM = np.random.default_rng(0).lognormal(np.log(40.0), 0.3, 500)
 
@@ -154,3 +154,21 @@ def test_overlay_frames_the_scale_bar_used_and_names_its_reading():
     assert [(s.x0, s.x1) for s in frames] == [(39.5, 139.5)]
     assert any("100 px" in a.text and "'200 nm'" in a.text for a in fig.layout.annotations)
     assert not overlay_figure(np.zeros((100, 200), np.uint8), labels, opacity=0.5).layout.shapes
+
+
+def test_class_histogram_stacks_the_classes_on_shared_bins():
+    small, large = SIZES_NM[:200] * 0.5, SIZES_NM[200:]
+    counts = class_histogram_figure({"small": small, "large": large}, bin_width=5.0, unit="nm")
+    assert [trace.name for trace in counts.data] == ["small (n = 200)", "large (n = 300)"]
+    assert counts.layout.barmode == "stack" and counts.layout.yaxis.title.text == "Particles"
+    assert list(counts.data[0].x) == list(counts.data[1].x)  # the same bins
+    assert sum(counts.data[0].y) == 200 and sum(counts.data[1].y) == 300
+    weights = {"small": distribution_weights(small, "volume"), "large": distribution_weights(large, "volume")}
+    by_volume = class_histogram_figure({"small": small, "large": large}, bin_width=5.0, weights_by_class=weights,
+                                       unit="nm", basis="volume")
+    shares = [float(np.sum(trace.y)) for trace in by_volume.data]
+    assert sum(shares) == pytest.approx(100.0)
+    assert shares[0] == pytest.approx(100.0 * weights["small"].sum() / (weights["small"].sum()
+                                                                        + weights["large"].sum()))
+    empty = class_histogram_figure({"small": [], "large": [np.nan]}, bin_width=5.0)
+    assert not empty.data and empty.layout.annotations[0].text == "No particles found"

@@ -29,6 +29,8 @@ class ImageRecord:
     frame: tuple[int, int]
     measures: ImageMeasures
     excluded: bool = False
+    #: The particle classes of the ``class`` column, in the order the user named them (empty without classes).
+    classes: tuple[str, ...] = ()
 
 
 def samples_in_order(records: Sequence[ImageRecord]) -> list[str]:
@@ -132,7 +134,8 @@ def sample_tables(records: Sequence[ImageRecord], summaries: Sequence[Mapping[st
                   report: tuple[list[dict], list[dict]] | None = None) -> dict[str, str]:
     """The pooled files of a batch, by file name: ``summary.csv`` (one row per image, with its sample,
     quality flags and whether it is excluded), ``pooled_particles.csv`` (every particle, with ``sample`` and
-    ``image`` columns) and ``samples.csv`` (one row per sample, then one per pair of samples with the tests).
+    ``image`` columns) and ``samples.csv`` (one row per sample, then one per pair of samples with the tests;
+    with particle classes, then the same per class, see :func:`class_report`).
 
     Parameters
     ----------
@@ -151,8 +154,11 @@ def sample_tables(records: Sequence[ImageRecord], summaries: Sequence[Mapping[st
     rows = [{"sample": record.sample, **summary, "flags": " ".join(flags[record.name]), "excluded": record.excluded}
             for record, summary in zip(records, summaries)]
     sample_rows, comparison_rows = report or sample_report(records, edge_mode=edge_mode)
-    table = [{"row": "sample", **row} for row in sample_rows] + [{"row": "comparison", **row}
-                                                                 for row in comparison_rows]
+    class_rows, class_comparisons = class_report(records, edge_mode=edge_mode)
+    table = ([{"row": "sample", **row} for row in sample_rows]
+             + [{"row": "comparison", **row} for row in comparison_rows]
+             + [{"row": "sample class", **row} for row in class_rows]
+             + [{"row": "comparison class", **row} for row in class_comparisons])
     return {"summary.csv": summary_csv(rows, provenance),
             "pooled_particles.csv": particles_csv(pooled_table(records), provenance),
             "samples.csv": summary_csv(table, provenance)}
@@ -190,3 +196,55 @@ def pooled_view(records: Sequence[ImageRecord], view: ViewOptions) -> HistogramV
                          basis=view.basis, summary=stats.summarize(values, weights),
                          n_detected=sum(v.n_detected for v in views), n_edge=sum(v.n_edge for v in views),
                          removed=removed)
+
+
+def record_classes(records: Sequence[ImageRecord], class_column: str = "class") -> list[str]:
+    """The particle classes of ``records`` (whose tables have a ``class_column``): those the records name first,
+    then any other in order of first appearance."""
+    names = [*(name for record in records for name in record.classes),
+             *(str(name) for record in records if class_column in record.particles.columns
+               for name in record.particles[class_column])]
+    return list(dict.fromkeys(names))
+
+
+def pooled_class_views(records: Sequence[ImageRecord], view: ViewOptions, *,
+                       class_column: str = "class") -> dict[str, HistogramView]:
+    """One pooled view (:func:`pooled_view`) per particle class, each of the particles of that class only, all
+    with the bin width of the whole pool. Images without classes count in none of them."""
+    whole = pooled_view(records, view)
+    fixed = replace(view, bin_width=whole.bin_width)
+    classified = [record for record in records if class_column in record.particles.columns]
+    return {name: pooled_view([replace(record, particles=record.particles[
+        record.particles[class_column].astype(str) == name]) for record in classified], fixed)
+        for name in record_classes(classified, class_column)}
+
+
+#: Joins a sample's name and a class name into the name of that class's part of the sample.
+CLASS_SEPARATOR = " · "
+
+
+def class_records(records: Sequence[ImageRecord], class_column: str = "class") -> dict[str, list[ImageRecord]]:
+    """Per particle class: the records of the images with classes, each keeping only that class's particles and
+    renamed ``"<sample> · <class>"``, so that the pooled statistics and comparisons treat each class of each
+    sample as a sample of its own."""
+    classified = [record for record in records if class_column in record.particles.columns]
+    return {name: [replace(record, sample=f"{record.sample}{CLASS_SEPARATOR}{name}",
+                           particles=record.particles[record.particles[class_column].astype(str) == name])
+                   for record in classified]
+            for name in record_classes(classified, class_column)}
+
+
+def class_report(records: Sequence[ImageRecord], *, edge_mode: str = "exclude", n_boot: int = 1000,
+                 seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """:func:`sample_report` per particle class: one row per class of each sample, and the comparisons of
+    the samples within each class (spheres of one sample against spheres of another), each with a ``class``
+    entry. A sample without particles of a class gets its row (no particles) but no comparison. Empty
+    without classes."""
+    sample_rows, comparison_rows = [], []
+    for name, members in class_records(records).items():
+        rows, comparisons = sample_report(members, edge_mode=edge_mode, n_boot=n_boot, seed=seed)
+        empty = {row["sample"] for row in rows if not row["n_particles"]}
+        sample_rows += [{**row, "class": name} for row in rows]
+        comparison_rows += [{**row, "class": name} for row in comparisons
+                            if row["sample_a"] not in empty and row["sample_b"] not in empty]
+    return sample_rows, comparison_rows

@@ -8,7 +8,7 @@ changes the segmentation. :func:`stats_rows` and :func:`filter_text` put the res
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -186,3 +186,32 @@ def filter_text(view: HistogramView) -> str:
     names = {"min_ecd": "minimum ECD", "max_ecd": "maximum ECD", "min_circularity": "minimum circularity"}
     parts = [f"{names[key]}: {n}" for key, n in view.removed.items() if n]
     return "Removed by the filters: " + ", ".join(parts) + "." if parts else "No particle removed by the filters."
+
+
+def class_views(particles: pd.DataFrame, *, calibrated: bool, image_shape: tuple[int, int],
+                frame: tuple[int, int], view: ViewOptions, names: tuple[str, ...] | None = None,
+                class_column: str = "class") -> dict[str, HistogramView]:
+    """One :class:`HistogramView` per particle class, all with the bin width of the whole view.
+
+    ``particles`` holds a ``class_column`` (see :func:`app.analysis.classes.with_classes`); the views follow
+    ``names`` (default: the classes in the order of their first particle). Edge treatment, filters and
+    weighting apply per particle, as in :func:`view_results`, so the classes' particles add up to the whole
+    view's.
+    """
+    whole = view_results(particles, calibrated=calibrated, image_shape=image_shape, frame=frame, view=view)
+    fixed = replace(view, bin_width=whole.bin_width)
+    if names is None:
+        names = tuple(dict.fromkeys(str(name) for name in particles[class_column])) if len(particles) else ()
+    return {name: view_results(particles[particles[class_column].astype(str) == name], calibrated=calibrated,
+                               image_shape=image_shape, frame=frame, view=fixed) for name in names}
+
+
+def class_stats_rows(views: dict[str, HistogramView]) -> list[tuple[str, str]]:
+    """Per-class rows for the statistics table: count, mean, D50 and D10/D90 of each class."""
+    rows = []
+    for name, shown in views.items():
+        s, unit = shown.summary, f" {shown.unit}" if shown.unit else ""
+        rows.append((f"{name}: count", _fmt(s["count"])))
+        rows += [(f"{name}: {label}", _fmt(s[key]) + unit) for label, key in
+                 (("mean", "mean"), ("D50", "d50"), ("D10", "d10"), ("D90", "d90"))]
+    return rows

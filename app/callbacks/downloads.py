@@ -6,13 +6,18 @@ import dash
 from dash import Input, Output, State, ctx, no_update
 
 from app.layout import ids
+from app.session import classes as session_classes
 from app.session import downloads
 from app.session.guard import Outcome, guarded
-from app.session.stores import AnalysisState, ResultsState
+from app.session.stores import AnalysisState, GrayState, ResultsState
 
 
-def download(csv_clicks, labels_clicks, summary_clicks, analysis, results, edge_mode, trigger=None):
+def download(csv_clicks, labels_clicks, summary_clicks, analysis, results, edge_mode, trigger=None, classes=None,
+             gray=None):
     """Send the requested file; the provenance header records the settings in force.
+
+    Once particle ``classes`` are taught, the particles CSV holds each particle's class and the summary has
+    one more row per class.
 
     ``trigger`` is the id of the button pressed (default: Dash's).
     """
@@ -26,8 +31,12 @@ def download(csv_clicks, labels_clicks, summary_clicks, analysis, results, edge_
         if trigger == ids.DOWNLOAD_LABELS_BUTTON:
             return downloads.labels_download(state, current)
         if trigger == ids.DOWNLOAD_SUMMARY_BUTTON:
-            return downloads.summary_download(state, current, edge_mode or "exclude")
-        return downloads.particles_download(state, current, edge_mode or "exclude")
+            return session_classes.summary_download(state, current, edge_mode or "exclude",
+                                                    session_classes.ClassesState.from_store(classes),
+                                                    GrayState.from_store(gray))
+        return session_classes.particles_download(state, current, edge_mode or "exclude",
+                                                  session_classes.ClassesState.from_store(classes),
+                                                  GrayState.from_store(gray))
 
     return download_outputs(guarded(run))
 
@@ -50,6 +59,8 @@ def register(app: dash.Dash) -> None:
             "analysis": State(ids.STORE_ANALYSIS, "data"),
             "results": State(ids.STORE_RESULTS, "data"),
             "edge_mode": State(ids.EDGE_MODE, "value"),
+            "classes": State(ids.STORE_CLASSES, "data"),
+            "gray": State(ids.STORE_GRAY, "data"),
         },
         prevent_initial_call=True,
     )(download)

@@ -7,6 +7,7 @@ from dash import Input, Output, Patch, State, ctx, html, no_update
 
 from app.analysis.view import ViewOptions
 from app.layout import ids
+from app.session import classes as session_classes
 from app.session import display
 from app.session.guard import guarded
 from app.session.stores import AnalysisState, GrayState, ResultsState
@@ -23,10 +24,11 @@ VIEW_INPUTS = {
 }
 
 
-def histogram(results, analysis, view):
+def histogram(results, analysis, view, classes=None, gray=None):
     """Histogram and statistics of the selected quantity, weighting, edge treatment and filters.
 
-    ``view`` holds the page's histogram controls (:class:`app.analysis.view.ViewOptions`).
+    ``view`` holds the page's histogram controls (:class:`app.analysis.view.ViewOptions`); once particle
+    ``classes`` are taught, the histogram and statistics are split by class.
     """
     unchanged = {"figure": no_update, "table": no_update, "hint": no_update, "filters": no_update}
     if not results or not analysis:
@@ -34,7 +36,9 @@ def histogram(results, analysis, view):
 
     def run():
         state = AnalysisState.from_store(analysis)
-        return display.histogram_outputs(ResultsState.from_store(results, state.shape), state, ViewOptions(**view))
+        return session_classes.histogram_outputs(ResultsState.from_store(results, state.shape), state,
+                                                 ViewOptions(**view), session_classes.ClassesState.from_store(classes),
+                                                 GrayState.from_store(gray))
 
     outcome = guarded(run)
     if outcome.message:
@@ -49,14 +53,15 @@ def reset_bin_width(quantity, nm_per_px, analysis):
     return None
 
 
-def overlay(results, opacity, mode, gray, analysis, drag_mode=None, trigger=None):
+def overlay(results, opacity, mode, gray, analysis, drag_mode=None, trigger=None, classes=None):
     """The current labels over the image, and the sentence for the alert when it could not be drawn.
 
     ``trigger`` is the id of the control that fired (default: Dash's): the opacity slider only
-    patches the particles trace.
+    patches the particles trace. Shown "by class", the particles take the colours of their ``classes``,
+    and a change of the classes redraws them.
     """
     trigger = ctx.triggered_id if trigger is None else trigger
-    if not results or not gray:
+    if not results or not gray or (trigger == ids.STORE_CLASSES and mode != "class"):
         return {"figure": no_update, "alert": no_update}
     if trigger == ids.OVERLAY_OPACITY:
         patch = Patch()
@@ -66,7 +71,11 @@ def overlay(results, opacity, mode, gray, analysis, drag_mode=None, trigger=None
     def run():
         state = AnalysisState.from_store(analysis)
         current = ResultsState.from_store(results, None if state is None else state.shape)
-        return display.overlay(current, GrayState.from_store(gray), opacity, mode, state, drag_mode)
+        if mode == "class" and state is not None:
+            return session_classes.class_overlay(current, GrayState.from_store(gray), opacity, state, drag_mode,
+                                                 session_classes.ClassesState.from_store(classes))
+        return display.overlay(current, GrayState.from_store(gray), opacity, None if mode == "class" else mode,
+                               state, drag_mode)
 
     outcome = guarded(run)
     if outcome.message:
@@ -87,6 +96,8 @@ def register(app: dash.Dash) -> None:
             "results": Input(ids.STORE_RESULTS, "data"),
             "view": VIEW_INPUTS,
             "analysis": State(ids.STORE_ANALYSIS, "data"),
+            "classes": Input(ids.STORE_CLASSES, "data"),
+            "gray": State(ids.STORE_GRAY, "data"),
         },
         prevent_initial_call=True,
     )(histogram)
@@ -105,6 +116,7 @@ def register(app: dash.Dash) -> None:
             "gray": State(ids.STORE_GRAY, "data"),
             "analysis": State(ids.STORE_ANALYSIS, "data"),
             "drag_mode": State(ids.LINE_MODE, "value"),
+            "classes": Input(ids.STORE_CLASSES, "data"),
         },
         prevent_initial_call=True,
     )(overlay)

@@ -109,3 +109,8 @@ MODEL_IN_USE = "model-in-use"
 MODEL_DOWNLOAD_BUTTON = "model-download-button"
 MODEL_DOWNLOAD = "model-download"
 MODEL_UPLOAD = "model-upload"
+# Particle classes (single-image view)
+CLASS_NAMES = "class-names"
+CLASS_ACTIVE = "class-active"
+CLASS_INFO = "class-info"
+STORE_CLASSES = "store-classes"

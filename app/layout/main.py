@@ -10,6 +10,7 @@ from app.analysis.stats import EDGE_MODES
 from app.analysis.strokes import TOOL_COLOURS
 from app.analysis.view import QUANTITIES
 from app.layout import ids
+from app.layout.classes import classes_panel
 from app.layout.samples import samples_panel
 from model.registry import SEGMENTER_CHOICES
 
@@ -65,6 +66,8 @@ def instructions() -> html.Details:
         "Check the segmentation on the overlay (zoom with the mouse).",
         "Correct it on the paint canvas: pick Draw, Remove or Erase, paint, then press Save to apply. "
         "Undo and Redo step through the applied edits.",
+        "Optionally, sort the particles into classes: type class names in “Particle classes”, choose one and "
+        "click particles of it on the overlay; the histogram, statistics and CSV are then split by class.",
         "Download the per-particle CSV, the label image (16-bit PNG) or the summary CSV.",
     ]
     return html.Details(
@@ -203,7 +206,8 @@ def overlay_panel() -> html.Div:
                                              marks={0: "0", 0.5: "0.5", 1: "1"})),
                 _field("Show", dcc.RadioItems(id=ids.OVERLAY_MODE, inline=True, value="outline",
                                               options=[{"label": "outlines", "value": "outline"},
-                                                       {"label": "filled", "value": "fill"}])),
+                                                       {"label": "filled", "value": "fill"},
+                                                       {"label": "by class", "value": "class"}])),
                 _field("Mouse drag", dcc.RadioItems(id=ids.LINE_MODE, inline=True, value="zoom",
                                                     options=[{"label": "zoom", "value": "zoom"},
                                                              {"label": "Measure a length", "value": "drawline"}])),
@@ -282,6 +286,7 @@ def build_layout(default_segmenter: str, notice: str | None = None) -> html.Div:
             instructions(),
             html.Div([upload_panel(), settings_panel(default_segmenter)], className="top-row"),
             results,
+            classes_panel(),
             canvas_panel(),
             download_panel(),
             samples_panel(),
@@ -290,6 +295,7 @@ def build_layout(default_segmenter: str, notice: str | None = None) -> html.Div:
             dcc.Store(id=ids.STORE_GRAY),
             dcc.Store(id=ids.STORE_EDITS),
             dcc.Store(id=ids.STORE_RESULTS),
+            dcc.Store(id=ids.STORE_CLASSES),
         ],
         className="page",
     )

@@ -16,6 +16,8 @@ Layout::
     batches/<id>/teach/             the fine-tune of the batch's model (:mod:`app.session.teach`): its
                                     state, a cancel request, the results it replaced
     batches/<id>/models/<name>/     tuned and uploaded model folders (weights, config.json, scale scorer)
+    batches/<id>/classes/<h>.json   a sample's particle classes (names and clicked examples), <h> a hash
+                                    of the sample name
 
 Tables of ``index.sqlite``:
 
@@ -33,6 +35,7 @@ Tables of ``index.sqlite``:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -492,6 +495,32 @@ class BatchStore:
                 return False
             self.write_json(batch_id, name, data)
         return True
+
+    def _classes_path(self, batch_id: str, sample: str) -> Path:
+        return self.folder(batch_id) / "classes" / f"{hashlib.sha256(sample.encode('utf-8')).hexdigest()[:32]}.json"
+
+    def save_classes(self, batch_id: str, sample: str, classes: Mapping[str, Any] | None) -> None:
+        """Store the particle classes of a sample (their names and clicked examples, see
+        :meth:`app.session.classes.ClassesState.to_dict`), or forget them (None)."""
+        self.check_id(batch_id)
+        name = check_sample_name(sample)
+        path = self._classes_path(batch_id, name)
+        if classes is None:
+            path.unlink(missing_ok=True)
+        else:
+            _write_atomic(path, json.dumps({"sample": name, "classes": dict(classes)},
+                                           default=_json_number).encode())
+        with self._db() as db:
+            self._bump(db, batch_id)
+
+    def classes(self, batch_id: str) -> dict[str, dict]:
+        """The particle classes stored per sample (sample name -> what :meth:`save_classes` was given)."""
+        folder = self.folder(batch_id) / "classes"
+        stored = {}
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            stored[str(data["sample"])] = data["classes"]
+        return stored
 
     # -- the runner's claim -----------------------------------------------------------------------
     def claim(self, batch_id: str, runner: str, *, stale_s: float) -> bool:

@@ -49,16 +49,18 @@ def overlay_opacity(value: object) -> float:
 
 
 def overlay(results: ResultsState, gray: GrayState, opacity: float | None, mode: str | None,
-            analysis: AnalysisState | None = None, dragmode: str | None = None):
+            analysis: AnalysisState | None = None, dragmode: str | None = None, label_colours=None,
+            uirevision: str | None = None):
     """Overlay figure of the current labels over the image, with the data bar, the scale bar found and the
-    measured line (if any)."""
+    measured line (if any); ``label_colours`` and ``uirevision`` as in :func:`app.figures.overlay_figure`."""
     bar = None if analysis is None or analysis.data_bar is None else (analysis.data_bar.y0, analysis.data_bar.y1)
     line = None if analysis is None or analysis.measured_line is None else analysis.measured_line.line_px
     found = None if analysis is None else analysis.calibration.scale_bar
     scale_bar = None if found is None else (found.x0, found.x1, found.y, found.label_text)
     return overlay_figure("data:image/png;base64," + gray.png, results.labels(),
                           opacity=overlay_opacity(opacity), mode=mode or "outline",
-                          data_bar_rows=bar, line_px=line, dragmode=dragmode, scale_bar=scale_bar)
+                          data_bar_rows=bar, line_px=line, dragmode=dragmode, scale_bar=scale_bar,
+                          label_colours=label_colours, uirevision=uirevision)
 
 
 def canvas_image(results: ResultsState, colour_mode: str) -> str:

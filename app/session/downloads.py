@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+
+import pandas as pd
 
 from app.analysis import pipeline, report
 from app.session.stores import AnalysisState, ResultsState
@@ -30,9 +33,15 @@ def _stem(analysis: AnalysisState) -> str:
     return name.rsplit(".", 1)[0] or "image"
 
 
-def particles_download(analysis: AnalysisState, results: ResultsState, edge_mode: str) -> dict:
-    """``dcc.Download`` payload of the per-particle CSV."""
-    text = report.particles_csv(results.particles(), provenance(analysis, results, edge_mode))
+def particles_download(analysis: AnalysisState, results: ResultsState, edge_mode: str,
+                       table: pd.DataFrame | None = None, extra: Mapping[str, str] | None = None) -> dict:
+    """``dcc.Download`` payload of the per-particle CSV.
+
+    ``table`` replaces the results' particle table (the same particles with more columns, such as their
+    classes), and ``extra`` adds provenance lines.
+    """
+    prov = {**provenance(analysis, results, edge_mode), **(extra or {})}
+    text = report.particles_csv(results.particles() if table is None else table, prov)
     return {"content": text, "filename": f"{_stem(analysis)}_particles.csv", "type": "text/csv"}
 
 
@@ -42,11 +51,19 @@ def labels_download(analysis: AnalysisState, results: ResultsState) -> dict:
             "base64": True, "type": "image/png"}
 
 
-def summary_download(analysis: AnalysisState, results: ResultsState, edge_mode: str) -> dict:
-    """``dcc.Download`` payload of the one-row summary CSV."""
-    prov = provenance(analysis, results, edge_mode)
+def summary_download(analysis: AnalysisState, results: ResultsState, edge_mode: str,
+                     class_tables: Mapping[str, pd.DataFrame] | None = None,
+                     extra: Mapping[str, str] | None = None) -> dict:
+    """``dcc.Download`` payload of the summary CSV: one row for the image, then, given ``class_tables`` (each
+    class's particles), one row per class with a ``class`` column; ``extra`` adds provenance lines."""
+    prov = {**provenance(analysis, results, edge_mode), **(extra or {})}
     params = replace(analysis.params, edge_mode=edge_mode)
-    row = pipeline.summary_row(analysis.filename, results.particles(), params, results.calibration,
-                               analysis.shape, analysis.frame)
-    return {"content": report.summary_csv([row], prov), "filename": f"{_stem(analysis)}_summary.csv",
+    rows = [pipeline.summary_row(analysis.filename, results.particles(), params, results.calibration,
+                                 analysis.shape, analysis.frame)]
+    for name, table in (class_tables or {}).items():
+        rows.append({**pipeline.summary_row(analysis.filename, table, params, results.calibration, analysis.shape,
+                                            analysis.frame), "class": name})
+    if len(rows) > 1:
+        rows[0]["class"] = "all"
+    return {"content": report.summary_csv(rows, prov), "filename": f"{_stem(analysis)}_summary.csv",
             "type": "text/csv"}

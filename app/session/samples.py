@@ -30,6 +30,8 @@ from app.analysis.pipeline import AnalysisParams, summary_row
 from app.analysis.samples import (
     ImageRecord,
     batch_provenance,
+    class_report,
+    pooled_class_views,
     pooled_sizes,
     pooled_view,
     record_flags,
@@ -42,6 +44,7 @@ from app.figures import samples_figure
 from app.session import downloads, signing
 from app.session.batchrun import ensure_running
 from app.session.batchstore import BatchStore, CurrentImage, ImageRow, NewImage, image_ref, parse_image_ref
+from app.session.classes import classifier_provenance, classify_record, sample_classifiers, split_outputs
 from app.session.demo_samples import DEMO_NM_PER_PX, DEMO_PATTERN, demo_files
 from app.session.display import HistogramOutputs, view_outputs
 from app.session.start import PageSettings, _as_list, _sidecar_text
@@ -179,7 +182,23 @@ def load_images(store: BatchStore, batch_id: str) -> list[LoadedImage]:
         loaded.append(LoadedImage(row, record, outcome.provenance if current is None else current.provenance,
                                   outcome.labels_png if current is None else current.labels_png, current is not None,
                                   row.index in checked))
-    return loaded
+    return _with_classes(store, batch_id, loaded)
+
+
+def _with_classes(store: BatchStore, batch_id: str, loaded: list[LoadedImage]) -> list[LoadedImage]:
+    """The images of the samples that have particle classes, their particles with ``class`` columns."""
+    classifiers = sample_classifiers(store.classes(batch_id))
+    classed = []
+    for image in loaded:
+        if image.record is None or image.record.sample not in classifiers:
+            classed.append(image)
+            continue
+        job = store.job(batch_id, image.row.index)
+        gray = imageio.decode_image(job.data, job.name, max_bytes=config.MAX_UPLOAD_BYTES,
+                                    max_pixels=config.MAX_PIXELS).gray
+        record = classify_record(image.record, classifiers[image.record.sample], image.labels_png, gray)
+        classed.append(replace(image, record=record))
+    return classed
 
 
 def _d50(record: ImageRecord, edge_mode: str) -> tuple[float, str]:
@@ -221,6 +240,9 @@ def pooled_outputs(images: Sequence[LoadedImage], sample: str | None, view: View
     names = sample_names(images)
     chosen = sample if sample in names else (names[0] if names else DEFAULT_SAMPLE)
     records = [image.record for image in images if image.record is not None and image.row.sample == chosen]
+    per_class = pooled_class_views(records, view)
+    if per_class:
+        return split_outputs(pooled_view(records, view), per_class, view)
     return view_outputs(pooled_view(records, view), view)
 
 
@@ -239,6 +261,8 @@ def comparison(images: Sequence[LoadedImage], edge_mode: str) -> ComparisonView:
     records = [image.record for image in images if image.record is not None]
     pooled = pooled_sizes(records, edge_mode=edge_mode)
     sample_rows, comparison_rows = sample_report(records, edge_mode=edge_mode)
+    class_rows, class_comparisons = class_report(records, edge_mode=edge_mode)
+    sample_rows, comparison_rows = [*sample_rows, *class_rows], [*comparison_rows, *class_comparisons]
     units = set(pooled.units.values())
     unit = "nm" if "nm" in units else "px"
     shown = {name: values for name, values in pooled.sizes.items() if pooled.units[name] == unit}
@@ -381,11 +405,14 @@ def batch_zip(store: BatchStore, batch_id: str, edge_mode: str) -> bytes:
     params = replace(store.params(batch_id), edge_mode=edge_mode)
     buffer = io.BytesIO()
     summaries = []
+    classifiers = sample_classifiers(store.classes(batch_id))
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for image in done:
             record = image.record
             prov = {**_public(image.provenance), "param_edge_mode": edge_mode, "sample": record.sample,
                     "excluded_from_pool": str(record.excluded)}
+            if record.sample in classifiers:
+                prov.update(classifier_provenance(classifiers[record.sample]))
             stem = _stem(record.name)
             archive.writestr(f"images/{stem}_particles.csv", report.particles_csv(record.particles, prov))
             archive.writestr(f"images/{stem}_labels.png", _png_with_text(image.labels_png, prov))
@@ -393,6 +420,8 @@ def batch_zip(store: BatchStore, batch_id: str, edge_mode: str) -> bytes:
                                          record.shape, record.frame))
         provenance = {**batch_provenance(_public(done[0].provenance), [image.row.name for image in done]),
                       "param_edge_mode": edge_mode}
+        for sample, classifier in classifiers.items():
+            provenance[f"classifier of sample {sample}"] = classifier.provenance
         for name, text in sample_tables([image.record for image in done], summaries, provenance,
                                         edge_mode=edge_mode).items():
             archive.writestr(name, text)

@@ -293,4 +293,4 @@ def test_every_app_gets_all_callbacks():
     from app.webapp import create_app
 
     first, second = create_app(default_segmenter="classical"), create_app(default_segmenter="classical")
-    assert len(first.callback_map) == len(second.callback_map) == 24  # 12 single-image view, 7 samples view, 5 teach
+    assert len(first.callback_map) == len(second.callback_map) == 25  # 13 single-image view, 7 samples view, 5 teach
