@@ -65,9 +65,9 @@ def main() -> None:
                 assert not [o for o in outcomes if o.error], [o.error for o in outcomes if o.error]
             memory = client.run(_rss_mib)
         rates[workers] = len(jobs) / statistics.median(times)
-        print(f"{workers} worker(s): {rates[workers]:.2f} images/s (median of {args.runs} runs of {len(jobs)} "
+        print(f"{workers} worker(s): {rates[workers]:.3f} images/s (median of {args.runs} runs of {len(jobs)} "
               f"images); resident memory per worker: {', '.join(f'{m:.0f} MiB' for m in memory.values())}")
-    print(f"segmenter {args.segmenter}; speed-up with 2 workers: {rates[2] / rates[1]:.2f}x (goal >= 1.8x); "
+    print(f"segmenter {args.segmenter}; speed-up with 2 workers: {rates[2] / rates[1]:.3f}x (goal >= 1.8x); "
           "no image analysed twice")
 
 
