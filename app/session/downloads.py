@@ -25,7 +25,21 @@ def provenance(analysis: AnalysisState, results: ResultsState, edge_mode: str) -
         analysed_at=analysis.analysed_at,
     )
     prov["canvas_edits"] = str(results.n_edits)
-    return prov
+    return public_provenance(prov)
+
+
+def public_provenance(provenance: Mapping[str, str]) -> dict[str, str]:
+    """``provenance`` as a user may read it: a tuned or uploaded model is named by its folder, not by its path
+    on the server (the segmenter's version, ``+ft.<digest>``, names the weights themselves).
+
+    Examples
+    --------
+    >>> public_provenance({"param_model_dir": "/srv/saemi/batches/b1/models/t2"})["param_model_dir"]
+    't2'
+    """
+    if not provenance.get("param_model_dir"):
+        return dict(provenance)
+    return {**provenance, "param_model_dir": provenance["param_model_dir"].replace("\\", "/").rsplit("/", 1)[-1]}
 
 
 def _stem(analysis: AnalysisState) -> str:

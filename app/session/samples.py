@@ -381,14 +381,6 @@ def _png_with_text(png: bytes, text: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def _public(provenance: dict[str, str]) -> dict[str, str]:
-    """The provenance with a tuned or uploaded model named by its folder, not by its path on the server (the
-    segmenter's version, ``+ft.<digest>``, names the weights themselves)."""
-    if not provenance.get("param_model_dir"):
-        return provenance
-    return {**provenance, "param_model_dir": provenance["param_model_dir"].replace("\\", "/").rsplit("/", 1)[-1]}
-
-
 def _stem(name: str) -> str:
     return name.rsplit(".", 1)[0] or "image"
 
@@ -409,8 +401,8 @@ def batch_zip(store: BatchStore, batch_id: str, edge_mode: str) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for image in done:
             record = image.record
-            prov = {**_public(image.provenance), "param_edge_mode": edge_mode, "sample": record.sample,
-                    "excluded_from_pool": str(record.excluded)}
+            prov = {**downloads.public_provenance(image.provenance), "param_edge_mode": edge_mode,
+                    "sample": record.sample, "excluded_from_pool": str(record.excluded)}
             if record.sample in classifiers:
                 prov.update(classifier_provenance(classifiers[record.sample]))
             stem = _stem(record.name)
@@ -418,8 +410,8 @@ def batch_zip(store: BatchStore, batch_id: str, edge_mode: str) -> bytes:
             archive.writestr(f"images/{stem}_labels.png", _png_with_text(image.labels_png, prov))
             summaries.append(summary_row(record.name, record.particles, params, _calibration(image.provenance),
                                          record.shape, record.frame))
-        provenance = {**batch_provenance(_public(done[0].provenance), [image.row.name for image in done]),
-                      "param_edge_mode": edge_mode}
+        provenance = {**batch_provenance(downloads.public_provenance(done[0].provenance),
+                                         [image.row.name for image in done]), "param_edge_mode": edge_mode}
         for sample, classifier in classifiers.items():
             provenance[f"classifier of sample {sample}"] = classifier.provenance
         for name, text in sample_tables([image.record for image in done], summaries, provenance,

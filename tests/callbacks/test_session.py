@@ -543,6 +543,17 @@ def test_particle_csv_has_provenance_and_one_row_per_particle(discs):
             "ecd_nm"} <= set(table.columns)
 
 
+def test_a_download_names_a_server_side_model_by_its_folder_only(discs):
+    """An image of a batch analysed with a tuned model carries the model's folder on the server in its
+    settings; the single-image downloads show the folder's name, never the server's path."""
+    server_path = "/srv/saemi/batches/b0123/models/t4567"
+    analysis = dataclasses.replace(discs.analysis, params=dataclasses.replace(discs.analysis.params,
+                                                                              model_dir=server_path))
+    results = results_of(discs, nm_per_px=2.5)
+    for payload in (particles_download(analysis, results, "exclude"), summary_download(analysis, results, "exclude")):
+        assert "# param_model_dir: t4567\n" in payload["content"] and "/srv/saemi" not in payload["content"]
+
+
 def test_label_png_download_round_trips(discs):
     import base64
 
