@@ -93,3 +93,18 @@ def poll(predicate, message: str, timeout_s: float = 30.0):
             return value
         time.sleep(0.1)
     raise AssertionError(message)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dask_offload_thread_before_any_page():
+    """Start Dask's offload thread before any page test starts a server.
+
+    dash.testing stops its threaded Flask server by raising SystemExit in every thread that started after
+    the server's own (``KillerThread.kill``). Dask's offload thread (one per process, started on first use,
+    used by every scheduler and client to read task graphs) was one of them when a page test had used a
+    Dask cluster first; once killed, every later batch in the process waited for it forever.
+    """
+    from distributed.utils import _offload_executor
+
+    _offload_executor.submit(lambda: None).result()
+    yield
