@@ -26,6 +26,7 @@ from app.session.batchstore import BatchStore, CurrentImage, NewImage
 from app.session.samples import batch_zip
 from model.loading import MAX_UNPACKED_BYTES, model_folder_zip
 from model.synthetic import generate_sample
+from tests.archives import zip_bytes
 from tests.conftest import png_bytes, poll
 from tests.model.conftest import tiny_model, tiny_model_dir  # noqa: F401 - fixtures
 
@@ -146,14 +147,6 @@ def _url(data: bytes) -> str:
     return "data:application/zip;base64," + base64.b64encode(data).decode()
 
 
-def _zip(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 def test_a_model_downloads_and_uploads_again(batch, tiny_model_dir):  # noqa: F811
     store, batch_id, _ = batch
     with pytest.raises(SaemiInputError, match="no tuned model"):
@@ -171,7 +164,7 @@ def test_a_model_downloads_and_uploads_again(batch, tiny_model_dir):  # noqa: F8
 
 def _model_zip_with(tiny_model_dir, weights: bytes) -> bytes:  # noqa: F811
     files = {name: (tiny_model_dir / name).read_bytes() for name in ("config.json", "scale_selector.json")}
-    return _zip({**files, "saemi_unet.keras": weights})
+    return zip_bytes({**files, "saemi_unet.keras": weights})
 
 
 def _keras_bytes(tmp_path, build) -> bytes:
@@ -207,16 +200,16 @@ def test_a_malicious_or_wrong_model_upload_is_refused(batch, tiny_model_dir, tmp
                     entry.write(bytes(1 << 20))
         data = buffer.getvalue()
     elif kind == "path":
-        data = _zip({"../../evil/config.json": b"{}", "saemi_unet.keras": b"x"})
+        data = zip_bytes({"../../evil/config.json": b"{}", "saemi_unet.keras": b"x"})
     elif kind == "outside":
         settings = json.loads((tiny_model_dir / "config.json").read_text())
         settings["input_scale"]["selector_file"] = "../../etc/passwd"
-        data = _zip({"config.json": json.dumps(settings).encode(),
+        data = zip_bytes({"config.json": json.dumps(settings).encode(),
                      "saemi_unet.keras": (tiny_model_dir / "saemi_unet.keras").read_bytes()})
     elif kind == "not a zip":
         data = b"PK? not really"
     else:
-        data = _zip({"saemi_unet.keras": (tiny_model_dir / "saemi_unet.keras").read_bytes()})
+        data = zip_bytes({"saemi_unet.keras": (tiny_model_dir / "saemi_unet.keras").read_bytes()})
     previous = store.params(batch_id)
     with pytest.raises(SaemiInputError, match=refusal) as refused:
         teach.upload_model(store, batch_id, _url(data), "evil.zip")
