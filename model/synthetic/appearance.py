@@ -59,6 +59,7 @@ def render_gray(
     normal_map: np.ndarray,
     absorbance: np.ndarray | None,
     faceted: np.ndarray,
+    blur_sigma_px: float | None = None,
 ) -> np.ndarray:
     """Grayscale float image in [0, 1] rendered from the final label image.
 
@@ -78,6 +79,9 @@ def render_gray(
         Projected absorbance per pixel (TEM only).
     faceted : np.ndarray
         Boolean per particle index: the particle is a polygon.
+    blur_sigma_px : float, optional
+        Standard deviation of the Gaussian point-spread function in pixels; None draws it from 0.4-1.6.
+        The draw is made either way, so the other draws do not depend on this argument.
 
     Returns
     -------
@@ -114,6 +118,8 @@ def render_gray(
         fringe = ndimage.gaussian_filter(inside.astype(np.float32), rng.uniform(0.8, 1.8)) - inside
         image = image + rng.uniform(0.0, 0.25) * fringe * bg_level  # bright Fresnel fringe outside the edge
     blur = rng.uniform(0.4, 1.6)
+    if blur_sigma_px is not None:
+        blur = blur_sigma_px
     image = ndimage.gaussian_filter(np.clip(image, 0.0, 1.0), blur)
     electrons = float(np.exp(rng.uniform(math.log(15), math.log(400))))
     image = rng.poisson(image * electrons).astype(np.float32) / electrons

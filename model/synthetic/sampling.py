@@ -221,6 +221,7 @@ def generate_sample(
     data_bar: bool | None = None,
     scale_bar: bool | None = None,
     letters: bool | None = None,
+    blur_sigma_px: float | None = None,
 ) -> SyntheticSample:
     """Generate a synthetic SEM or TEM image of particles with its exact instance labels.
 
@@ -255,6 +256,9 @@ def generate_sample(
         Draw a scale bar: inside the data bar if there is one, free-standing otherwise.
     letters : bool, optional
         Draw a panel letter in a corner.
+    blur_sigma_px : float, optional
+        Standard deviation of the Gaussian point-spread function in pixels (default: drawn from 0.4-1.6).
+        The labels are the shapes before blur, so the edge of a blurred particle is at its half-maximum.
 
     Returns
     -------
@@ -359,7 +363,8 @@ def generate_sample(
     faceted = np.array([False] + [p.kind == "polygon" for p in placed], dtype=bool)
 
     # 3. appearance, then the burned-in decorations
-    gray = render_gray(rng, modality, labels, source, rho_map, normal_map, absorbance, faceted)
+    gray = render_gray(rng, modality, labels, source, rho_map, normal_map, absorbance, faceted,
+                       blur_sigma_px)
     image = to_uint8(rng, gray)
     for function, args, kwargs in decorations:
         image, _ = function(image, *args, **kwargs)

@@ -216,3 +216,16 @@ def test_nice_scale_lengths_are_round_and_fit_the_width():
 def test_bad_arguments_raise_a_clear_error(kwargs):
     with pytest.raises(SaemiInputError):
         generate_sample(0, 64, 64, **kwargs)
+
+
+def test_blur_sigma_sets_the_edge_width_and_leaves_the_labels_alone():
+    kwargs = dict(modality="tem", shape="round", median_diameter_px=30.0, sigma_log=0.0, n_particles=6,
+                  arrangement="isolated", data_bar=False, scale_bar=False, letters=False)
+    sharp = generate_sample(11, 160, 160, blur_sigma_px=0.3, **kwargs)
+    soft = generate_sample(11, 160, 160, blur_sigma_px=3.0, **kwargs)
+    assert np.array_equal(sharp.labels, soft.labels)
+    edge = ndimage.binary_dilation(sharp.labels > 0) & ~ndimage.binary_erosion(sharp.labels > 0, iterations=2)
+    # A wider point-spread function makes the step across the outline shallower.
+    gradient = [np.hypot(*np.gradient(ndimage.gaussian_filter(s.image.astype(float), 1.0)))[edge].mean()
+                for s in (sharp, soft)]
+    assert gradient[0] > 1.5 * gradient[1]
