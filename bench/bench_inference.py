@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from model.config import BACKENDS  # noqa: E402
 from model.inference import predict_tiled  # noqa: E402
 from model.preprocess import normalize_percentile, resize_float, scaled_shape  # noqa: E402
 from model.segmenter import UNetSegmenter  # noqa: E402
@@ -51,12 +52,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--views", type=int, default=2,
                         help="also time segment with this many averaged views (the opt-in; 1 skips it)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="how the network runs (default: the model config's inference_backend)")
     args = parser.parse_args(argv)
 
     sample = generate_sample(args.seed, height=768, width=1024, median_diameter_px=args.median_diameter_px)
     gray = sample.image.astype(np.float32) / 255.0
-    segmenter = UNetSegmenter(args.model_dir)
+    segmenter = UNetSegmenter(args.model_dir, backend=args.backend)
     shipped = segmenter.load()
+    network = segmenter.network(shipped)
     cfg = shipped.config
     _, scale = segmenter.predict_maps(gray)
     labels = segmenter.segment(gray)
@@ -64,7 +68,7 @@ def main(argv: list[str]) -> int:
     scaled = resize_float(normalised, scaled_shape(normalised.shape, scale))
 
     t_segment = median_seconds(lambda: segmenter.segment(gray), args.runs)
-    t_network = median_seconds(lambda: predict_tiled(shipped.model, scaled, tile=cfg.tile_px,
+    t_network = median_seconds(lambda: predict_tiled(network, scaled, tile=cfg.tile_px,
                                                      overlap=cfg.overlap_px, batch_size=cfg.batch_size),
                                args.runs)
     print(f"image 1024x768, {labels.max()} particles found ({sample.labels.max()} drawn), final scale {scale:.2f}")
@@ -72,11 +76,12 @@ def main(argv: list[str]) -> int:
     print(f"network alone, one pass at scale {scale:.2f} ({scaled.shape[1]}x{scaled.shape[0]} px): "
           f"median {t_network:.3f} s over {args.runs} runs")
     if args.views > 1:
-        with_views = UNetSegmenter(args.model_dir, views=args.views)
+        with_views = UNetSegmenter(args.model_dir, views=args.views, backend=args.backend)
         with_views.segment(gray)
         t_views = median_seconds(lambda: with_views.segment(gray), args.runs)
         print(f"segment with {args.views} views (opt-in, --views): median {t_views:.3f} s over {args.runs} runs")
     print(f"model: {segmenter.model_dir}, version {segmenter.version}, "
+          f"backend {segmenter.backend or cfg.inference_backend}, "
           f"{shipped.model.count_params()} parameters, filters {cfg.architecture.filters}")
     return 0
 

@@ -29,6 +29,8 @@ WEIGHTS_NAME = "saemi_unet.keras"
 CONFIG_NAME = "config.json"
 #: The learned scale scorer, beside ``config.json`` (named there by ``input_scale.selector_file``).
 SELECTOR_NAME = "scale_selector.json"
+#: How the network can run (``inference_backend``): TensorFlow float32, or the int8 copy of :mod:`model.quantize`.
+BACKENDS = ("tensorflow", "int8")
 
 
 class ModelLoadError(RuntimeError):
@@ -127,8 +129,13 @@ class ModelConfig:
     overlap_px: int = 32
     batch_size: int = 1
     test_time_views: int = 1
+    inference_backend: str = "tensorflow"
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     training: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.inference_backend not in BACKENDS:
+            raise ValueError(f"inference_backend must be one of {', '.join(BACKENDS)}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from model.preprocess import BAND_PX, resize_float, scaled_shape
+from model.quantize import QuantizedNetwork
 
 Progress = Callable[[float, str], None]
 
@@ -79,7 +80,9 @@ def _traced_forward(model):
 
 
 def _forward(model, batch: np.ndarray) -> np.ndarray:
-    """One forward pass of ``batch`` (float32, NHWC) through the traced model."""
+    """One forward pass of ``batch`` (float32, NHWC) through the traced model or its int8 copy."""
+    if isinstance(model, QuantizedNetwork):
+        return model(batch)
     return np.asarray(_traced_forward(model)(np.ascontiguousarray(batch, dtype=np.float32)))
 
 
