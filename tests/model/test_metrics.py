@@ -1,7 +1,17 @@
 import numpy as np
 import pytest
 
-from model.metrics import count_err, dice, drop_small, ecd_err, match_instances, obj_f1, score_image
+from model.metrics import (
+    count_err,
+    dice,
+    drop_small,
+    ecd_err,
+    match_instances,
+    matched_ecd_px,
+    obj_f1,
+    score_image,
+    size_bias_px,
+)
 
 
 def square(shape, top, left, side, value=1, labels=None):
@@ -58,3 +68,24 @@ def test_empty_images():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         score_image(np.zeros((4, 4), int), np.zeros((4, 5), int))
+
+
+def test_matched_ecd_pairs_follow_the_matching_and_the_chosen_ids():
+    truth = square((60, 60), 5, 5, 10)
+    square((60, 60), 30, 30, 8, value=2, labels=truth)
+    square((60, 60), 50, 5, 6, value=3, labels=truth)
+    predicted = square((60, 60), 5, 5, 12, value=7)  # grown by 2 px: IoU 100 / 144
+    square((60, 60), 30, 36, 8, value=8, labels=predicted)  # shifted off particle 2: IoU 16 / 112
+    true_ecd_px, pred_ecd_px = matched_ecd_px(truth, predicted)
+    assert true_ecd_px == pytest.approx(np.sqrt(4 * np.array([100, 64, 36]) / np.pi))
+    assert pred_ecd_px[0] == pytest.approx(np.sqrt(4 * 144 / np.pi))
+    assert np.isnan(pred_ecd_px[1:]).all()
+    only_two = matched_ecd_px(truth, predicted, true_ids=np.array([2]))
+    assert only_two[0] == pytest.approx([np.sqrt(4 * 64 / np.pi)]) and np.isnan(only_two[1]).all()
+
+
+def test_size_bias_is_the_median_difference_over_matches_and_recall_counts_misses():
+    result = size_bias_px(np.array([10.0, 10.0, 10.0, 20.0]), np.array([11.0, 13.0, np.nan, 21.0]))
+    assert result == {"bias_px": pytest.approx(1.0), "recall": 0.75, "n_true": 4}
+    none = size_bias_px(np.array([5.0]), np.array([np.nan]))
+    assert np.isnan(none["bias_px"]) and none["recall"] == 0.0

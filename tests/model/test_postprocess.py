@@ -86,3 +86,54 @@ def test_comparison_grid_takes_the_thresholds_it_is_given():
     for bad in ("0.5,x", "0.5,1.2", "0"):
         with pytest.raises(argparse.ArgumentTypeError):
             thresholds(bad)
+
+
+def blurred_disc_image(radius_px, sigma_px, *, shape=(64, 64), centre=(31.3, 32.6), inside=0.8, outside=0.2):
+    """A disc of ``radius_px`` (area fractions from 8x8 supersampling) blurred by ``sigma_px``, and its exact ECD."""
+    from scipy import ndimage
+
+    fine = 8
+    rows, cols = (np.indices((shape[0] * fine, shape[1] * fine)) + 0.5) / fine
+    disc = ((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius_px ** 2).astype(np.float64)
+    fraction = disc.reshape(shape[0], fine, shape[1], fine).mean(axis=(1, 3))
+    image = ndimage.gaussian_filter(outside + (inside - outside) * fraction, sigma_px)
+    return image.astype(np.float32), 2.0 * radius_px
+
+
+def disc_labels(radius_px, shape=(64, 64), centre=(31.3, 32.6), value=1):
+    rows, cols = np.indices(shape) + 0.5
+    return np.where((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius_px ** 2, value, 0).astype(np.int32)
+
+
+@pytest.mark.parametrize("bright", [True, False])
+@pytest.mark.parametrize("start_radius_px", [8.0, 12.0])  # 2 px too small, 2 px too large
+def test_refined_outline_of_a_blurred_disc_has_its_ecd(bright, start_radius_px):
+    from model.postprocess import refine_outlines
+
+    image, true_ecd_px = blurred_disc_image(10.0, 1.0, inside=0.8 if bright else 0.2, outside=0.2 if bright else 0.8)
+    start = disc_labels(start_radius_px)
+    refined = refine_outlines(image, start)
+    refined_ecd_px = np.sqrt(4 * np.count_nonzero(refined == 1) / np.pi)
+    assert abs(np.sqrt(4 * np.count_nonzero(start) / np.pi) - true_ecd_px) > 3.0  # the start was wrong
+    assert refined_ecd_px == pytest.approx(true_ecd_px, abs=0.3)
+    assert set(np.unique(refined)) == {0, 1}
+
+
+def test_refinement_puts_a_rimmed_particle_edge_at_its_rim_and_leaves_neighbours_alone():
+    from model.postprocess import refine_outlines
+
+    # An SEM-like particle: interior 0.35, a 3 px rim at 0.8, background 0.2 (the interior is below
+    # the midpoint 0.5 between rim and background, so only the outline may move, not the interior).
+    rows, cols = np.indices((64, 96)) + 0.5
+    radius_map = np.hypot(rows - 32.0, cols - 30.0)
+    sharp = np.where(radius_map <= 12.0, np.where(radius_map > 9.0, 0.8, 0.35), 0.2)
+    from scipy import ndimage
+
+    image = ndimage.gaussian_filter(sharp, 0.7).astype(np.float32)
+    start = np.zeros((64, 96), np.int32)
+    start[radius_map <= 14.0] = 1
+    start[np.hypot(rows - 32.0, cols - 60.0) <= 10.0] = 2  # a neighbour with no contrast in the image
+    refined = refine_outlines(image, start)
+    ecd_px = np.sqrt(4 * np.count_nonzero(refined == 1) / np.pi)
+    assert ecd_px == pytest.approx(np.sqrt(4 * np.count_nonzero(radius_map <= 12.0) / np.pi), abs=0.3)
+    assert np.array_equal(refined == 2, start == 2)
