@@ -30,6 +30,12 @@ MIN_PARTICLE_AREA_PX = 4
 
 _MAX_CROP_PARTICLES = 500
 """Cap on the particles of a training crop, which keeps a crop fast when particles are tiny."""
+SATELLITE_HOST_MIN_DIAMETER_PX = 40.0
+"""Round particles at least this wide (area-equivalent diameter) receive satellites."""
+SATELLITE_FRACTION = (0.05, 0.15)
+"""Range of a satellite's diameter as a fraction of its host's (drawn log-uniformly)."""
+_SATELLITE_MIN_DIAMETER_PX = 3.0
+"""Smallest satellite diameter, so that a satellite keeps at least the label's minimum area."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ class SyntheticSample:
     params : dict
         The conditions actually used (shape, arrangement, median_diameter_px, sigma_log,
         n_particles placed, ...).
+    satellite_host : np.ndarray
+        Per id (entry ``i`` belongs to id ``i + 1``): the id of the particle a satellite sits on,
+        0 for a particle that is not a satellite (or whose host was cut away by the frame).
     """
 
     image: np.ndarray
@@ -75,6 +84,7 @@ class SyntheticSample:
     touches_border: np.ndarray
     letter: dict | None = None
     params: dict = field(default_factory=dict)
+    satellite_host: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def _choose(rng: np.random.Generator, value, options: tuple[str, ...], name: str) -> str:
@@ -206,6 +216,73 @@ def _place(
     return placed
 
 
+def _mean_square_diameter_px2(median_diameter_px: float, sigma_log: float,
+                              diameter_range_px: tuple[float, float] | None) -> float:
+    """Expected squared diameter of the size law: log-normal, or log-uniform over ``diameter_range_px``."""
+    if diameter_range_px is None:
+        return median_diameter_px**2 * math.exp(2 * sigma_log**2)
+    low, high = diameter_range_px
+    if high <= low * (1 + 1e-9):
+        return low * high
+    return (high**2 - low**2) / (2 * math.log(high / low))
+
+
+def _check_range(diameter_range_px) -> tuple[float, float]:
+    """``(low, high)`` as floats, or raise the input error for anything but ``0 < low <= high``."""
+    try:
+        low, high = (float(value) for value in diameter_range_px)
+    except (TypeError, ValueError):
+        raise SaemiInputError("The diameter range must be two numbers of pixels, (low, high).") from None
+    if not 0 < low <= high:
+        raise SaemiInputError(f"The diameter range needs 0 < low <= high; got ({low:g}, {high:g}).")
+    return low, high
+
+
+def _satellites(rng: np.random.Generator, hosts: list[Particle], height: int, width: int,
+                avoid_boxes: list[tuple[int, int, int, int]]) -> tuple[list[Particle], list[int]]:
+    """Small round particles on the rim of the large round particles among ``hosts``.
+
+    Every disk with ``aspect <= 1.15`` and a diameter of at least
+    :data:`SATELLITE_HOST_MIN_DIAMETER_PX` gets 1-5 satellites, each of a diameter drawn
+    log-uniformly in :data:`SATELLITE_FRACTION` of the host's (at least 3 px). A satellite's centre
+    lies on a random ray from the host's centre, between 30 % of its radius inside and 50 % outside
+    the host's outline, so the two always overlap and touch once the satellite is drawn on top.
+    Satellites of one host keep their outlines apart; those that would reach a decoration are dropped.
+
+    Returns
+    -------
+    satellites : list of Particle
+        The placed satellites, to be drawn after every other particle.
+    host_index : list of int
+        For each satellite, the index of its host in ``hosts``.
+    """
+    satellites: list[Particle] = []
+    host_index: list[int] = []
+    for index, host in enumerate(hosts):
+        host_diameter_px = 2 * host.radius_px
+        if host.kind != "disk" or host.aspect > 1.15 or host_diameter_px < SATELLITE_HOST_MIN_DIAMETER_PX:
+            continue
+        mine: list[Particle] = []
+        for _ in range(int(rng.integers(1, 6))):
+            diameter_px = max(_SATELLITE_MIN_DIAMETER_PX,
+                              host_diameter_px * _log_uniform(rng, *SATELLITE_FRACTION))
+            satellite = make_particle(rng, "round", diameter_px)
+            for _ in range(10):
+                direction = rng.uniform(0, 2 * math.pi)
+                reach = host.radius_towards(direction) + rng.uniform(-0.3, 0.5) * satellite.radius_px
+                x = host.cx + reach * math.cos(direction)
+                y = host.cy + reach * math.sin(direction)
+                apart = all(math.hypot(x - other.cx, y - other.cy) > other.extent_px + satellite.extent_px + 1.0
+                            for other in mine)
+                if apart and not _hits_boxes(x, y, satellite.extent_px, avoid_boxes):
+                    satellite.cx, satellite.cy = x, y
+                    mine.append(satellite)
+                    host_index.append(index)
+                    break
+        satellites.extend(mine)
+    return satellites, host_index
+
+
 def generate_sample(
     seed: int,
     height: int = 768,
@@ -222,6 +299,8 @@ def generate_sample(
     scale_bar: bool | None = None,
     letters: bool | None = None,
     blur_sigma_px: float | None = None,
+    diameter_range_px: tuple[float, float] | None = None,
+    satellites: bool = False,
 ) -> SyntheticSample:
     """Generate a synthetic SEM or TEM image of particles with its exact instance labels.
 
@@ -259,6 +338,21 @@ def generate_sample(
     blur_sigma_px : float, optional
         Standard deviation of the Gaussian point-spread function in pixels (default: drawn from 0.4-1.6).
         The labels are the shapes before blur, so the edge of a blurred particle is at its half-maximum.
+        The labels stay exact down to particles 4 px across (area within a pixel or two of the disk's).
+    diameter_range_px : tuple of float, optional
+        ``(low, high)``: draw the area-equivalent diameters log-uniformly between ``low`` and
+        ``high`` pixels instead of from the log-normal law (every octave of size holds the same
+        number of particles), for polydisperse powders spanning 10-20x in one frame or for a narrow
+        band such as tiny particles of 4-8 px. It replaces ``median_diameter_px`` and
+        ``sigma_log``, which must then be left None (``params`` records the range's geometric mean
+        and the standard deviation of its log). Particles are then drawn largest first, so small
+        ones fill the gaps and sit on top of large ones instead of under them; the default number
+        of particles follows the drawn coverage, as for the log-normal law.
+    satellites : bool
+        Put 1-5 small round particles (5-15 % of the host's diameter, at least 3 px) against the
+        rim of every round particle at least 40 px across, partly embedded or just touching. Each
+        satellite is its own label, drawn on top of its host; ``satellite_host`` names the host.
+        Default False; the option draws nothing from the seed when off.
 
     Returns
     -------
@@ -279,6 +373,12 @@ def generate_sample(
     if nm_per_px is None:
         nm_per_px = _log_uniform(rng, 0.5, 40.0) if modality == "sem" else _log_uniform(rng, 0.1, 3.0)
     short_side = min(height, width)
+    if diameter_range_px is not None:
+        if median_diameter_px is not None or sigma_log is not None:
+            raise SaemiInputError("Give either a diameter range or a median diameter and sigma_log, not both.")
+        diameter_range_px = _check_range(diameter_range_px)
+        median_diameter_px = math.sqrt(diameter_range_px[0] * diameter_range_px[1])
+        sigma_log = math.log(diameter_range_px[1] / diameter_range_px[0]) / math.sqrt(12.0)
     if median_diameter_px is None:
         median_diameter_px = _log_uniform(rng, 6.0, max(8.0, short_side / 5.0))
     if sigma_log is None:
@@ -287,7 +387,7 @@ def generate_sample(
         raise SaemiInputError("Pixel size and median diameter must be positive and sigma_log not negative.")
     if n_particles is None:
         coverage = rng.uniform(0.08, 0.3) if arrangement == "isolated" else rng.uniform(0.2, 0.55)
-        mean_area = math.pi / 4 * median_diameter_px**2 * math.exp(2 * sigma_log**2)
+        mean_area = math.pi / 4 * _mean_square_diameter_px2(median_diameter_px, sigma_log, diameter_range_px)
         n_particles = int(np.clip(round(coverage * height * width / mean_area), 1, 1200))
     if n_particles < 0:
         raise SaemiInputError("The number of particles cannot be negative.")
@@ -345,15 +445,23 @@ def generate_sample(
             avoid_boxes.append(grow_box(letter_info["bbox"], 3, height, width))
 
     # 2. particles
-    diameters = median_diameter_px * np.exp(sigma_log * rng.standard_normal(n_particles))
+    if diameter_range_px is None:
+        diameters = median_diameter_px * np.exp(sigma_log * rng.standard_normal(n_particles))
+    else:
+        diameters = np.exp(rng.uniform(*np.log(diameter_range_px), n_particles))
     diameters = np.clip(diameters, 3.0, 2.5 * max(height, width))
     particles = []
     for diameter in diameters:
         family = str(rng.choice(FAMILIES)) if shape == "mixed" else shape
         particles.append(make_particle(rng, family, float(diameter)))
-    if arrangement == "isolated":  # big first, so small ones fill the gaps and the size law is kept
-        particles.sort(key=lambda q: -q.extent_px)
+    if arrangement == "isolated" or diameter_range_px is not None:
+        particles.sort(key=lambda q: -q.extent_px)  # big first: small ones fill the gaps, the size law is kept
     placed = _place(rng, particles, arrangement, height, width, avoid_boxes)
+    n_main = len(placed)
+    host_index: list[int] = []
+    if satellites:
+        extra, host_index = _satellites(rng, placed, height, width, avoid_boxes)
+        placed = placed + extra
     mu = np.concatenate([[0.0], rng.uniform(0.4, 2.2) * rng.uniform(0.6, 1.4, len(placed))])
     absorbance = np.zeros((height, width), dtype=np.float32) if modality == "tem" else None
     raw_labels, rho_map, normal_map = rasterise(placed, height, width, absorbance, mu)
@@ -361,6 +469,7 @@ def generate_sample(
         raw_labels[y0:y1, x0:x1] = 0
     labels, source = clean_labels(raw_labels, MIN_PARTICLE_AREA_PX)
     faceted = np.array([False] + [p.kind == "polygon" for p in placed], dtype=bool)
+    satellite_host = _satellite_hosts(source, n_main, host_index)
 
     # 3. appearance, then the burned-in decorations
     gray = render_gray(rng, modality, labels, source, rho_map, normal_map, absorbance, faceted,
@@ -377,9 +486,13 @@ def generate_sample(
         "median_diameter_px": float(median_diameter_px),
         "sigma_log": float(sigma_log),
         "n_requested": int(n_particles),
-        "n_placed": len(placed),
+        "n_placed": n_main,
         "seed": seed,
     }
+    if diameter_range_px is not None:
+        params["diameter_range_px"] = diameter_range_px
+    if satellites:
+        params["n_satellites"] = len(placed) - n_main
     return SyntheticSample(
         image=image,
         labels=labels.astype(np.uint16),
@@ -391,9 +504,22 @@ def generate_sample(
         touches_border=touches,
         letter=letter_info,
         params=params,
+        satellite_host=satellite_host,
     )
 
 
+def _satellite_hosts(source: np.ndarray, n_main: int, host_index: list[int]) -> np.ndarray:
+    """Per final id, the final id of its host (0: not a satellite, or its host was cleaned away).
+
+    ``source[id]`` is the 1-based drawing index; satellites are drawn after the ``n_main`` others,
+    and ``host_index[k]`` is the 0-based drawing index of the host of satellite ``k``.
+    """
+    new_id = np.zeros(n_main + len(host_index) + 1, dtype=np.int64)
+    new_id[source] = np.arange(source.size)
+    new_id[0] = 0
+    hosts = np.zeros(n_main + len(host_index) + 1, dtype=np.int64)
+    hosts[n_main + 1:] = np.asarray(host_index, dtype=np.int64) + 1
+    return new_id[hosts[source[1:]]]
 
 
 def _touching_border(labels: np.ndarray, n_ids: int, data_bar_rows: tuple[int, int] | None) -> np.ndarray:
@@ -415,7 +541,14 @@ def generate_crop(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray
 
     Renders a small full image of ``size`` x ``size`` pixels: either modality, every shape family
     and arrangement, particles from a few pixels to larger than the crop, with or without data
-    bar, scale bar and letters.
+    bar, scale bar and letters. The size cases, drawn first:
+
+    - 12 %: a polydisperse powder, diameters log-uniform from 4-10 px up to 10-20 times that
+      (at most 60 % of the crop);
+    - 8 %: tiny particles, log-uniform 4-8 px;
+    - 7 %: round particles from 40 px to half the crop with satellites on their rims;
+    - 11 %: a few big particles, some larger than the crop;
+    - otherwise: a log-normal law with a median of 5 px to a fifth of the crop.
 
     Parameters
     ----------
@@ -432,22 +565,42 @@ def generate_crop(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray
         ``uint16`` (size, size) instance ids.
     """
     seed = int(rng.integers(0, 2**63 - 1))
-    if rng.random() < 0.15:  # a few big particles, some larger than the crop
+    case = rng.random()
+    shape = None
+    satellites = False
+    diameter_range_px = None
+    median_diameter_px = None
+    sigma_log = None
+    if case < 0.12:
+        low_px = _log_uniform(rng, 4.0, 10.0)
+        diameter_range_px = (low_px, min(low_px * _log_uniform(rng, 10.0, 20.0), 0.6 * size))
+    elif case < 0.20:
+        diameter_range_px = (4.0, 8.0)
+    elif case < 0.27 and size >= 2 * SATELLITE_HOST_MIN_DIAMETER_PX:
+        shape, satellites = "round", True
+        median_diameter_px = _log_uniform(rng, SATELLITE_HOST_MIN_DIAMETER_PX, size / 2.0)
+        sigma_log = rng.uniform(0.05, 0.35)
+    elif case < 0.38:  # a few big particles, some larger than the crop
         median_diameter_px = _log_uniform(rng, size / 4.0, 1.6 * size)
+        sigma_log = rng.uniform(0.05, 0.35)
     else:
         median_diameter_px = _log_uniform(rng, 5.0, size / 5.0)
-    sigma_log = rng.uniform(0.05, 0.35)
+        sigma_log = rng.uniform(0.05, 0.35)
     coverage = rng.uniform(0.08, 0.55)
-    mean_area_px = math.pi / 4 * median_diameter_px**2 * math.exp(2 * sigma_log**2)
+    mean_area_px = math.pi / 4 * _mean_square_diameter_px2(median_diameter_px or 0.0, sigma_log or 0.0,
+                                                           diameter_range_px)
     n_particles = int(np.clip(round(coverage * size * size / mean_area_px), 1, _MAX_CROP_PARTICLES))
     sample = generate_sample(
         seed,
         size,
         size,
         modality=str(rng.choice(MODALITIES)),
+        shape=shape,
         median_diameter_px=median_diameter_px,
         sigma_log=sigma_log,
+        diameter_range_px=diameter_range_px,
         n_particles=n_particles,
+        satellites=satellites,
         data_bar=bool(rng.random() < 0.25),
     )
     return sample.image, sample.labels

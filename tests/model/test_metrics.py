@@ -7,8 +7,10 @@ from model.metrics import (
     drop_small,
     ecd_err,
     match_instances,
+    matched_ecd_errors,
     matched_ecd_px,
     obj_f1,
+    recall_by_size,
     score_image,
     size_bias_px,
 )
@@ -89,3 +91,53 @@ def test_size_bias_is_the_median_difference_over_matches_and_recall_counts_misse
     assert result == {"bias_px": pytest.approx(1.0), "recall": 0.75, "n_true": 4}
     none = size_bias_px(np.array([5.0]), np.array([np.nan]))
     assert np.isnan(none["bias_px"]) and none["recall"] == 0.0
+
+
+def _size_ladder():
+    """Six true squares (sides 4, 5, 6, 8, 10, 12) and a prediction that finds 4, 6, 8 and 12 exactly."""
+    truth = np.zeros((40, 80), np.int32)
+    pred = np.zeros((40, 80), np.int32)
+    left = 1
+    for value, (side, found) in enumerate([(4, True), (5, False), (6, True), (8, True), (10, False),
+                                           (12, True)], start=1):
+        square(truth.shape, 2, left, side, value=value, labels=truth)
+        if found:
+            square(pred.shape, 2, left, side, value=10 + value, labels=pred)
+        left += side + 2
+    return truth, pred
+
+
+def test_recall_by_size_splits_the_true_particles_into_equal_thirds_by_ecd():
+    truth, pred = _size_ladder()
+    groups = recall_by_size(truth, pred, min_area_px=1)
+    assert [g["n_true"] for g in groups] == [2, 2, 2]
+    assert [g["recall"] for g in groups] == [0.5, 1.0, 0.5]
+    assert groups[0]["ecd_min_px"] == pytest.approx(np.sqrt(4 * 16 / np.pi))
+    assert groups[2]["ecd_max_px"] == pytest.approx(np.sqrt(4 * 144 / np.pi))
+    assert groups[0]["ecd_max_px"] < groups[1]["ecd_min_px"] <= groups[1]["ecd_max_px"] < groups[2]["ecd_min_px"]
+
+
+def test_recall_by_size_drops_small_particles_and_handles_empty_groups():
+    truth, pred = _size_ladder()
+    # With the default minimum area of 10 px the 4 px square (16 px) stays, a 3 px one would go.
+    assert sum(g["n_true"] for g in recall_by_size(truth, pred)) == 6
+    assert sum(g["n_true"] for g in recall_by_size(truth, pred, min_area_px=30)) == 4
+    groups = recall_by_size(np.zeros((8, 8), int), np.zeros((8, 8), int))
+    assert len(groups) == 3 and all(g["n_true"] == 0 and np.isnan(g["recall"]) for g in groups)
+
+
+def test_recall_by_size_misses_a_particle_drawn_too_large():
+    truth = square((30, 30), 10, 10, 6)
+    grown = square((30, 30), 8, 8, 10)  # IoU 36 / 100: not found
+    assert recall_by_size(truth, grown, n_groups=1, min_area_px=1)[0]["recall"] == 0.0
+
+
+def test_matched_ecd_errors_are_signed_and_relative_to_the_true_ecd():
+    truth = square((40, 40), 2, 2, 10, value=1)
+    square((40, 40), 20, 20, 10, value=2, labels=truth)
+    square((40, 40), 2, 25, 4, value=3, labels=truth)  # missed
+    pred = square((40, 40), 2, 2, 11, value=7)  # area 121: ECD x 1.1
+    square((40, 40), 20, 20, 9, value=8, labels=pred)  # area 81: ECD x 0.9
+    errors = matched_ecd_errors(truth, pred, min_area_px=1)
+    np.testing.assert_allclose(errors, [0.1, -0.1])
+    assert matched_ecd_errors(truth, np.zeros_like(truth)).size == 0

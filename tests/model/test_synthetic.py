@@ -229,3 +229,128 @@ def test_blur_sigma_sets_the_edge_width_and_leaves_the_labels_alone():
     gradient = [np.hypot(*np.gradient(ndimage.gaussian_filter(s.image.astype(float), 1.0)))[edge].mean()
                 for s in (sharp, soft)]
     assert gradient[0] > 1.5 * gradient[1]
+
+
+def _log_thirds(ecd_px: np.ndarray, low: float, high: float) -> np.ndarray:
+    """How many diameters fall in each third of ``[low, high]`` on a log scale."""
+    edges = np.exp(np.linspace(math.log(low), math.log(high), 4))
+    return np.histogram(np.clip(ecd_px, low, high), edges)[0]
+
+
+def test_diameter_range_spreads_a_powder_over_a_decade_and_a_half_log_uniformly():
+    sample = generate_sample(2, 768, 1024, modality="sem", shape="round", arrangement="touching",
+                             diameter_range_px=(8.0, 150.0), n_particles=150, **PLAIN)
+    ecd_px = sample.true_ecd_px[~sample.touches_border]
+    assert ecd_px.size >= 90
+    assert np.percentile(ecd_px, 2) < 10 and ecd_px.max() > 110  # 8-150 px in one frame
+    assert ecd_px.min() > 8 * 0.85 and ecd_px.max() < 150 * 1.05
+    thirds = _log_thirds(ecd_px, 8.0, 150.0)
+    assert thirds.min() >= 0.2 * ecd_px.size, thirds  # each third of the log range is populated alike
+    assert thirds[0] >= 25  # enough small particles to count
+    coverage = np.mean(sample.labels > 0)
+    assert 0.2 < coverage < 0.65  # the big particles do not fill the frame
+    assert sample.params["diameter_range_px"] == (8.0, 150.0)
+    assert sample.params["median_diameter_px"] == pytest.approx(math.sqrt(8 * 150))
+
+
+def test_diameter_range_default_count_follows_the_coverage():
+    sample = generate_sample(4, 384, 512, modality="tem", shape="round", arrangement="isolated",
+                             diameter_range_px=(6.0, 90.0), **PLAIN)
+    assert 0.05 < np.mean(sample.labels > 0) < 0.4
+    assert sample.params["n_placed"] >= 10
+
+
+@pytest.mark.parametrize("kwargs", [{"diameter_range_px": (8.0, 4.0)}, {"diameter_range_px": (0.0, 5.0)},
+                                    {"diameter_range_px": "big"},
+                                    {"diameter_range_px": (4.0, 8.0), "median_diameter_px": 6.0}])
+def test_bad_diameter_ranges_raise_a_clear_error(kwargs):
+    with pytest.raises(SaemiInputError):
+        generate_sample(0, 64, 64, **kwargs)
+
+
+@pytest.mark.parametrize("modality", ["sem", "tem"])
+@pytest.mark.parametrize("diameter_px", [4.0, 6.0, 8.0])
+def test_tiny_particles_keep_their_size_survive_the_clean_up_and_show_in_the_image(modality, diameter_px):
+    sample = generate_sample(9, 160, 192, modality=modality, shape="round", arrangement="isolated",
+                             n_particles=80, diameter_range_px=(diameter_px, diameter_px), blur_sigma_px=1.2,
+                             **PLAIN)
+    # Only particles cut by the frame to under the minimum area may go unlabelled.
+    assert sample.labels.max() >= sample.params["n_placed"] - 2
+    ecd_px = sample.true_ecd_px[~sample.touches_border]
+    assert ecd_px.size >= 60
+    assert abs(np.median(ecd_px) / diameter_px - 1) < 0.05
+    assert np.all(np.abs(ecd_px - diameter_px) < 0.75)
+    # Each particle differs from the ring of substrate around it in its modality's direction.
+    image = sample.image.astype(float)
+    ids = np.arange(1, sample.labels.max() + 1)
+    inside = ndimage.mean(image, sample.labels, ids)
+    ring_labels = ndimage.grey_dilation(sample.labels, size=7) * (sample.labels == 0)
+    ring_labels[ndimage.binary_dilation(sample.labels > 0, iterations=1)] = 0
+    around = ndimage.mean(image, ring_labels, ids)
+    sign = 1 if modality == "sem" else -1
+    assert np.mean(sign * (inside - around) > 0) > 0.9
+
+
+def test_satellites_touch_their_host_and_are_labels_of_their_own():
+    sample = generate_sample(4, 384, 512, modality="sem", shape="round", arrangement="isolated", n_particles=12,
+                             median_diameter_px=90, sigma_log=0.1, satellites=True, **PLAIN)
+    host = sample.satellite_host
+    assert host.shape == (sample.labels.max(),)
+    satellite_ids = np.nonzero(host)[0] + 1
+    assert satellite_ids.size >= 10
+    assert sample.params["n_satellites"] >= satellite_ids.size
+    pairs = _touching_pairs(sample.labels)
+    for satellite_id in satellite_ids:
+        host_id = int(host[satellite_id - 1])
+        assert host[host_id - 1] == 0  # a host is not itself a satellite
+        assert (min(host_id, satellite_id), max(host_id, satellite_id)) in pairs
+    inner = satellite_ids[~sample.touches_border[satellite_ids - 1]]
+    ratio = sample.true_ecd_px[inner - 1] / sample.true_ecd_px[host[inner - 1] - 1]
+    assert inner.size >= 8
+    assert np.all((ratio > 0.035) & (ratio < 0.2)), ratio  # 5-15 % of the host, give or take pixels
+    assert 0.06 < np.median(ratio) < 0.14
+
+
+def test_satellites_need_large_round_hosts_and_stay_off_by_default():
+    plain = generate_sample(4, 256, 320, modality="tem", shape="round", n_particles=20, median_diameter_px=60,
+                            sigma_log=0.05, arrangement="isolated", **PLAIN)
+    assert not plain.satellite_host.any() and "n_satellites" not in plain.params
+    small = generate_sample(4, 256, 320, modality="tem", shape="round", n_particles=20, median_diameter_px=20,
+                            sigma_log=0.05, arrangement="isolated", satellites=True, **PLAIN)
+    assert small.params["n_satellites"] == 0 and not small.satellite_host.any()
+
+
+def test_new_options_are_deterministic_by_seed():
+    kwargs = dict(modality="tem", diameter_range_px=(5.0, 80.0), satellites=True, **PLAIN)
+    first = generate_sample(21, 192, 256, **kwargs)
+    again = generate_sample(21, 192, 256, **kwargs)
+    other = generate_sample(22, 192, 256, **kwargs)
+    np.testing.assert_array_equal(first.image, again.image)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    np.testing.assert_array_equal(first.satellite_host, again.satellite_host)
+    assert not np.array_equal(first.labels, other.labels)
+
+
+def test_generate_crop_draws_polydisperse_tiny_and_satellite_cases(monkeypatch):
+    import model.synthetic.sampling as sampling
+
+    calls = []
+    real = sampling.generate_sample
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "generate_sample", recording)
+    rng = np.random.default_rng(3)
+    for _ in range(150):
+        image, labels = generate_crop(rng, size=96)
+        assert image.shape == labels.shape == (96, 96)
+    ranges = [c["diameter_range_px"] for c in calls if c["diameter_range_px"] is not None]
+    wide = [r for r in ranges if r[1] / r[0] >= 9.5]
+    tiny = [r for r in ranges if r == (4.0, 8.0)]
+    with_satellites = [c for c in calls if c["satellites"]]
+    assert 0.06 * 150 <= len(wide) <= 0.2 * 150
+    assert 0.03 * 150 <= len(tiny) <= 0.15 * 150
+    assert 0.02 * 150 <= len(with_satellites) <= 0.14 * 150
+    assert all(c["shape"] == "round" and c["median_diameter_px"] >= 40 for c in with_satellites)
