@@ -21,6 +21,7 @@ from app.analysis.errors import SaemiInputError
 from model.config import BACKENDS, ModelConfig, default_model_dir
 from model.inference import VIEWS, Progress, predict_tiled
 from model.loading import ShippedModel, load_shipped_model
+from model.multiscale import OctavePass, fuse_passes, octave_scales
 from model.postprocess import maps_to_instances, upsample_instances
 from model.preprocess import LevelledImage, median_diameter_px, resize_float, scaled_shape
 from model.quantize import quantized
@@ -35,6 +36,9 @@ from model.scale_select import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: The ways :class:`UNetSegmenter` finds the scale (its ``scale_method``).
+SCALE_METHODS = ("learned", "octaves")
 
 
 def ambiguous_size_note(used_px: float, rival_px: float) -> str:
@@ -99,12 +103,16 @@ class UNetSegmenter:
         How the network runs: TensorFlow in float32, or its 8-bit TensorFlow Lite copy
         (:mod:`model.quantize`, about 4x faster on CPUs with integer dot products, made once per process);
         default: the config's ``inference_backend``.
+    scale_method : {"learned", "octaves"}
+        How the scale is found when ``diameter_px`` is not given: the learned choice of one scale per
+        image (:meth:`network_maps`, the default), or fixed octave passes fused by particle size
+        (:mod:`model.multiscale`, under evaluation for mixed sizes).
     """
 
     name = "unet"
 
     def __init__(self, model_dir: str | os.PathLike | None = None, diameter_px: float | None = None,
-                 views: int | None = None, backend: str | None = None) -> None:
+                 views: int | None = None, backend: str | None = None, scale_method: str = "learned") -> None:
         if diameter_px is not None and not diameter_px > 0:
             raise SaemiInputError(f"The particle diameter must be a positive number of pixels; got {diameter_px}.")
         if views is not None and (not isinstance(views, (int, np.integer)) or isinstance(views, bool)
@@ -113,7 +121,10 @@ class UNetSegmenter:
                                   f"got {views}.")
         if backend is not None and backend not in BACKENDS:
             raise SaemiInputError(f"The network backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
+        if scale_method not in SCALE_METHODS:
+            raise SaemiInputError(f"The scale method must be one of {', '.join(SCALE_METHODS)}; got {scale_method!r}.")
         self.model_dir = str(Path(model_dir)) if model_dir is not None else str(default_model_dir())
+        self.scale_method = scale_method
         self.diameter_px = diameter_px
         self.views = views
         self.backend = backend
@@ -523,6 +534,22 @@ class UNetSegmenter:
                 "min_marker_area_px": max(1, int(round(thresholds.min_marker_area_px * area_factor))),
                 "min_area_px": max(1, int(round(thresholds.min_area_px * area_factor)))}
 
+    def _octave_labels(self, gray: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """Instances from fixed octave passes fused by size (``scale_method="octaves"``)."""
+        cfg = self.load().config
+        image, run, max_scale = self._runner(gray, progress)
+        scales = octave_scales(image.shape, min(1.0, max_scale))
+        costs = np.array(scales) ** 2
+        done = np.concatenate([[0.0], np.cumsum(costs) / costs.sum()]) * 0.9
+        passes = []
+        for k, scale in enumerate(scales):
+            maps = run(scale, done[k], done[k + 1] - done[k])
+            labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
+            passes.append(OctavePass(scale, maps[..., 0], maps[..., 1], labels))
+        if progress is not None:
+            progress(0.92, "Separating particles")
+        return fuse_passes(passes, np.shape(gray)[:2])
+
     def segment(self, gray: np.ndarray, *, progress: Progress | None = None,
                 notes: list[str] | None = None) -> np.ndarray:
         """Return int32 instance labels (0 = background) of the same shape as ``gray``.
@@ -542,10 +569,13 @@ class UNetSegmenter:
         ModelLoadError
             When the shipped weights or their config are missing or corrupted.
         """
-        maps, scale, labels = self.network_maps(gray, progress=progress, notes=notes)
-        if progress is not None:
-            progress(0.92, "Separating particles")
-        labels = self.instances(maps, scale, np.shape(gray)[:2], labels)
+        if self.scale_method == "octaves" and self.diameter_px is None:
+            labels = self._octave_labels(gray, progress)
+        else:
+            maps, scale, labels = self.network_maps(gray, progress=progress, notes=notes)
+            if progress is not None:
+                progress(0.92, "Separating particles")
+            labels = self.instances(maps, scale, np.shape(gray)[:2], labels)
         if progress is not None:
             progress(1.0, "Segmentation done")
         return labels

@@ -1,0 +1,152 @@
+"""Octave passes fused by particle size: the scale method under evaluation for issue #19.
+
+Today's segmenter chooses one scale per image (a pyramid rated by a learned scorer), which loses the
+small particles of a polydisperse powder and is slow. This module runs the network at fixed octaves of
+the image (1, 1/2, 1/4, ... down to a short side of :data:`MIN_SIDE_PX`) and keeps each particle from the
+pass where it appears at a size the network sees well (:data:`BAND_PX`, in the pass's pixels). The passes
+cost about 4/3 of the full-resolution one together.
+
+Fusion runs from the coarsest pass to the finest:
+
+- a particle is kept from a pass when its apparent diameter is inside the band; the coarsest pass also
+  keeps larger ones, the finest also smaller ones;
+- a particle mostly covered by one already kept (from a coarser pass) is a fragment of it, and dropped;
+- a weak particle (centre-map peak under :data:`FRAGMENT_PEAK`) touching a kept one is a piece of that
+  one's rim or halo, and dropped;
+- a coarse particle that the next finer pass shows as two or more separate particles (split by
+  background), each inside the band there, is a merge, and left to the finer pass.
+
+It is selected with ``UNetSegmenter(scale_method="octaves")``; the default is still the learned scale
+choice, until the benchmark (``bench/bench_real_sizes.py``) says otherwise with a network trained over
+the whole band.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from app.analysis.labels import sequential_labels
+from model.postprocess import upsample_instances
+from model.preprocess import resize_float, scaled_shape
+
+#: Apparent diameters (px of the pass) a particle is kept at.
+BAND_PX = (7.0, 20.0)
+#: A pass whose shorter side would be under this is not run.
+MIN_SIDE_PX = 24
+#: Centre-map peak below which a particle touching a kept coarser one counts as a piece of it.
+FRAGMENT_PEAK = 0.8
+#: Finer-pass foreground share of a coarse particle above which a split there is believed.
+MERGE_COVER = 0.6
+
+
+def octave_scales(shape: tuple[int, int], max_scale: float = 1.0, min_side_px: int = MIN_SIDE_PX) -> list[float]:
+    """Scales ``max_scale``, ``max_scale / 2``, ... while the image's shorter side stays at least ``min_side_px``.
+
+    >>> octave_scales((768, 1024))
+    [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125]
+    >>> octave_scales((20, 20))
+    [1.0]
+    """
+    scales = [max_scale]
+    while min(scaled_shape(shape, scales[-1] / 2)) >= min_side_px:
+        scales.append(scales[-1] / 2)
+    return scales
+
+
+@dataclass(frozen=True)
+class OctavePass:
+    """One pass: its scale and the network's maps and instances at the pass's resolution."""
+
+    scale: float
+    foreground: np.ndarray
+    centre: np.ndarray
+    labels: np.ndarray
+
+
+def _at_full_resolution(one: OctavePass, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The pass's instances and centre map at the image's resolution."""
+    if one.labels.shape == tuple(shape):
+        return np.asarray(one.labels, np.int32), np.asarray(one.centre, np.float32)
+    labels = upsample_instances(one.labels, one.foreground, shape=shape)
+    return labels, resize_float(np.asarray(one.centre, np.float32), shape)
+
+
+def _pair_counts(a: np.ndarray, b: np.ndarray, n_a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unique pairs (id in ``a``, id in ``b``) over pixels where both are non-zero, with pixel counts."""
+    both = (a > 0) & (b > 0)
+    if not both.any():
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    keys = a[both].astype(np.int64) * (int(b.max()) + 1) + b[both].astype(np.int64)
+    pairs, counts = np.unique(keys, return_counts=True)
+    return pairs // (int(b.max()) + 1), pairs % (int(b.max()) + 1), counts
+
+
+def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple[float, float] = BAND_PX,
+                fragment_peak: float = FRAGMENT_PEAK, merge_cover: float = MERGE_COVER) -> np.ndarray:
+    """One label image of ``shape`` from passes at several scales (see the module's rules).
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 labels, ids 1..n.
+    """
+    low, high = band_px
+    ordered = sorted(passes, key=lambda one: one.scale)
+    full = [(one.scale, *_at_full_resolution(one, shape)) for one in ordered]
+    out = np.zeros(shape, np.int32)
+    next_id = 1
+    for k, (scale, labels, centre) in enumerate(full):
+        n = int(labels.max())
+        if n == 0:
+            continue
+        ids = np.arange(n + 1)
+        area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+        apparent = np.sqrt(4.0 * area / np.pi) * scale
+        keep = area > 0
+        keep[0] = False
+        if k < len(full) - 1:
+            keep &= apparent >= low
+        if k > 0:
+            keep &= apparent <= high
+        taken = out > 0
+        covered = np.bincount(labels[taken], minlength=n + 1) / np.maximum(area, 1)
+        keep &= covered <= 0.2
+        if k > 0 and taken.any():
+            near = np.bincount(labels[ndimage.binary_dilation(taken, iterations=2)], minlength=n + 1) > 0
+            peak = np.asarray(ndimage.maximum(centre, labels, index=ids))
+            keep &= ~(near & (peak < fragment_peak))
+        if k < len(full) - 1:
+            keep &= ~_merges(labels, area, full[k + 1], low, high, merge_cover)
+        painted = keep[labels] & ~taken
+        relabel = np.zeros(n + 1, np.int32)
+        relabel[keep] = np.arange(next_id, next_id + int(keep.sum()), dtype=np.int32)
+        out[painted] = relabel[labels[painted]]
+        next_id += int(keep.sum())
+    return sequential_labels(out, min_area_px=1, in_place=True)
+
+
+def _merges(labels: np.ndarray, area: np.ndarray, finer: tuple, low: float, high: float,
+            merge_cover: float) -> np.ndarray:
+    """Per id of ``labels``: the next finer pass shows it as 2+ separate particles inside the band."""
+    n = area.size - 1
+    finer_scale, finer_labels, _ = finer
+    merged = np.zeros(n + 1, bool)
+    if finer_labels.max() == 0:
+        return merged
+    cover = np.bincount(labels[finer_labels > 0], minlength=n + 1) / np.maximum(area, 1)
+    components, _ = ndimage.label(finer_labels > 0)
+    coarse, comp, _ = _pair_counts(labels, components, n)
+    n_components = np.bincount(coarse, minlength=n + 1)
+    finer_area = np.bincount(finer_labels.ravel()).astype(np.float64)
+    finer_in_band = (np.sqrt(4.0 * finer_area / np.pi) * finer_scale >= low) & (
+        np.sqrt(4.0 * finer_area / np.pi) * finer_scale <= high)
+    coarse_f, fine_ids, _ = _pair_counts(labels, finer_labels, n)
+    in_band_share = (np.bincount(coarse_f, weights=finer_in_band[fine_ids].astype(float), minlength=n + 1)
+                     / np.maximum(np.bincount(coarse_f, minlength=n + 1), 1))
+    merged = (n_components >= 2) & (cover > merge_cover) & (in_band_share > 0.8)
+    merged[0] = False
+    return merged
