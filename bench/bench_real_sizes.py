@@ -37,9 +37,11 @@ import argparse
 import base64
 import csv
 import io
+import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from model.config import MODEL_DIR_ENV  # noqa: E402
+from model.config import BACKENDS, MODEL_DIR_ENV, SCALE_METHODS, default_model_dir  # noqa: E402
 from model.metrics import matched_ecd_errors, recall_by_size, score_image  # noqa: E402
 from model.synthetic import generate_sample  # noqa: E402
 
@@ -97,6 +99,25 @@ def png_data_url(image: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def derived_model_dir(base: Path, backend: str | None, scale_method: str | None) -> Path:
+    """A temporary model folder: ``base``'s files, with the config's backend and scale method replaced.
+
+    The app's upload path builds its own segmenter from the model folder, so options reach it only
+    through a config.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="saemi-bench-model-"))
+    config = json.loads((base / "config.json").read_text())
+    if backend:
+        config["inference_backend"] = backend
+    if scale_method:
+        config.setdefault("input_scale", {})["method"] = scale_method
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    for path in base.iterdir():
+        if path.name != "config.json" and path.is_file():
+            (folder / path.name).symlink_to(path.resolve())
+    return folder
 
 
 def upload_path():
@@ -176,8 +197,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="one timed run per image and a shorter peak measurement")
     parser.add_argument("--model-dir", type=Path, default=None, help="model folder (default: the shipped model)")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per image to this file")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="run the network this way (default: the model config's inference_backend)")
+    parser.add_argument("--scale-method", choices=SCALE_METHODS, default=None,
+                        help="find the scale this way (default: the model config's input_scale.method)")
     args = parser.parse_args(argv)
     runs = 1 if args.quick else max(1, args.runs)
+    if args.backend or args.scale_method:
+        args.model_dir = derived_model_dir(args.model_dir or default_model_dir(), args.backend, args.scale_method)
     if args.model_dir is not None:
         os.environ[MODEL_DIR_ENV] = str(args.model_dir.resolve())  # the upload path reads it
 
@@ -234,7 +261,8 @@ def main(argv: list[str]) -> int:
     image = normalize_percentile(images[0][2].image.astype(np.float32) / 255.0, *cfg.normalisation.percentiles)
 
     def network() -> None:
-        predict_tiled(shipped.model, image, tile=cfg.tile_px, overlap=cfg.overlap_px, batch_size=cfg.batch_size)
+        predict_tiled(segmenter.network(shipped), image, tile=cfg.tile_px, overlap=cfg.overlap_px,
+                      batch_size=cfg.batch_size)
 
     network()
     network_s = median_seconds(network, runs)

@@ -31,6 +31,8 @@ CONFIG_NAME = "config.json"
 SELECTOR_NAME = "scale_selector.json"
 #: How the network can run (``inference_backend``): TensorFlow float32, or the int8 copy of :mod:`model.quantize`.
 BACKENDS = ("tensorflow", "int8")
+#: How the scale is found (``input_scale.method``): see :class:`ScaleConfig`.
+SCALE_METHODS = ("learned", "octaves")
 
 
 class ModelLoadError(RuntimeError):
@@ -72,6 +74,8 @@ class ScaleConfig:
     """
 
     target_diameter_px: float = 16.0
+    #: "learned": one scale per image, chosen among pyramid passes; "octaves": :mod:`model.multiscale`.
+    method: str = "learned"
     estimate_max_side_px: int = 512
     estimate_max_scale: float = 2.0
     min_scale: float = 0.05
@@ -136,6 +140,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.inference_backend not in BACKENDS:
             raise ValueError(f"inference_backend must be one of {', '.join(BACKENDS)}")
+        if self.input_scale.method not in SCALE_METHODS:
+            raise ValueError(f"input_scale.method must be one of {', '.join(SCALE_METHODS)}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from app.analysis.errors import SaemiInputError
-from model.config import BACKENDS, ModelConfig, default_model_dir
+from model.config import BACKENDS, SCALE_METHODS, ModelConfig, default_model_dir
 from model.inference import VIEWS, Progress, predict_tiled
 from model.loading import ShippedModel, load_shipped_model
 from model.multiscale import OctavePass, fuse_passes, octave_scales
@@ -37,8 +37,6 @@ from model.scale_select import (
 
 logger = logging.getLogger(__name__)
 
-#: The ways :class:`UNetSegmenter` finds the scale (its ``scale_method``).
-SCALE_METHODS = ("learned", "octaves")
 
 
 def ambiguous_size_note(used_px: float, rival_px: float) -> str:
@@ -103,16 +101,17 @@ class UNetSegmenter:
         How the network runs: TensorFlow in float32, or its 8-bit TensorFlow Lite copy
         (:mod:`model.quantize`, about 4x faster on CPUs with integer dot products, made once per process);
         default: the config's ``inference_backend``.
-    scale_method : {"learned", "octaves"}
+    scale_method : {"learned", "octaves"}, optional
         How the scale is found when ``diameter_px`` is not given: the learned choice of one scale per
-        image (:meth:`network_maps`, the default), or fixed octave passes fused by particle size
-        (:mod:`model.multiscale`, under evaluation for mixed sizes).
+        image (:meth:`network_maps`), or fixed octave passes fused by particle size (:mod:`model.multiscale`,
+        under evaluation for mixed sizes); default: the config's ``input_scale.method``.
     """
 
     name = "unet"
 
     def __init__(self, model_dir: str | os.PathLike | None = None, diameter_px: float | None = None,
-                 views: int | None = None, backend: str | None = None, scale_method: str = "learned") -> None:
+                 views: int | None = None, backend: str | None = None,
+                 scale_method: str | None = None) -> None:
         if diameter_px is not None and not diameter_px > 0:
             raise SaemiInputError(f"The particle diameter must be a positive number of pixels; got {diameter_px}.")
         if views is not None and (not isinstance(views, (int, np.integer)) or isinstance(views, bool)
@@ -121,7 +120,7 @@ class UNetSegmenter:
                                   f"got {views}.")
         if backend is not None and backend not in BACKENDS:
             raise SaemiInputError(f"The network backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
-        if scale_method not in SCALE_METHODS:
+        if scale_method is not None and scale_method not in SCALE_METHODS:
             raise SaemiInputError(f"The scale method must be one of {', '.join(SCALE_METHODS)}; got {scale_method!r}.")
         self.model_dir = str(Path(model_dir)) if model_dir is not None else str(default_model_dir())
         self.scale_method = scale_method
@@ -569,7 +568,8 @@ class UNetSegmenter:
         ModelLoadError
             When the shipped weights or their config are missing or corrupted.
         """
-        if self.scale_method == "octaves" and self.diameter_px is None:
+        method = self.scale_method or self.load().config.input_scale.method
+        if method == "octaves" and self.diameter_px is None:
             labels = self._octave_labels(gray, progress)
         else:
             maps, scale, labels = self.network_maps(gray, progress=progress, notes=notes)

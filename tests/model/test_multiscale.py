@@ -1,9 +1,13 @@
 """Octave passes fused by size (model/multiscale.py) on hand-made passes, and the segmenter's option."""
 
+import json
+
 import numpy as np
 import pytest
 
 from app.analysis.errors import SaemiInputError
+from model.config import ModelLoadError, read_config
+from model.loading import load_shipped_model
 from model.multiscale import OctavePass, fuse_passes, octave_scales
 from model.segmenter import UNetSegmenter
 
@@ -87,3 +91,25 @@ def test_octave_segmentation_runs_end_to_end_with_any_network(tiny_model_dir):
         gray, progress=lambda fraction, message: calls.append(fraction))
     assert labels.shape == gray.shape and labels.dtype == np.int32
     assert calls[-1] == 1.0 and calls == sorted(calls)
+
+
+def test_the_model_config_chooses_the_scale_method(tiny_model_dir, monkeypatch):
+    config_path = tiny_model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    used = []
+    monkeypatch.setattr(UNetSegmenter, "_octave_labels",
+                        lambda self, gray, progress=None: used.append("octaves") or np.zeros(gray.shape, np.int32))
+    gray = np.random.default_rng(2).random((64, 64)).astype(np.float32)
+    UNetSegmenter(tiny_model_dir).segment(gray)
+    assert used == []  # the shipped settings: one learned scale
+    config["input_scale"]["method"] = "octaves"
+    config_path.write_text(json.dumps(config))
+    load_shipped_model.cache_clear()
+    UNetSegmenter(tiny_model_dir).segment(gray)
+    assert used == ["octaves"]
+    UNetSegmenter(tiny_model_dir, scale_method="learned").segment(gray)
+    assert used == ["octaves"]  # the argument wins over the config
+    config["input_scale"]["method"] = "guess"
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="input_scale.method must be one of learned, octaves"):
+        read_config(tiny_model_dir)
