@@ -21,8 +21,10 @@ from PIL import Image
 from scipy import ndimage
 
 from model.preprocess import (
+    SIZE_LOG2_RANGE,
     TARGET_DIAMETER_PX,
     instance_targets,
+    log2_size_map,
     median_diameter_px,
     normalize_percentile,
     resize_float,
@@ -162,7 +164,8 @@ def augment_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 def random_crop(sample: Sample, rng: np.random.Generator, size_px: int = CROP_SIZE_PX,
-                scale_jitter: tuple[float, float] = SCALE_JITTER) -> tuple[np.ndarray, np.ndarray]:
+                scale_jitter: tuple[float, float] = SCALE_JITTER,
+                size_channel: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """An augmented ``size_px`` square crop of ``sample``: (image (s, s, 1), targets (s, s, 2)).
 
     The crop is rescaled by a factor drawn log-uniformly from ``scale_jitter`` (the sample's
@@ -170,6 +173,10 @@ def random_crop(sample: Sample, rng: np.random.Generator, size_px: int = CROP_SI
 
     A sample with a ``supervised`` mask gives a crop that holds a supervised pixel drawn at random, and
     targets of three channels, the third the pixel weight (1 supervised, 0 not).
+
+    With ``size_channel`` the targets gain a channel after the centre map: each pixel's particle
+    diameter as it appears in the crop, coded by :func:`model.preprocess.encode_size` (the pixel weight,
+    if any, comes last).
     """
     jitter = float(np.exp(rng.uniform(*np.log(scale_jitter))))
     region_px = min(int(round(size_px / jitter)), *sample.image.shape)
@@ -185,6 +192,8 @@ def random_crop(sample: Sample, rng: np.random.Generator, size_px: int = CROP_SI
         c0 = int(rng.integers(0, cols - region_px + 1))
     window = (slice(r0, r0 + region_px), slice(c0, c0 + region_px))
     channels = [sample.image[window][..., None], sample.targets[window]]
+    if size_channel:
+        channels.append(log2_size_map(sample.labels[window])[..., None])
     if sample.supervised is not None:
         channels.append(sample.supervised[window][..., None].astype(np.float32))
     stack = np.concatenate(channels, axis=-1)
@@ -195,8 +204,12 @@ def random_crop(sample: Sample, rng: np.random.Generator, size_px: int = CROP_SI
         stack = stack[:, ::-1]
     image = augment_intensity(np.ascontiguousarray(stack[..., 0]), rng)
     targets = np.ascontiguousarray(stack[..., 1:], dtype=np.float32)
+    if size_channel:  # the crop was resized by size_px / region_px: particles look that much larger
+        low, high = SIZE_LOG2_RANGE
+        log2_px = targets[..., 2] + np.log2(size_px / region_px)
+        targets[..., 2] = np.clip((log2_px - low) / (high - low), 0.0, 1.0)
     if sample.supervised is not None:  # a resized weight is 1 only where every source pixel was supervised
-        targets[..., 2] = targets[..., 2] > 0.999
+        targets[..., -1] = targets[..., -1] > 0.999
     return image[..., None], targets
 
 
@@ -247,8 +260,10 @@ def training_batches(samples: list[Sample], *, batch_size: int, seed: int,
                      synthetic_fraction: float = 0.0,
                      crop_size_px: int = CROP_SIZE_PX,
                      target_diameter_px: float = TARGET_DIAMETER_PX,
-                     scale_jitter: tuple[float, float] = SCALE_JITTER) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Endless batches ``(images (b, s, s, 1), targets (b, s, s, 2))`` of augmented crops.
+                     scale_jitter: tuple[float, float] = SCALE_JITTER,
+                     size_channel: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless batches ``(images (b, s, s, 1), targets (b, s, s, 2))`` of augmented crops (three target
+    channels with ``size_channel``, see :func:`random_crop`).
 
     EMPS images are drawn with probability proportional to the square root of their area at
     network scale, synthetic samples with probability ``synthetic_fraction``.
@@ -265,7 +280,7 @@ def training_batches(samples: list[Sample], *, batch_size: int, seed: int,
                 sample = pool.draw()
             else:
                 sample = samples[int(rng.choice(len(samples), p=weights))]
-            x, y = random_crop(sample, rng, crop_size_px, scale_jitter)
+            x, y = random_crop(sample, rng, crop_size_px, scale_jitter, size_channel)
             images.append(x)
             targets.append(y)
         yield np.stack(images), np.stack(targets)

@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from app.analysis.labels import sequential_labels
 from model.postprocess import upsample_instances
-from model.preprocess import resize_float, scaled_shape
+from model.preprocess import decode_size, resize_float, resize_labels, scaled_shape
 
 #: Apparent diameters (px of the pass) a particle is kept at.
 BAND_PX = (7.0, 20.0)
@@ -38,6 +38,9 @@ BAND_PX = (7.0, 20.0)
 MIN_SIDE_PX = 24
 #: Centre-map peak below which a particle touching a kept coarser one counts as a piece of it.
 FRAGMENT_PEAK = 0.8
+#: With a size map: an instance is kept only if its measured diameter is within this factor of the
+#: network's size for it (a merge measures larger, a fragment smaller).
+SIZE_AGREEMENT = 1.35
 #: Finer-pass foreground share of a coarse particle above which a split there is believed.
 MERGE_COVER = 0.6
 
@@ -64,14 +67,33 @@ class OctavePass:
     foreground: np.ndarray
     centre: np.ndarray
     labels: np.ndarray
+    size: np.ndarray | None = None  # the network's size map (encode_size), when it has one
 
 
-def _at_full_resolution(one: OctavePass, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The pass's instances and centre map at the image's resolution."""
-    if one.labels.shape == tuple(shape):
-        return np.asarray(one.labels, np.int32), np.asarray(one.centre, np.float32)
-    labels = upsample_instances(one.labels, one.foreground, shape=shape)
-    return labels, resize_float(np.asarray(one.centre, np.float32), shape)
+def _at_full_resolution(one: OctavePass, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The pass's instances, centre map and predicted apparent diameters (px of the pass, per instance id;
+    None without a size map) at the image's resolution."""
+    same = one.labels.shape == tuple(shape)
+    labels = np.asarray(one.labels, np.int32) if same else upsample_instances(one.labels, one.foreground, shape=shape)
+    centre = np.asarray(one.centre, np.float32) if same else resize_float(np.asarray(one.centre, np.float32), shape)
+    predicted = None
+    if one.size is not None:
+        # the mean code over each instance's pixels at the pass's own resolution, carried to the new ids
+        own = np.asarray(one.labels)
+        counts = np.bincount(own.ravel())
+        mean_code = np.bincount(own.ravel(), weights=np.asarray(one.size, np.float64).ravel()) / np.maximum(counts, 1)
+        pairs_new, pairs_old, overlap = _pair_counts(labels, _nearest_ids(own, labels.shape), int(labels.max()))
+        predicted = np.zeros(int(labels.max()) + 1)
+        best = np.zeros(int(labels.max()) + 1)
+        for new, old, count in zip(pairs_new, pairs_old, overlap):
+            if count > best[new]:
+                best[new], predicted[new] = count, decode_size(mean_code[old])
+    return labels, centre, predicted
+
+
+def _nearest_ids(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``labels`` resized to ``shape`` by nearest neighbour."""
+    return labels if labels.shape == tuple(shape) else resize_labels(labels, shape)
 
 
 def _pair_counts(a: np.ndarray, b: np.ndarray, n_a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,19 +121,26 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
     full = [(one.scale, *_at_full_resolution(one, shape)) for one in ordered]
     out = np.zeros(shape, np.int32)
     next_id = 1
-    for k, (scale, labels, centre) in enumerate(full):
+    for k, (scale, labels, centre, predicted) in enumerate(full):
         n = int(labels.max())
         if n == 0:
             continue
         ids = np.arange(n + 1)
         area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
-        apparent = np.sqrt(4.0 * area / np.pi) * scale
+        # how large the particle looks in this pass: the network's own size map when it has one (it tells a
+        # fragment of a big particle from a small particle), else the instance's measured diameter
+        apparent = predicted if predicted is not None else np.sqrt(4.0 * area / np.pi) * scale
+        measured = np.sqrt(4.0 * area / np.pi) * scale
         keep = area > 0
         keep[0] = False
         if k < len(full) - 1:
             keep &= apparent >= low
         if k > 0:
             keep &= apparent <= high
+        if predicted is not None and 0 < k < len(full) - 1:
+            # the instance is as large as the network says its particle is: not a merge (measured larger)
+            # nor a fragment (measured smaller); the coarsest and finest passes are the last resort
+            keep &= np.abs(np.log2(np.maximum(measured, 1e-6) / np.maximum(predicted, 1e-6))) <= np.log2(SIZE_AGREEMENT)
         taken = out > 0
         covered = np.bincount(labels[taken], minlength=n + 1) / np.maximum(area, 1)
         keep &= covered <= 0.2
@@ -119,7 +148,7 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
             near = np.bincount(labels[ndimage.binary_dilation(taken, iterations=2)], minlength=n + 1) > 0
             peak = np.asarray(ndimage.maximum(centre, labels, index=ids))
             keep &= ~(near & (peak < fragment_peak))
-        if k < len(full) - 1:
+        if k < len(full) - 1 and predicted is None:
             keep &= ~_merges(labels, area, full[k + 1], low, high, merge_cover)
         painted = keep[labels] & ~taken
         relabel = np.zeros(n + 1, np.int32)
@@ -133,7 +162,7 @@ def _merges(labels: np.ndarray, area: np.ndarray, finer: tuple, low: float, high
             merge_cover: float) -> np.ndarray:
     """Per id of ``labels``: the next finer pass shows it as 2+ separate particles inside the band."""
     n = area.size - 1
-    finer_scale, finer_labels, _ = finer
+    finer_scale, finer_labels, _, _ = finer
     merged = np.zeros(n + 1, bool)
     if finer_labels.max() == 0:
         return merged

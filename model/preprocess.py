@@ -281,3 +281,49 @@ def instance_targets(labels: np.ndarray) -> np.ndarray:
             inside = own[1:-1, 1:-1]
             region[inside] = distance[inside] / peak
     return targets
+
+
+#: The size channel (a third network output, when the network has one) codes a particle's equivalent
+#: circular diameter ``d`` as ``(log2(d) - SIZE_LOG2_RANGE[0]) / (SIZE_LOG2_RANGE[1] - SIZE_LOG2_RANGE[0])``:
+#: 0 for 2 px, 1 for 256 px, clipped. Every pixel of a particle carries its particle's size, so one pass
+#: says, pixel by pixel, how large the particle there looks: a size map rather than one size per image.
+SIZE_LOG2_RANGE = (1.0, 8.0)
+
+
+def encode_size(diameter_px: np.ndarray | float) -> np.ndarray:
+    """Size-channel values in [0, 1] of diameters in px (see :data:`SIZE_LOG2_RANGE`).
+
+    >>> encode_size(np.array([2.0, 16.0, 256.0, 1000.0])).astype(float).round(3).tolist()
+    [0.0, 0.429, 1.0, 1.0]
+    """
+    low, high = SIZE_LOG2_RANGE
+    log2 = np.log2(np.maximum(np.asarray(diameter_px, dtype=np.float64), 1e-6))
+    return np.clip((log2 - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def decode_size(value: np.ndarray | float) -> np.ndarray:
+    """Diameters in px of size-channel values (the inverse of :func:`encode_size` inside its range).
+
+    >>> decode_size(np.array([0.0, 0.5, 1.0])).round(1).tolist()
+    [2.0, 22.6, 256.0]
+    """
+    low, high = SIZE_LOG2_RANGE
+    return np.exp2(low + np.asarray(value, dtype=np.float64) * (high - low))
+
+
+def log2_size_map(labels: np.ndarray) -> np.ndarray:
+    """log2 of each particle's equivalent circular diameter on its pixels; background pixels take the
+    value of the nearest particle (so that resizing the map does not mix sizes with background).
+    All zeros when there is no particle.
+
+    >>> labels = np.zeros((3, 6), int); labels[:, :2] = 1; labels[1, 4] = 2
+    >>> log2_size_map(labels)[1].astype(float).round(2).tolist()
+    [1.47, 1.47, 1.47, 0.17, 0.17, 0.17]
+    """
+    labels = np.asarray(labels)
+    if not labels.any():
+        return np.zeros(labels.shape, np.float32)
+    area_px = np.bincount(labels.ravel()).astype(np.float64)
+    log2_ecd = np.log2(np.maximum(ecd_from_area(area_px), 1e-6)).astype(np.float32)
+    nearest = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+    return log2_ecd[labels[nearest[0], nearest[1]]]

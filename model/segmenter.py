@@ -544,7 +544,8 @@ class UNetSegmenter:
         for k, scale in enumerate(scales):
             maps = run(scale, done[k], done[k + 1] - done[k])
             labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
-            passes.append(OctavePass(scale, maps[..., 0], maps[..., 1], labels))
+            passes.append(OctavePass(scale, maps[..., 0], maps[..., 1], labels,
+                                     maps[..., 2] if maps.shape[-1] > 2 else None))
         if progress is not None:
             progress(0.92, "Separating particles")
         return fuse_passes(passes, np.shape(gray)[:2])

@@ -21,7 +21,7 @@ import numpy as np
 from model import data
 from model.metrics import score_image
 from model.postprocess import maps_to_instances
-from model.preprocess import TARGET_DIAMETER_PX
+from model.preprocess import TARGET_DIAMETER_PX, decode_size, log2_size_map
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,20 @@ def segmentation_loss(y_true, y_pred):
     return bce_fg + dice_loss + 2.0 * bce_centre
 
 
+#: Weight of the size channel's loss (a third output, see :func:`size_aware_loss`).
+SIZE_LOSS_WEIGHT = 1.0
+
+
+def size_aware_loss(y_true, y_pred):
+    """:func:`segmentation_loss` plus the BCE of the size channel (channel 2) over particle pixels only."""
+    from keras import ops
+
+    foreground = y_true[..., 0]
+    size_bce = ops.binary_crossentropy(y_true[..., 2:3], y_pred[..., 2:3])[..., 0]
+    size_loss = ops.sum(size_bce * foreground) / (ops.sum(foreground) + 1.0)
+    return segmentation_loss(y_true, y_pred) + SIZE_LOSS_WEIGHT * size_loss
+
+
 def _numpy_loss(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     p = np.clip(y_pred, 1e-7, 1 - 1e-7)
     bce = -(y_true * np.log(p) + (1 - y_true) * np.log(1 - p))
@@ -75,12 +89,18 @@ def validation_scores(model, images: np.ndarray, targets: np.ndarray, labels: np
 
     preds = np.concatenate([ops.convert_to_numpy(model(images[i:i + batch_size], training=False))
                             for i in range(0, len(images), batch_size)])
+    size = {}
+    if preds.shape[-1] > 2:  # a size channel: the median |log2| error of the size map on particle pixels
+        errors = [np.abs(np.log2(decode_size(p[..., 2][lab > 0])) - log2_size_map(lab)[lab > 0])
+                  for lab, p in zip(labels, preds) if lab.any()]
+        size["val_size_log2_err"] = float(np.median(np.concatenate(errors))) if errors else float("nan")
+    preds = preds[..., :2]
     fg_true, fg_pred = targets[..., 0] > 0.5, preds[..., 0] > 0.5
     pooled_dice = 2 * (fg_true & fg_pred).sum() / max(1, fg_true.sum() + fg_pred.sum())
     scores = [score_image(lab, maps_to_instances(p[..., 0], p[..., 1])) for lab, p in zip(labels, preds)]
     return {"val_loss": _numpy_loss(targets, preds), "val_dice": float(pooled_dice),
             "val_obj_f1": float(np.mean([s["obj_f1"] for s in scores])),
-            "val_ecd_err": float(np.mean([s["ecd_err"] for s in scores]))}
+            "val_ecd_err": float(np.mean([s["ecd_err"] for s in scores])), **size}
 
 
 def export_without_optimizer(source: Path, dest: Path) -> None:
@@ -144,6 +164,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--samples-cache", type=Path, default=None,
                         help="folder where the prepared EMPS samples are stored after the first load and "
                              "read from afterwards (images at 8 bits)")
+    parser.add_argument("--size-head", action="store_true",
+                        help="a third output, each particle's size (a size map; model.preprocess.encode_size); "
+                             "an --init network with two outputs gains it")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.keras exists")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from the weights of this .keras model (for example one made by "
@@ -175,25 +198,29 @@ def main(argv: list[str]) -> int:
     state = {"epoch": 0, "best_obj_f1": -1.0, "train_seconds": 0.0}
     if last_path.exists() and state_path.exists() and not args.no_resume:
         state = json.loads(state_path.read_text())
-        model = keras.saving.load_model(last_path, custom_objects={"segmentation_loss": segmentation_loss})
+        model = keras.saving.load_model(last_path, custom_objects={"segmentation_loss": segmentation_loss,
+                                                                   "size_aware_loss": size_aware_loss})
         logger.info("Resuming from %s after epoch %d", last_path, state["epoch"])
     else:
+        from model.unet import build_unet, with_size_output
+
         if args.init is not None:
             model = keras.saving.load_model(args.init, safe_mode=True, compile=False)
             logger.info("Starting from the weights of %s", args.init)
+            if args.size_head and model.output_shape[-1] == 2:
+                model = with_size_output(model)
         else:
-            from model.unet import build_unet
-
             model = build_unet(filters=tuple(int(f) for f in args.filters.split(",")),
-                               convs_per_block=args.convs_per_block)
+                               convs_per_block=args.convs_per_block, n_outputs=3 if args.size_head else 2)
         schedule = keras.optimizers.schedules.CosineDecay(
             args.learning_rate, decay_steps=args.epochs * args.steps_per_epoch, alpha=0.05)
-        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=segmentation_loss)
+        model.compile(optimizer=keras.optimizers.Adam(schedule),
+                      loss=size_aware_loss if args.size_head else segmentation_loss)
     # A resumed run draws from a stream seeded by (seed, epoch): reproducible without replaying
     # (and re-generating) every batch already consumed.
     stream = {"batch_size": args.batch_size, "seed": args.seed + 1000 * state["epoch"],
               "synthetic_fraction": args.synthetic_fraction, "crop_size_px": args.crop_size,
-              "target_diameter_px": target_px, "scale_jitter": args.scale_jitter}
+              "target_diameter_px": target_px, "scale_jitter": args.scale_jitter, "size_channel": args.size_head}
     if args.workers > 0:
         batches = data.parallel_batches(train_samples, workers=args.workers, use_synthetic=synthetic is not None,
                                         **stream)

@@ -62,3 +62,23 @@ def build_unet(input_channels: int = 1, filters: tuple[int, ...] = (16, 32, 64, 
         x = _conv_block(x, filters[level], convs_per_block, f"dec{level}")
     outputs = layers.Conv2D(n_outputs, 1, activation="sigmoid", name="maps")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def with_size_output(model):
+    """A copy of ``model`` with one more output map, the particle size (:func:`model.preprocess.encode_size`).
+
+    Every layer keeps its weights (shared with ``model``); the final 1x1 convolution ``maps`` gains a channel
+    whose weights start at zero, so the new map starts at 0.5 (about 23 px) everywhere and the existing
+    maps are unchanged. Used to start a size-aware network from trained weights.
+    """
+    import keras
+    import numpy as np
+    from keras import layers
+
+    old = model.get_layer("maps")
+    kernel, bias = old.get_weights()
+    head = layers.Conv2D(kernel.shape[-1] + 1, 1, activation="sigmoid", name="maps")
+    extended = keras.Model(model.inputs, head(old.input), name=model.name)
+    head.set_weights([np.concatenate([kernel, np.zeros_like(kernel[..., :1])], axis=-1),
+                      np.concatenate([bias, np.zeros(1, bias.dtype)])])
+    return extended

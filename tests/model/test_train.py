@@ -123,3 +123,20 @@ def test_app_train_logs_at_info_level(monkeypatch, tmp_path):
     with pytest.raises(Configured):
         cli.main(["train", "--out", str(tmp_path / "run")])
     assert levels == [logging.INFO]
+
+
+def test_a_size_head_is_added_to_a_two_output_network_trained_and_resumed(tiny_dataset, tmp_path):
+    import keras
+
+    from model.train import main
+    from model.unet import build_unet
+
+    init = tmp_path / "init.keras"
+    build_unet(filters=(4, 8), convs_per_block=1).save(init)
+    out = tmp_path / "sized"
+    assert main(_args(tiny_dataset, out, 1, "--init", str(init), "--size-head")) == 0
+    model = keras.saving.load_model(out / "final.keras", safe_mode=True, compile=False)
+    assert model.output_shape[-1] == 3
+    assert "val_size_log2_err" in _log_rows(out)[0]
+    assert main(_args(tiny_dataset, out, 2, "--size-head")) == 0  # resumes with the size-aware loss
+    assert [row["epoch"] for row in _log_rows(out)] == ["0", "1"]
