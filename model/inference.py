@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from model.preprocess import BAND_PX, resize_float, scaled_shape
-from model.quantize import QuantizedNetwork
 
 Progress = Callable[[float, str], None]
 
@@ -81,7 +80,7 @@ def _traced_forward(model):
 
 def _forward(model, batch: np.ndarray) -> np.ndarray:
     """One forward pass of ``batch`` (float32, NHWC) through the traced model or its int8 copy."""
-    if isinstance(model, QuantizedNetwork):
+    if getattr(model, "is_quantized", False):  # model.quantize.QuantizedNetwork: called like a function
         return model(batch)
     return np.asarray(_traced_forward(model)(np.ascontiguousarray(batch, dtype=np.float32)))
 

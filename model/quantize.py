@@ -22,6 +22,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from model.inference import _traced_forward
+
 #: Calibration: this many generated tiles of this side, particles drawn 4-48 px (the network's working band).
 CALIBRATION_TILES = 16
 CALIBRATION_SIDE_PX = 256
@@ -61,10 +63,11 @@ class QuantizedNetwork:
     dropped).
     """
 
+    #: How :func:`model.inference.predict_tiled` tells this from a Keras model.
+    is_quantized = True
+
     def __init__(self, model, threads: int = 2) -> None:
         import tensorflow as tf
-
-        from model.inference import _traced_forward
 
         self.input_shape = tuple(model.input_shape)
         self.output_shape = tuple(model.output_shape)
