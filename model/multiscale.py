@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from app.analysis.labels import sequential_labels
 from model.postprocess import upsample_instances
-from model.preprocess import decode_size, resize_float, resize_labels, scaled_shape
+from model.preprocess import decode_size, resize_labels, scaled_shape
 
 #: Apparent diameters (px of the pass) a particle is kept at.
 BAND_PX = (7.0, 20.0)
@@ -70,29 +70,9 @@ class OctavePass:
     size: np.ndarray | None = None  # the network's size map (encode_size), when it has one
 
 
-def _at_full_resolution(one: OctavePass, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The pass's instances, centre map and predicted apparent diameters (px of the pass, per instance id;
-    None without a size map) at the image's resolution."""
-    same = one.labels.shape == tuple(shape)
-    labels = np.asarray(one.labels, np.int32) if same else upsample_instances(one.labels, one.foreground, shape=shape)
-    centre = np.asarray(one.centre, np.float32) if same else resize_float(np.asarray(one.centre, np.float32), shape)
-    predicted = None
-    if one.size is not None:
-        # the mean code over each instance's pixels at the pass's own resolution, carried to the new ids
-        own = np.asarray(one.labels)
-        counts = np.bincount(own.ravel())
-        mean_code = np.bincount(own.ravel(), weights=np.asarray(one.size, np.float64).ravel()) / np.maximum(counts, 1)
-        pairs_new, pairs_old, overlap = _pair_counts(labels, _nearest_ids(own, labels.shape), int(labels.max()))
-        predicted = np.zeros(int(labels.max()) + 1)
-        best = np.zeros(int(labels.max()) + 1)
-        for new, old, count in zip(pairs_new, pairs_old, overlap):
-            if count > best[new]:
-                best[new], predicted[new] = count, decode_size(mean_code[old])
-    return labels, centre, predicted
-
-
 def _nearest_ids(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``labels`` resized to ``shape`` by nearest neighbour."""
+    labels = np.asarray(labels, np.int32)
     return labels if labels.shape == tuple(shape) else resize_labels(labels, shape)
 
 
@@ -111,6 +91,9 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
                 fragment_peak: float = FRAGMENT_PEAK, merge_cover: float = MERGE_COVER) -> np.ndarray:
     """One label image of ``shape`` from passes at several scales (see the module's rules).
 
+    Every decision is taken at the pass's own resolution (what is already kept is shrunk to it); only the
+    kept instances are carried to full resolution, with outlines from the pass's particle probability.
+
     Returns
     -------
     numpy.ndarray
@@ -118,61 +101,69 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
     """
     low, high = band_px
     ordered = sorted(passes, key=lambda one: one.scale)
-    full = [(one.scale, *_at_full_resolution(one, shape)) for one in ordered]
     out = np.zeros(shape, np.int32)
     next_id = 1
-    for k, (scale, labels, centre, predicted) in enumerate(full):
+    for k, one in enumerate(ordered):
+        labels = np.asarray(one.labels, np.int32)
         n = int(labels.max())
         if n == 0:
             continue
         ids = np.arange(n + 1)
         area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+        measured = np.sqrt(4.0 * area / np.pi)  # px of this pass
+        predicted = None
+        if one.size is not None:
+            mean_code = np.bincount(labels.ravel(), weights=np.asarray(one.size, np.float64).ravel(),
+                                    minlength=n + 1) / np.maximum(area, 1)
+            predicted = decode_size(mean_code)
         # how large the particle looks in this pass: the network's own size map when it has one (it tells a
         # fragment of a big particle from a small particle), else the instance's measured diameter
-        apparent = predicted if predicted is not None else np.sqrt(4.0 * area / np.pi) * scale
-        measured = np.sqrt(4.0 * area / np.pi) * scale
+        apparent = predicted if predicted is not None else measured
         keep = area > 0
         keep[0] = False
-        if k < len(full) - 1:
+        if k < len(ordered) - 1:
             keep &= apparent >= low
         if k > 0:
             keep &= apparent <= high
-        if predicted is not None and 0 < k < len(full) - 1:
+        if predicted is not None and 0 < k < len(ordered) - 1:
             # the instance is as large as the network says its particle is: not a merge (measured larger)
             # nor a fragment (measured smaller); the coarsest and finest passes are the last resort
             keep &= np.abs(np.log2(np.maximum(measured, 1e-6) / np.maximum(predicted, 1e-6))) <= np.log2(SIZE_AGREEMENT)
-        taken = out > 0
+        taken = _nearest_ids(out > 0, labels.shape) > 0
         covered = np.bincount(labels[taken], minlength=n + 1) / np.maximum(area, 1)
         keep &= covered <= 0.2
         if k > 0 and taken.any():
             near = np.bincount(labels[ndimage.binary_dilation(taken, iterations=2)], minlength=n + 1) > 0
-            peak = np.asarray(ndimage.maximum(centre, labels, index=ids))
+            peak = np.asarray(ndimage.maximum(np.asarray(one.centre), labels, index=ids))
             keep &= ~(near & (peak < fragment_peak))
-        if k < len(full) - 1 and predicted is None:
-            keep &= ~_merges(labels, area, full[k + 1], low, high, merge_cover)
-        painted = keep[labels] & ~taken
-        relabel = np.zeros(n + 1, np.int32)
-        relabel[keep] = np.arange(next_id, next_id + int(keep.sum()), dtype=np.int32)
-        out[painted] = relabel[labels[painted]]
-        next_id += int(keep.sum())
+        if k < len(ordered) - 1 and predicted is None:
+            keep &= ~_merges(labels, area, ordered[k + 1], one.scale, low, high, merge_cover)
+        kept = np.where(keep[labels], labels, 0)
+        if not kept.any():
+            continue
+        big = kept if kept.shape == tuple(shape) else upsample_instances(kept, one.foreground, shape=shape)
+        painted = (big > 0) & (out == 0)
+        out[painted] = big[painted] + (next_id - 1)
+        next_id += int(big.max())
     return sequential_labels(out, min_area_px=1, in_place=True)
 
 
-def _merges(labels: np.ndarray, area: np.ndarray, finer: tuple, low: float, high: float,
+def _merges(labels: np.ndarray, area: np.ndarray, finer: OctavePass, scale: float, low: float, high: float,
             merge_cover: float) -> np.ndarray:
-    """Per id of ``labels``: the next finer pass shows it as 2+ separate particles inside the band."""
+    """Per id of ``labels`` (a pass at ``scale``): the next finer pass shows it as 2+ separate particles
+    (foreground components) inside the band, covering most of it."""
     n = area.size - 1
-    finer_scale, finer_labels, _, _ = finer
     merged = np.zeros(n + 1, bool)
-    if finer_labels.max() == 0:
+    finer_own = np.asarray(finer.labels, np.int32)
+    if finer_own.max() == 0:
         return merged
+    finer_diameter = np.sqrt(4.0 * np.bincount(finer_own.ravel()) / np.pi)
+    finer_in_band = (finer_diameter >= low) & (finer_diameter <= high)
+    finer_labels = _nearest_ids(finer_own, labels.shape)
     cover = np.bincount(labels[finer_labels > 0], minlength=n + 1) / np.maximum(area, 1)
     components, _ = ndimage.label(finer_labels > 0)
-    coarse, comp, _ = _pair_counts(labels, components, n)
+    coarse, _, _ = _pair_counts(labels, components, n)
     n_components = np.bincount(coarse, minlength=n + 1)
-    finer_area = np.bincount(finer_labels.ravel()).astype(np.float64)
-    finer_in_band = (np.sqrt(4.0 * finer_area / np.pi) * finer_scale >= low) & (
-        np.sqrt(4.0 * finer_area / np.pi) * finer_scale <= high)
     coarse_f, fine_ids, _ = _pair_counts(labels, finer_labels, n)
     in_band_share = (np.bincount(coarse_f, weights=finer_in_band[fine_ids].astype(float), minlength=n + 1)
                      / np.maximum(np.bincount(coarse_f, minlength=n + 1), 1))
