@@ -177,22 +177,27 @@ def refine_outlines(image: np.ndarray, labels: np.ndarray, *, ring_px: tuple[flo
 
     This applies the boundary convention of the model card: a particle's edge is where the
     intensity is halfway between the particle's level just inside the edge and the local
-    background just outside the blur zone. For every particle, in a window around it:
+    background just outside the blur zone. Every background pixel near the particles belongs to
+    the particle whose outline is nearest (a Voronoi split of the gaps), and for every particle:
 
-    - the background level is the median of a ring of pixels ``ring_px`` (inner, outer) away from
-      the current outline, leaving out other particles and the pixels within 2 px of them;
+    - the background level is the median of its ring of background pixels ``ring_px`` (inner,
+      outer) away from its outline;
     - the polarity (bright or dark particle) is the sign of the particle's median minus that level;
     - the particle's level is the 90th percentile, in the particle's polarity, of its pixels within
       ``band_px`` of the outline (all its pixels when there are few): the rim of an SEM particle,
       the edge of a TEM particle;
     - the new outline is the region beyond the midpoint of the two levels, with holes filled,
-      within ``reach_px`` of the current outline, not taking pixels of other particles or pixels
-      closer to another particle, and kept only where it is connected to the particle's pixels;
+      within ``reach_px`` of the current outline among its own background pixels, never taking
+      pixels of another particle, and kept only where it is connected to the particle's pixels;
       pixels deeper than ``reach_px`` inside the outline stay in the particle (an SEM particle's
       interior can be darker than the midpoint between its rim and the background).
 
     The whole is repeated ``iterations`` times, so that the ring follows the outline when the first
-    one was too large or too small.
+    one was too large or too small. All particles are processed at once, with no per-particle
+    loop: distances are chessboard distances (``max(|dx|, |dy|)``, so the ring and the bands are
+    slightly wider along diagonals than Euclidean ones) from one distance transform per pass that
+    also gives each pixel its nearest outline, and the levels are per-particle order statistics
+    taken from one sort.
 
     Parameters
     ----------
@@ -208,6 +213,8 @@ def refine_outlines(image: np.ndarray, labels: np.ndarray, *, ring_px: tuple[flo
         Gaussian smoothing (px) of the image before the levels and the threshold are taken; 0: none.
     band_px : float
         Width (px) of the band inside the outline where the particle's level is taken.
+    level_percentile : float
+        Percentile (in the particle's polarity) of the band that gives the particle's level.
     iterations : int
         Number of passes.
 
@@ -217,49 +224,136 @@ def refine_outlines(image: np.ndarray, labels: np.ndarray, *, ring_px: tuple[flo
         int32 labels with the same ids; a particle whose neighbourhood holds no background ring,
         or whose contrast has the wrong sign nowhere, keeps its outline.
     """
-    from scipy.ndimage import distance_transform_edt
-
     gray = np.asarray(image, dtype=np.float32)
     if smooth_px > 0:
         gray = ndimage.gaussian_filter(gray, smooth_px)
     labels = np.asarray(labels, dtype=np.int32).copy()
-    margin = int(np.ceil(max(ring_px[1], reach_px))) + 3
-    rows, cols = labels.shape
     for _ in range(iterations):
-        refined = labels.copy()
-        for index, box in enumerate(ndimage.find_objects(labels), start=1):
-            if box is None:
-                continue
-            r0, r1 = max(box[0].start - margin, 0), min(box[0].stop + margin, rows)
-            c0, c1 = max(box[1].start - margin, 0), min(box[1].stop + margin, cols)
-            window = labels[r0:r1, c0:c1]
-            own = window == index
-            others = (window != 0) & ~own
-            outside_px = distance_transform_edt(~own)
-            from_others_px = distance_transform_edt(~others) if others.any() else np.full(own.shape, np.inf)
-            values = gray[r0:r1, c0:c1]
-            ring = (outside_px >= ring_px[0]) & (outside_px <= ring_px[1]) & (from_others_px > 2.0)
-            if ring.sum() < 4:
-                continue
-            background = float(np.median(values[ring]))
-            sign = 1.0 if np.median(values[own]) >= background else -1.0
-            inside_px = distance_transform_edt(own)
-            band = own & (inside_px <= band_px)
-            level = sign * float(np.percentile(sign * values[band if band.sum() >= 4 else own], level_percentile))
-            if sign * (level - background) <= 0:
-                continue
-            beyond = sign * (values - 0.5 * (level + background)) > 0
-            allowed = (outside_px <= reach_px) & (outside_px < from_others_px) & ~others
-            core = own & (inside_px > reach_px)  # the outline moves, the interior stays
-            region = ndimage.binary_fill_holes((beyond | core) & allowed)
-            pieces, _ = ndimage.label(region)
-            keep = np.unique(pieces[own & region])
-            keep = keep[keep > 0]
-            if keep.size == 0:
-                continue
-            new = np.isin(pieces, keep)
-            target = refined[r0:r1, c0:c1]
-            target[own & ~new] = 0
-            target[new & (target == 0)] = index
-        labels = refined
+        labels = _refine_pass(gray, labels, ring_px, reach_px, band_px, level_percentile)
     return labels
+
+
+def _percentile_by_label(ids: np.ndarray, values: np.ndarray, n_labels: int, percentile: float,
+                         low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per id ``0..n_labels``: the ``percentile`` of ``values`` (linear interpolation) and the count.
+
+    ``values`` in ``[low, high]`` are quantised to 2**24 steps and packed with their id in one
+    64-bit key, so a single sort orders every id's values; ids with no value get NaN.
+    """
+    scale = (2**24 - 1) / max(high - low, 1e-12)
+    steps = np.rint((values.astype(np.float64) - low) * scale).astype(np.uint64)
+    keys = np.sort((ids.astype(np.uint64) << np.uint64(24)) | steps)
+    counts = np.bincount(ids, minlength=n_labels + 1)
+    starts = np.cumsum(counts) - counts
+    position = starts + percentile / 100.0 * np.maximum(counts - 1, 0)
+    below = np.minimum(np.floor(position).astype(np.int64), keys.size - 1)
+    above = np.minimum(below + 1, np.maximum(starts + counts - 1, 0))
+    sorted_values = (keys & np.uint64(2**24 - 1)).astype(np.float64) / scale + low
+    result = np.full(n_labels + 1, np.nan)
+    has = counts > 0
+    if keys.size:
+        fraction = position - below
+        result[has] = (sorted_values[below] * (1 - fraction) + sorted_values[above] * fraction)[has]
+    return result, counts
+
+
+def _refine_pass(gray: np.ndarray, labels: np.ndarray, ring_px: tuple[float, float], reach_px: float,
+                 band_px: float, level_percentile: float) -> np.ndarray:
+    """One pass of :func:`refine_outlines` over all particles; distances are chessboard distances."""
+    from skimage.measure import label as label_runs
+
+    n_labels = int(labels.max())
+    if n_labels == 0:
+        return labels
+    outline = np.zeros(labels.shape, dtype=bool)  # particle pixels with a neighbour (of 8) of another value
+    for a, b in (((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
+                 ((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+                 ((slice(1, None), slice(1, None)), (slice(None, -1), slice(None, -1))),
+                 ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None)))):
+        change = labels[a] != labels[b]
+        outline[a] |= change
+        outline[b] |= change
+    outline &= labels > 0
+    if not outline.any():
+        return labels
+    # Outside a particle, the distance to its nearest pixel is the distance to its nearest outline
+    # pixel; inside, the distance to the nearest pixel not its own is one more than that. Only
+    # pixels within the ring outside and within the band or reach inside take part.
+    chessboard, (near_row, near_col) = ndimage.distance_transform_cdt(~outline, metric="chessboard",
+                                                                      return_indices=True)
+    flat_labels, flat_gray, flat_chessboard = labels.ravel(), gray.ravel(), chessboard.ravel()
+    near = np.flatnonzero(flat_chessboard <= max(ring_px[1], reach_px))
+    own_label = flat_labels[near]
+    distance_px = flat_chessboard[near]
+    near = near[(own_label == 0) | (distance_px <= max(band_px, reach_px))]
+    own_label, distance_px = flat_labels[near], flat_chessboard[near]
+    owner = flat_labels[near_row.ravel()[near] * labels.shape[1] + near_col.ravel()[near]]  # nearest outline's
+    values = flat_gray[near]
+    outside = own_label == 0
+    depth_px = distance_px + (owner == own_label)
+
+    # levels: background ring, polarity, particle level in a band inside the outline
+    low, high = float(gray.min()), float(gray.max())
+    extreme = max(abs(low), abs(high))
+    ring = outside & (distance_px >= ring_px[0]) & (distance_px <= ring_px[1])
+    background, ring_count = _percentile_by_label(owner[ring], values[ring], n_labels, 50.0, low, high)
+    inside = np.flatnonzero(flat_labels)
+    inside_labels, inside_values = flat_labels[inside], flat_gray[inside]
+    particle_median, _ = _percentile_by_label(inside_labels, inside_values, n_labels, 50.0, low, high)
+    sign = np.where(particle_median >= background, 1.0, -1.0)
+    band = ~outside & (depth_px <= band_px)
+    band_labels = own_label[band]
+    level, band_count = _percentile_by_label(band_labels, sign[band_labels] * values[band], n_labels,
+                                             level_percentile, -extreme, extreme)
+    few = band_count < 4
+    if few[1:].any():  # too thin for a band: all the particle's pixels
+        all_level, _ = _percentile_by_label(inside_labels, sign[inside_labels] * inside_values, n_labels,
+                                            level_percentile, -extreme, extreme)
+        level[few] = all_level[few]
+    level *= sign
+    refine = (ring_count >= 4) & (sign * (level - background) > 0)
+    refine[0] = False
+    midpoint = 0.5 * (level + background)
+
+    # each particle's own pixels and its background pixels within reach: beyond the midpoint, or deep inside
+    candidate = np.where(outside, owner, own_label)
+    moving = refine[candidate] & (~outside | (distance_px <= reach_px))
+    beyond = sign[candidate] * (values - midpoint[candidate]) > 0
+    keep_pixel = np.where(moving, beyond | (~outside & (depth_px > reach_px)), ~outside)
+    region = labels.copy()
+    region.ravel()[near] = np.where(keep_pixel, candidate, 0)
+    _fill_enclosed_gaps(region)
+
+    # keep the pieces connected to the particle's own pixels; a particle left with none keeps its outline
+    pieces = label_runs(region, background=0, connectivity=1)
+    kept = np.zeros(int(pieces.max()) + 1, dtype=bool)
+    flat_region, flat_pieces = region.ravel(), pieces.ravel()
+    kept[flat_pieces[inside[flat_region[inside] == inside_labels]]] = True
+    kept[0] = False
+    refined = np.where(kept[pieces], region, 0).astype(np.int32, copy=False)
+    present = np.zeros(n_labels + 1, dtype=bool)
+    present[refined.ravel()] = True
+    lost = inside[~present[inside_labels]]
+    refined.ravel()[lost] = flat_labels[lost]
+    return refined
+
+
+def _fill_enclosed_gaps(region: np.ndarray) -> None:
+    """Give each 4-connected gap (0) enclosed by one particle's pixels alone to that particle, in place."""
+    gaps, n_gaps = ndimage.label(region == 0)
+    enclosed = np.ones(n_gaps + 1, dtype=bool)
+    enclosed[np.concatenate([gaps[0], gaps[-1], gaps[:, 0], gaps[:, -1]])] = False
+    enclosed[0] = False
+    if not enclosed.any():
+        return
+    hole = np.flatnonzero(enclosed[gaps])
+    flat_region, hole_gap = region.ravel(), gaps.ravel()[hole]
+    width = region.shape[1]
+    lowest = np.full(n_gaps + 1, np.iinfo(np.int64).max)
+    highest = np.zeros(n_gaps + 1, dtype=np.int64)
+    for step in (-width, -1, 1, width):  # enclosed gaps do not touch the frame: no wrap-around
+        neighbour = flat_region[hole + step]
+        np.minimum.at(lowest, hole_gap[neighbour > 0], neighbour[neighbour > 0])
+        np.maximum.at(highest, hole_gap[neighbour > 0], neighbour[neighbour > 0])
+    fill = np.where(lowest == highest, highest, 0)
+    flat_region[hole] = fill[hole_gap]

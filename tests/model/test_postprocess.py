@@ -137,3 +137,24 @@ def test_refinement_puts_a_rimmed_particle_edge_at_its_rim_and_leaves_neighbours
     ecd_px = np.sqrt(4 * np.count_nonzero(refined == 1) / np.pi)
     assert ecd_px == pytest.approx(np.sqrt(4 * np.count_nonzero(radius_map <= 12.0) / np.pi), abs=0.3)
     assert np.array_equal(refined == 2, start == 2)
+
+
+def test_refining_many_particles_at_once_treats_each_as_if_it_were_alone():
+    from model.postprocess import refine_outlines
+
+    # Three separated discs of different polarity and start errors: refined together, each gets the
+    # outline it gets when it is the only particle in the image.
+    shape = (64, 192)
+    image = np.full(shape, 0.5, np.float32)
+    start = np.zeros(shape, np.int32)
+    for index, (centre_col, inside, start_radius_px) in enumerate([(32.6, 0.9, 8.0), (96.2, 0.1, 12.0),
+                                                                  (160.4, 0.8, 10.0)], start=1):
+        disc, _ = blurred_disc_image(10.0, 1.0, shape=shape, centre=(31.3, centre_col), inside=inside, outside=0.5)
+        image += disc - 0.5
+        start += disc_labels(start_radius_px, shape=shape, centre=(31.3, centre_col), value=index)
+    together = refine_outlines(image, start)
+    for index in (1, 2, 3):
+        alone = refine_outlines(image, np.where(start == index, index, 0))
+        assert np.array_equal(together == index, alone == index)
+        ecd_px = np.sqrt(4 * np.count_nonzero(together == index) / np.pi)
+        assert ecd_px == pytest.approx(20.0, abs=0.3)
