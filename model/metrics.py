@@ -278,14 +278,7 @@ def matched_ecd_errors(true_labels: np.ndarray, pred_labels: np.ndarray, iou_thr
     >>> matched_ecd_errors(truth, pred, min_area_px=1).round(3).tolist()
     [0.25]
     """
-    true_labels = drop_small(true_labels, min_area_px)
-    pred_labels = drop_small(pred_labels, min_area_px)
-    matches = sorted(match_instances(true_labels, pred_labels, iou_threshold))
-    if not matches:
-        return np.zeros(0, dtype=np.float64)
-    true_area_px = np.bincount(true_labels.ravel())
-    pred_area_px = np.bincount(pred_labels.ravel())
-    true_ids = np.array([t for t, _, _ in matches])
-    pred_ids = np.array([p for _, p, _ in matches])
-    ecd_true = ecd_from_area(true_area_px[true_ids])
-    return (ecd_from_area(pred_area_px[pred_ids]) - ecd_true) / ecd_true
+    true_ecd, pred_ecd = matched_ecd_px(drop_small(true_labels, min_area_px), drop_small(pred_labels, min_area_px),
+                                        iou_threshold=iou_threshold)
+    matched = ~np.isnan(pred_ecd)
+    return (pred_ecd[matched] - true_ecd[matched]) / true_ecd[matched]
