@@ -165,6 +165,13 @@ def analysed_rows(height: int, data_bar: _databar.DataBar | None) -> tuple[int, 
     return (0, max(0, min(data_bar.y0, height)))
 
 
+#: The outline convention that sizes are meant to follow, written into every CSV's provenance; the size
+#: bias each segmenter still has against it, per particle size, is in the model card.
+OUTLINE_CONVENTION = ("a particle's edge is where the blurred image is halfway between the particle's level just "
+                      "inside the edge and the local background just outside it (half-maximum). The measured bias "
+                      "per particle size is in the model card (model/README.md) under 'The boundary convention'")
+
+
 def build_provenance(
     *,
     filename: str,
@@ -183,6 +190,7 @@ def build_provenance(
         "sha256": sha256,
         "image_size_px": f"{shape[1]} x {shape[0]} (width x height)",
         "segmenter": segmenter,
+        "outline_convention": OUTLINE_CONVENTION,
         "calibration_source": calibration.source,
         "nm_per_px": "" if calibration.nm_per_px is None else f"{calibration.nm_per_px:.6g}",
         "calibration_detail": calibration.detail,

@@ -537,6 +537,8 @@ def test_particle_csv_has_provenance_and_one_row_per_particle(discs):
     header = [line for line in text.splitlines() if line.startswith("#")]
     assert any(discs.analysis.sha256 in line for line in header)
     assert any("calibration_source: manual" in line for line in header)
+    assert any(line.startswith("# outline_convention: a particle's edge is where the blurred image is halfway")
+               for line in header)
     table = pd.read_csv(io.StringIO(text), comment="#")
     assert len(table) == len(DISC_CENTRES)
     assert {"particle_id", "area_px", "ecd_px", "centroid_x_px", "centroid_y_px", "touches_edge",
