@@ -344,19 +344,34 @@ def load_samples(path: Path, names: list[str], target_diameter_px: float) -> lis
 
 
 def validation_crops(samples: list[Sample], *, per_image: int = 2, seed: int = 1234,
-                     size_px: int = CROP_SIZE_PX) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fixed, un-augmented validation crops: (images (n, s, s, 1), targets (n, s, s, 2), labels (n, s, s))."""
+                     size_px: int = CROP_SIZE_PX, zooms: tuple[float, ...] = (1.0,)
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed, un-augmented validation crops: (images (n, s, s, 1), targets (n, s, s, 2), labels (n, s, s)).
+
+    ``per_image`` crops per sample and zoom. A zoom z shows the particles z times their prepared size
+    (``target_diameter_px``): the crop covers ``size_px / z`` pixels of the sample, resized, with its labels
+    resized by nearest neighbour and the targets recomputed from them. Zooms other than 1 judge a network
+    trained over a band of sizes (``--scale-jitter``) on that band.
+    """
     rng = np.random.default_rng(seed)
     images, targets, labels = [], [], []
     for sample in samples:
         rows, cols = sample.image.shape
-        for _ in range(per_image):
-            r0 = int(rng.integers(0, rows - size_px + 1))
-            c0 = int(rng.integers(0, cols - size_px + 1))
-            window = (slice(r0, r0 + size_px), slice(c0, c0 + size_px))
-            images.append(sample.image[window][..., None])
-            targets.append(sample.targets[window])
-            labels.append(sample.labels[window])
+        for zoom in zooms:
+            region_px = min(int(round(size_px / zoom)), rows, cols)
+            for _ in range(per_image):
+                r0 = int(rng.integers(0, rows - region_px + 1))
+                c0 = int(rng.integers(0, cols - region_px + 1))
+                window = (slice(r0, r0 + region_px), slice(c0, c0 + region_px))
+                if region_px == size_px:
+                    images.append(sample.image[window][..., None])
+                    targets.append(sample.targets[window])
+                    labels.append(sample.labels[window])
+                    continue
+                crop_labels = _relabel_connected(resize_labels(sample.labels[window], (size_px, size_px)))
+                images.append(resize_float(sample.image[window], (size_px, size_px))[..., None])
+                targets.append(instance_targets(crop_labels))
+                labels.append(crop_labels)
     return np.stack(images), np.stack(targets), np.stack(labels)
 
 

@@ -135,6 +135,17 @@ def _jitter(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _zooms(text: str) -> tuple[float, ...]:
+    """``Z1,Z2,...``, each positive, for ``--val-zooms``."""
+    try:
+        zooms = tuple(float(value) for value in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"give positive numbers separated by commas, got {text!r}") from err
+    if not zooms or min(zooms) <= 0:
+        raise argparse.ArgumentTypeError(f"zooms must be positive, got {text!r}")
+    return zooms
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="train", description="Train SAEMI's particle segmentation U-Net.")
     parser.add_argument("--out", required=True, type=Path, help="run folder for checkpoints and logs")
@@ -164,6 +175,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--samples-cache", type=Path, default=None,
                         help="folder where the prepared EMPS samples are stored after the first load and "
                              "read from afterwards (images at 8 bits)")
+    parser.add_argument("--val-zooms", type=_zooms, default=(1.0,), metavar="Z1,Z2,...",
+                        help="validation crops at these zooms of the prepared size (default 1: particles at "
+                             "--target-diameter-px); e.g. 0.25,1,3 for a network trained over a band of sizes")
     parser.add_argument("--size-head", action="store_true",
                         help="a third output, each particle's size (a size map; model.preprocess.encode_size); "
                              "an --init network with two outputs gains it")
@@ -191,7 +205,7 @@ def main(argv: list[str]) -> int:
     target_px = args.target_diameter_px
     train_samples = _emps_samples(root, train_names, target_px, args.samples_cache, "train")
     val_images, val_targets, val_labels = data.validation_crops(
-        _emps_samples(root, val_names, target_px, args.samples_cache, "val"))
+        _emps_samples(root, val_names, target_px, args.samples_cache, "val"), zooms=args.val_zooms)
     synthetic = data.synthetic_crop_generator() if args.synthetic_fraction > 0 else None
 
     state_path, last_path, best_path = args.out / "state.json", args.out / "last.keras", args.out / "best.keras"

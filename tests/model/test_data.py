@@ -107,3 +107,16 @@ def test_prepared_samples_are_cached_at_eight_bits(tmp_path):
     assert data.load_samples(path, ["a"], TARGET_DIAMETER_PX) is None
     assert data.load_samples(path, ["a", "b"], 2 * TARGET_DIAMETER_PX) is None
     assert data.load_samples(tmp_path / "missing.npz", ["a", "b"], TARGET_DIAMETER_PX) is None
+
+
+def test_validation_crops_at_other_zooms_show_particles_that_much_smaller_or_larger():
+    from model.synthetic import generate_sample
+
+    sample = generate_sample(4, 768, 768, median_diameter_px=20, sigma_log=0.0, shape="round",
+                             arrangement="isolated", data_bar=False, scale_bar=False, letters=False)
+    prepared = data.prepare_sample(sample.image.astype(np.float32), sample.labels, "x", min_side_px=256)
+    images, targets, labels = data.validation_crops([prepared], per_image=3, size_px=128, zooms=(0.5, 1.0, 2.0))
+    assert images.shape == (9, 128, 128, 1) and targets.shape == (9, 128, 128, 2) and labels.shape == (9, 128, 128)
+    sizes = [np.median([median_diameter_px(lab) for lab in labels[k:k + 3] if lab.any()]) for k in (0, 3, 6)]
+    assert sizes[0] == pytest.approx(sizes[1] / 2, rel=0.15) and sizes[2] == pytest.approx(sizes[1] * 2, rel=0.15)
+    assert np.array_equal(targets[..., 0] > 0.5, labels > 0)  # the targets follow the resized labels
