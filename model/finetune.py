@@ -110,13 +110,15 @@ def original_samples(target_diameter_px: float) -> list[data.Sample]:
 def masked_segmentation_loss(y_true, y_pred):
     """:func:`model.train.segmentation_loss` over the supervised pixels only.
 
-    ``y_true`` has three channels: foreground, centre map and the pixel weight (1 supervised, 0 not).
-    Every term (foreground BCE, soft Dice, centre BCE) sums over weighted pixels, so an unsupervised pixel
-    changes neither the loss nor its gradient; with every weight 1 the loss equals ``segmentation_loss``.
+    ``y_true`` has three channels: foreground, centre map and the pixel weight (1 supervised, 0 not); four
+    for a network with a size map (:func:`model.train.size_aware_loss`), whose size target comes third and
+    counts on supervised particle pixels. Every term (foreground BCE, soft Dice, centre BCE, size BCE) sums
+    over weighted pixels, so an unsupervised pixel changes neither the loss nor its gradient; with every
+    weight 1 the loss equals ``segmentation_loss`` (``size_aware_loss`` with a size map).
     """
     from keras import ops
 
-    weight = y_true[..., 2]
+    weight = y_true[..., -1]
     fg_true, fg_pred = y_true[..., 0], y_pred[..., 0]
     centre_true, centre_pred = y_true[..., 1], y_pred[..., 1]
     pixels = ops.maximum(ops.sum(weight), 1.0)
@@ -125,22 +127,30 @@ def masked_segmentation_loss(y_true, y_pred):
     total = ops.sum(weight * fg_true, axis=(1, 2)) + ops.sum(weight * fg_pred, axis=(1, 2))
     dice_loss = 1.0 - ops.mean((2.0 * intersection + 1.0) / (total + 1.0))
     bce_centre = ops.sum(weight * ops.binary_crossentropy(centre_true, centre_pred)) / pixels
-    return bce_fg + dice_loss + 2.0 * bce_centre
+    loss = bce_fg + dice_loss + 2.0 * bce_centre
+    if y_pred.shape[-1] > 2:
+        from model.train import SIZE_LOSS_WEIGHT
+
+        size_weight = weight * fg_true
+        size_bce = ops.binary_crossentropy(y_true[..., 2:3], y_pred[..., 2:3])[..., 0]
+        loss = loss + SIZE_LOSS_WEIGHT * ops.sum(size_weight * size_bce) / (ops.sum(size_weight) + 1.0)
+    return loss
 
 
-def _weighted(targets: np.ndarray) -> np.ndarray:
-    """Targets with the weight channel: a crop without one is supervised everywhere."""
-    if targets.shape[-1] == 3:
+def _weighted(targets: np.ndarray, has_weight: bool) -> np.ndarray:
+    """Targets with the weight channel last: a crop without one is supervised everywhere."""
+    if has_weight:
         return targets
     return np.concatenate([targets, np.ones(targets.shape[:-1] + (1,), np.float32)], axis=-1)
 
 
 def mixed_batches(user: list[data.Sample], original: list[data.Sample], rng: np.random.Generator, *,
-                  batch_size: int, crop_size_px: int, target_diameter_px: float):
+                  batch_size: int, crop_size_px: int, target_diameter_px: float, size_channel: bool = False):
     """Endless augmented batches: :data:`USER_FRACTION` of the crops from the user's images,
     :data:`EMPS_FRACTION` from ``original`` (when there is any), the rest from the synthetic generator.
 
-    Targets have three channels, the third the pixel weight (see :func:`masked_segmentation_loss`)."""
+    Targets have three channels, the third the pixel weight (see :func:`masked_segmentation_loss`); with
+    ``size_channel`` (a network with a size map) a size target comes before the weight."""
     generate = data.synthetic_crop_generator()
     pool = data.SyntheticPool(generate, rng, target_diameter_px=target_diameter_px) if generate else None
     emps_share = EMPS_FRACTION if original else 0.0
@@ -154,9 +164,9 @@ def mixed_batches(user: list[data.Sample], original: list[data.Sample], rng: np.
                 sample = original[int(rng.integers(len(original)))]
             else:
                 sample = pool.draw() if pool is not None else original[int(rng.integers(len(original)))]
-            x, y = data.random_crop(sample, rng, crop_size_px)
+            x, y = data.random_crop(sample, rng, crop_size_px, size_channel=size_channel)
             images.append(x)
-            targets.append(_weighted(y))
+            targets.append(_weighted(y, sample.supervised is not None))
         yield np.stack(images), np.stack(targets)
 
 
@@ -214,7 +224,7 @@ def finetune_samples(base_dir: Path, samples: list[data.Sample], out_dir: Path, 
     import keras
 
     config = read_config(base_dir)
-    check_weights_file(Path(base_dir) / config.weights)
+    check_weights_file(Path(base_dir) / config.weights, len(config.architecture.outputs))
     model = keras.saving.load_model(Path(base_dir) / config.weights, safe_mode=True, compile=False)
     for layer in model.layers:  # batch statistics stay those of the original data (against forgetting)
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -222,7 +232,8 @@ def finetune_samples(base_dir: Path, samples: list[data.Sample], out_dir: Path, 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=masked_segmentation_loss)
     batches = mixed_batches(samples, original_samples(config.input_scale.target_diameter_px),
                             np.random.default_rng(seed), batch_size=batch_size, crop_size_px=crop_size_px,
-                            target_diameter_px=config.input_scale.target_diameter_px)
+                            target_diameter_px=config.input_scale.target_diameter_px,
+                            size_channel=model.output_shape[-1] > 2)
     keras.utils.set_random_seed(seed)
     budget_s = 60.0 * minutes
     start = time.monotonic()

@@ -114,12 +114,12 @@ MAX_WEIGHTS_BYTES = 50_000_000
 MAX_UNPACKED_BYTES = 200_000_000
 
 
-def check_weights_file(path: str | os.PathLike) -> None:
+def check_weights_file(path: str | os.PathLike, n_maps: int = 2) -> None:
     """Refuse a ``.keras`` file that is not a SAEMI U-Net, before and after loading it in safe mode.
 
     Checked in this order: the file's size, the sizes its zip entries unpack to, loading in Keras safe
     mode (no Lambda layers or other code), the layer types (:data:`ALLOWED_LAYERS`), one grayscale input
-    of any size and one output of two maps.
+    of any size and one output of ``n_maps`` maps (the number its config names: 2, or 3 with a size map).
 
     Raises
     ------
@@ -146,8 +146,10 @@ def check_weights_file(path: str | os.PathLike) -> None:
                              f"{', '.join(sorted(kinds - ALLOWED_LAYERS))}.")
     inputs, outputs = network.inputs, network.outputs
     if (len(inputs) != 1 or tuple(inputs[0].shape[1:]) != (None, None, 1) or len(outputs) != 1
-            or tuple(outputs[0].shape[1:]) != (None, None, 2)):
-        raise ModelLoadError(f"The model file {path.name} does not take one grayscale image and give two maps.")
+            or tuple(outputs[0].shape[1:]) != (None, None, n_maps)):
+        words = {2: "two", 3: "three"}.get(n_maps, str(n_maps))
+        raise ModelLoadError(f"The model file {path.name} does not take one grayscale image and give {words} maps, "
+                             "as its settings say.")
 
 
 def check_model_folder(model_dir: str | os.PathLike) -> None:
@@ -156,7 +158,8 @@ def check_model_folder(model_dir: str | os.PathLike) -> None:
     folder = Path(model_dir)
     if not folder.is_dir():
         raise ModelLoadError(f"The model folder {folder.name} does not exist.")
-    check_weights_file(folder / read_config(folder).weights)
+    config = read_config(folder)
+    check_weights_file(folder / config.weights, len(config.architecture.outputs))
 
 
 #: Largest model ``.zip`` accepted (the weights, ``config.json`` and the scale scorer), and its most entries.

@@ -101,3 +101,44 @@ def test_the_provenance_names_the_supervised_regions(tiny_model_dir, tmp_path):
     record = json.loads((tmp_path / "tuned" / "config.json").read_text())["training"]["finetune"]
     assert result.steps >= 1 and np.isfinite(result.last_loss)
     assert record["regions"] == {"part": "corrected region (2500 px)", "whole": "whole image"}
+
+
+def test_a_network_with_a_size_map_is_tuned_with_its_size_target_where_supervised(tiny_model, tiny_model_dir,
+                                                                                   tmp_path):
+    import keras
+    from keras import ops
+
+    from model.train import size_aware_loss
+    from model.unet import with_size_output
+
+    sized = with_size_output(tiny_model)
+    rng = np.random.default_rng(2)
+    head = sized.get_layer("maps")
+    kernel, bias = head.get_weights()
+    kernel[..., 2] = rng.normal(0, 0.5, kernel[..., 2].shape)  # a size map that is not 0.5 everywhere
+    head.set_weights([kernel, bias])
+    images = rng.random((2, 32, 32, 1)).astype(np.float32)
+    targets, weight = _targets_and_weights(rng)
+    size = rng.random(targets.shape[:-1] + (1,)).astype(np.float32)
+    predicted = sized(images, training=False)
+    everywhere = np.concatenate([targets, size, np.ones_like(weight)], -1)
+    assert float(ops.convert_to_numpy(masked_segmentation_loss(everywhere, predicted))) == pytest.approx(
+        float(ops.convert_to_numpy(size_aware_loss(everywhere[..., :3], predicted))), rel=1e-5)
+    part = np.concatenate([targets, size, weight], -1)
+    changed = part.copy()
+    changed[..., 2][weight[..., 0] == 0] = 1.0 - changed[..., 2][weight[..., 0] == 0]  # unsupervised sizes
+    a = float(ops.convert_to_numpy(masked_segmentation_loss(part, predicted)))
+    assert a == pytest.approx(float(ops.convert_to_numpy(masked_segmentation_loss(changed, predicted))), rel=1e-6)
+    changed[..., 2] = 1.0 - part[..., 2]  # every size target
+    assert a != pytest.approx(float(ops.convert_to_numpy(masked_segmentation_loss(changed, predicted))), rel=1e-6)
+    # and a whole fine-tune of such a network runs and keeps its size map
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["architecture"]["outputs"] = ["foreground_probability", "centre_map", "size_map"]
+    (tiny_model_dir / "config.json").write_text(json.dumps(config))
+    sized.save(tiny_model_dir / config["weights"])
+    generated = generate_sample(611, 160, 160, modality="sem", median_diameter_px=16, data_bar=False,
+                                scale_bar=False, letters=False)
+    sample = user_sample(generated.image.astype(np.float32) / 255.0, generated.labels, "one", 16.0)
+    finetune_samples(tiny_model_dir, [sample], tmp_path / "tuned", minutes=0.02, seed=1)
+    tuned = keras.saving.load_model(tmp_path / "tuned" / "saemi_unet.keras", safe_mode=True, compile=False)
+    assert tuned.output_shape[-1] == 3
