@@ -6,15 +6,20 @@ the image (1, 1/2, 1/4, ... down to a short side of :data:`MIN_SIDE_PX`) and kee
 pass where it appears at a size the network sees well (:data:`BAND_PX`, in the pass's pixels). The passes
 cost about 4/3 of the full-resolution one together.
 
-Fusion runs from the coarsest pass to the finest:
+With a network that has a size map (a third output: each pixel's particle diameter), fusion runs from
+the finest pass to the coarsest: a particle is kept from a pass when the network's size for it is inside
+the band and the instance measures that size (a merge of small particles measures larger, a fragment of
+a large one smaller); the finest pass also keeps particles too small for the band, and the coarsest what
+is left. Without a size map, from the coarsest pass to the finest:
 
-- a particle is kept from a pass when its apparent diameter is inside the band; the coarsest pass also
+- a particle is kept from a pass when its measured diameter is inside the band; the coarsest pass also
   keeps larger ones, the finest also smaller ones;
-- a particle mostly covered by one already kept (from a coarser pass) is a fragment of it, and dropped;
 - a weak particle (centre-map peak under :data:`FRAGMENT_PEAK`) touching a kept one is a piece of that
   one's rim or halo, and dropped;
 - a coarse particle that the next finer pass shows as two or more separate particles (split by
   background), each inside the band there, is a merge, and left to the finer pass.
+
+Either way, a particle mostly covered by one already kept is dropped.
 
 It is selected with ``UNetSegmenter(scale_method="octaves")``; the default is still the learned scale
 choice, until the benchmark (``bench/bench_real_sizes.py``) says otherwise with a network trained over
@@ -91,16 +96,19 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
                 fragment_peak: float = FRAGMENT_PEAK, merge_cover: float = MERGE_COVER) -> np.ndarray:
     """One label image of ``shape`` from passes at several scales (see the module's rules).
 
-    Every decision is taken at the pass's own resolution (what is already kept is shrunk to it); only the
-    kept instances are carried to full resolution, with outlines from the pass's particle probability.
+    With a size map in every pass the network's sizes decide, finest pass first
+    (:func:`_keep_by_size_map`); without, the measured sizes do, coarsest pass first
+    (:func:`_keep_by_measured_size`). Every decision is taken at the pass's own resolution (what is
+    already kept is shrunk to it); only the kept instances are carried to full resolution, with
+    outlines from the pass's particle probability.
 
     Returns
     -------
     numpy.ndarray
         int32 labels, ids 1..n.
     """
-    low, high = band_px
-    ordered = sorted(passes, key=lambda one: one.scale)
+    sized = all(one.size is not None for one in passes)
+    ordered = sorted(passes, key=lambda one: -one.scale if sized else one.scale)
     out = np.zeros(shape, np.int32)
     next_id = 1
     for k, one in enumerate(ordered):
@@ -108,36 +116,16 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
         n = int(labels.max())
         if n == 0:
             continue
-        ids = np.arange(n + 1)
         area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
-        measured = np.sqrt(4.0 * area / np.pi)  # px of this pass
-        predicted = None
-        if one.size is not None:
-            mean_code = np.bincount(labels.ravel(), weights=np.asarray(one.size, np.float64).ravel(),
-                                    minlength=n + 1) / np.maximum(area, 1)
-            predicted = decode_size(mean_code)
-        # how large the particle looks in this pass: the network's own size map when it has one (it tells a
-        # fragment of a big particle from a small particle), else the instance's measured diameter
-        apparent = predicted if predicted is not None else measured
+        taken = _nearest_ids(out > 0, labels.shape) > 0
         keep = area > 0
         keep[0] = False
-        if k < len(ordered) - 1:
-            keep &= apparent >= low
-        if k > 0:
-            keep &= apparent <= high
-        if predicted is not None and 0 < k < len(ordered) - 1:
-            # the instance is as large as the network says its particle is: not a merge (measured larger)
-            # nor a fragment (measured smaller); the coarsest and finest passes are the last resort
-            keep &= np.abs(np.log2(np.maximum(measured, 1e-6) / np.maximum(predicted, 1e-6))) <= np.log2(SIZE_AGREEMENT)
-        taken = _nearest_ids(out > 0, labels.shape) > 0
-        covered = np.bincount(labels[taken], minlength=n + 1) / np.maximum(area, 1)
-        keep &= covered <= 0.2
-        if k > 0 and taken.any():
-            near = np.bincount(labels[ndimage.binary_dilation(taken, iterations=2)], minlength=n + 1) > 0
-            peak = np.asarray(ndimage.maximum(np.asarray(one.centre), labels, index=ids))
-            keep &= ~(near & (peak < fragment_peak))
-        if k < len(ordered) - 1 and predicted is None:
-            keep &= ~_merges(labels, area, ordered[k + 1], one.scale, low, high, merge_cover)
+        keep &= np.bincount(labels[taken], minlength=n + 1) / np.maximum(area, 1) <= 0.2  # not kept already
+        if sized:
+            keep &= _keep_by_size_map(one, labels, area, band_px, first=k == 0, last=k == len(ordered) - 1)
+        else:
+            keep &= _keep_by_measured_size(one, labels, area, taken, ordered[k + 1] if k < len(ordered) - 1 else None,
+                                           band_px, fragment_peak, merge_cover, first=k == 0)
         kept = np.where(keep[labels], labels, 0)
         if not kept.any():
             continue
@@ -146,6 +134,48 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
         out[painted] = big[painted] + (next_id - 1)
         next_id += int(big.max())
     return sequential_labels(out, min_area_px=1, in_place=True)
+
+
+def _keep_by_size_map(one: OctavePass, labels: np.ndarray, area: np.ndarray, band_px: tuple[float, float], *,
+                      first: bool, last: bool) -> np.ndarray:
+    """Per id, finest pass first: the network's size for the particle (mean code over the instance) is inside
+    the band, and the instance measures what the network says (a merge measures larger, a fragment
+    smaller). The finest pass also keeps particles too small for the band, the coarsest larger ones and
+    whatever disagrees there (the last resort)."""
+    low, high = band_px
+    measured = np.sqrt(4.0 * area / np.pi)
+    mean_code = np.bincount(labels.ravel(), weights=np.asarray(one.size, np.float64).ravel(),
+                            minlength=area.size) / np.maximum(area, 1)
+    predicted = decode_size(mean_code)
+    agree = np.abs(np.log2(np.maximum(measured, 1e-6) / np.maximum(predicted, 1e-6))) <= np.log2(SIZE_AGREEMENT)
+    keep = np.ones(area.size, bool)
+    if not last:
+        keep &= predicted <= high
+    if not first:
+        keep &= predicted >= low
+    small = (measured < low) | (predicted < low)
+    return keep & (agree | last | (first & small))
+
+
+def _keep_by_measured_size(one: OctavePass, labels: np.ndarray, area: np.ndarray, taken: np.ndarray,
+                           finer: OctavePass | None, band_px: tuple[float, float], fragment_peak: float,
+                           merge_cover: float, *, first: bool) -> np.ndarray:
+    """Per id, coarsest pass first: the measured diameter is inside the band (the coarsest pass also keeps
+    larger particles, the finest smaller ones), the instance is not a weak piece beside a kept particle,
+    and the next finer pass does not show it as several particles (:func:`_merges`)."""
+    low, high = band_px
+    measured = np.sqrt(4.0 * area / np.pi)
+    keep = np.ones(area.size, bool)
+    if finer is not None:
+        keep &= measured >= low
+        keep &= ~_merges(labels, area, finer, one.scale, low, high, merge_cover)
+    if not first:
+        keep &= measured <= high
+        if taken.any():
+            near = np.bincount(labels[ndimage.binary_dilation(taken, iterations=2)], minlength=area.size) > 0
+            peak = np.asarray(ndimage.maximum(np.asarray(one.centre), labels, index=np.arange(area.size)))
+            keep &= ~(near & (peak < fragment_peak))
+    return keep
 
 
 def _merges(labels: np.ndarray, area: np.ndarray, finer: OctavePass, scale: float, low: float, high: float,

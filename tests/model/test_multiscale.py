@@ -123,18 +123,21 @@ def test_the_networks_size_map_decides_which_pass_keeps_a_particle():
     fine = _discs((128, 128), [(64, 54), (64, 74)], 10)
     fine[(fine == 0) & (_discs((128, 128), [(64, 64)], 9) > 0)] = 1
     coarse = (_discs((64, 64), [(32, 27), (32, 37)], 5) > 0).astype(np.int32)
+    middle = (_discs((32, 32), [(16, 13), (16, 18)], 3) > 0).astype(np.int32)  # quarter scale
     band = (7, 30)
     no_sizes = fuse_passes([_pass(1.0, fine), _pass(0.5, coarse)], (128, 128), band_px=band)
     assert no_sizes.max() == 1  # measured sizes only: the coarse blob wins
-    # The size maps say each particle is about 20 px across (10 px at half scale): the coarse blob measures
-    # more than that, so it is a merge, and the finer pass, where sizes agree, keeps the two particles.
+
     def sized(scale, labels, diameter_px):
         base = _pass(scale, labels)
         size = np.where(labels > 0, encode_size(diameter_px), 0).astype(np.float32)
         return OctavePass(base.scale, base.foreground, base.centre, base.labels, size)
-    middle = (_discs((32, 32), [(16, 13), (16, 18)], 3) > 0).astype(np.int32)  # quarter scale: 5 px each
+
+    # The network says each particle is about 20 px across: the full-resolution instances measure that,
+    # so they are kept, and the blobs of the coarser passes, already covered, are not.
     passes = [sized(1.0, fine, 20.0), sized(0.5, coarse, 10.0), sized(0.25, middle, 5.0)]
     assert fuse_passes(passes, (128, 128), band_px=band).max() == 2
-    # had the network said the blob was one particle of its measured size, the coarse pass would keep it
-    passes[1] = sized(0.5, coarse, 15.0)
+    # Had it said the two pieces are parts of one particle 30 px across (15 px at half scale), the pieces
+    # measure too little to be that particle, and the half-scale pass keeps it whole.
+    passes = [sized(1.0, fine, 30.0), sized(0.5, coarse, 15.0), sized(0.25, middle, 7.5)]
     assert fuse_passes(passes, (128, 128), band_px=band).max() == 1
