@@ -6,11 +6,19 @@ the image (1, 1/2, 1/4, ... down to a short side of :data:`MIN_SIDE_PX`) and kee
 pass where it appears at a size the network sees well (:data:`BAND_PX`, in the pass's pixels). The passes
 cost about 4/3 of the full-resolution one together.
 
-With a network that has a size map (a third output: each pixel's particle diameter), fusion runs from
-the finest pass to the coarsest: a particle is kept from a pass when the network's size for it is inside
-the band and the instance measures that size (a merge of small particles measures larger, a fragment of
-a large one smaller); the finest pass also keeps particles too small for the band, and the coarsest what
-is left. Without a size map, from the coarsest pass to the finest:
+With a network that has a size map (a third output: each pixel's particle diameter), every instance
+of every pass is a candidate, as a multi-scale detector treats its levels, and the candidates are kept
+greedily, best first, each where no more than :data:`MAX_TAKEN` of it is already taken
+(:func:`fuse_by_confidence`). A candidate's score rises with the network's centre peak and falls with
+its distance outside the pass's band (:data:`SIZED_BAND_PX`; none below it in the finest pass, none
+above it in the coarsest) and with the disagreement between its measured diameter and the network's
+size for it (a merge of small particles measures larger, a fragment of a large one smaller). Instances
+the network is unsure of (mean particle probability under :data:`MIN_MEAN_FOREGROUND`) or that are far
+from convex (:data:`MIN_SOLIDITY`: substrate texture, film edges) are not candidates. A pass that gives
+only a few particles, small in area beside the others (:data:`STRAY_COUNT`), gives none: on the EMPS
+training images these were mostly panel letters, dust and texture.
+
+Without a size map, from the coarsest pass to the finest:
 
 - a particle is kept from a pass when its measured diameter is inside the band; the coarsest pass also
   keeps larger ones, the finest also smaller ones;
@@ -43,9 +51,22 @@ BAND_PX = (7.0, 20.0)
 MIN_SIDE_PX = 24
 #: Centre-map peak below which a particle touching a kept coarser one counts as a piece of it.
 FRAGMENT_PEAK = 0.8
-#: With a size map: an instance is kept only if its measured diameter is within this factor of the
-#: network's size for it (a merge measures larger, a fragment smaller).
-SIZE_AGREEMENT = 1.35
+#: With a size map: apparent diameters (px of the pass) a candidate is scored without a band penalty.
+SIZED_BAND_PX = (6.0, 32.0)
+#: With a size map: smallest mean particle probability over a candidate.
+MIN_MEAN_FOREGROUND = 0.85
+#: With a size map: smallest solidity (area over convex-hull area) of a candidate of 30 px or more.
+MIN_SOLIDITY = 0.88
+#: With a size map: weight of the centre peak and of the size disagreement (|log2| of measured over
+#: predicted diameter) in a candidate's score; the band distance (log2) has weight 1.
+PEAK_WEIGHT = 2.0
+AGREEMENT_WEIGHT = 0.5
+#: With a size map: a candidate is dropped when more than this share of it is already taken.
+MAX_TAKEN = 0.2
+#: With a size map: a pass that contributes fewer particles than this, and less than
+#: :data:`STRAY_AREA_SHARE` of the kept particles' area, contributes none (stray text, dust, texture).
+STRAY_COUNT = 10
+STRAY_AREA_SHARE = 0.05
 #: Finer-pass foreground share of a coarse particle above which a split there is believed.
 MERGE_COVER = 0.6
 
@@ -96,19 +117,20 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
                 fragment_peak: float = FRAGMENT_PEAK, merge_cover: float = MERGE_COVER) -> np.ndarray:
     """One label image of ``shape`` from passes at several scales (see the module's rules).
 
-    With a size map in every pass the network's sizes decide, finest pass first
-    (:func:`_keep_by_size_map`); without, the measured sizes do, coarsest pass first
-    (:func:`_keep_by_measured_size`). Every decision is taken at the pass's own resolution (what is
-    already kept is shrunk to it); only the kept instances are carried to full resolution, with
-    outlines from the pass's particle probability.
+    With a size map in every pass the candidates of all passes compete (:func:`fuse_by_confidence`;
+    ``band_px`` and the two rules after it are not used); without, the measured sizes decide, coarsest
+    pass first (:func:`_keep_by_measured_size`), every decision taken at the pass's own resolution
+    (what is already kept is shrunk to it). Either way only the kept instances are carried to full
+    resolution, with outlines from the pass's particle probability.
 
     Returns
     -------
     numpy.ndarray
         int32 labels, ids 1..n.
     """
-    sized = all(one.size is not None for one in passes)
-    ordered = sorted(passes, key=lambda one: -one.scale if sized else one.scale)
+    if passes and all(one.size is not None for one in passes):
+        return fuse_by_confidence(passes, shape)
+    ordered = sorted(passes, key=lambda one: one.scale)
     out = np.zeros(shape, np.int32)
     next_id = 1
     for k, one in enumerate(ordered):
@@ -121,11 +143,8 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
         keep = area > 0
         keep[0] = False
         keep &= np.bincount(labels[taken], minlength=n + 1) / np.maximum(area, 1) <= 0.2  # not kept already
-        if sized:
-            keep &= _keep_by_size_map(one, labels, area, band_px, first=k == 0, last=k == len(ordered) - 1)
-        else:
-            keep &= _keep_by_measured_size(one, labels, area, taken, ordered[k + 1] if k < len(ordered) - 1 else None,
-                                           band_px, fragment_peak, merge_cover, first=k == 0)
+        keep &= _keep_by_measured_size(one, labels, area, taken, ordered[k + 1] if k < len(ordered) - 1 else None,
+                                       band_px, fragment_peak, merge_cover, first=k == 0)
         kept = np.where(keep[labels], labels, 0)
         if not kept.any():
             continue
@@ -136,25 +155,160 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
     return sequential_labels(out, min_area_px=1, in_place=True)
 
 
-def _keep_by_size_map(one: OctavePass, labels: np.ndarray, area: np.ndarray, band_px: tuple[float, float], *,
-                      first: bool, last: bool) -> np.ndarray:
-    """Per id, finest pass first: the network's size for the particle (mean code over the instance) is inside
-    the band, and the instance measures what the network says (a merge measures larger, a fragment
-    smaller). The finest pass also keeps particles too small for the band, the coarsest larger ones and
-    whatever disagrees there (the last resort)."""
-    low, high = band_px
+@dataclass(frozen=True)
+class Candidates:
+    """The instances of one pass as candidates: per id (index 0 unused) their measures and score."""
+
+    measured_px: np.ndarray  # diameter of a disc of the same area, px of the pass
+    predicted_px: np.ndarray  # the network's size (mean code over the instance), px of the pass
+    peak: np.ndarray  # highest centre-map value
+    mean_foreground: np.ndarray  # mean particle probability
+    solidity: np.ndarray  # area over convex-hull area (1 under 30 px)
+    score: np.ndarray
+    eligible: np.ndarray  # bool: a candidate at all
+
+
+def score_candidates(one: OctavePass, *, finest: bool, coarsest: bool,
+                     band_px: tuple[float, float] = SIZED_BAND_PX) -> Candidates:
+    """Measures and score of every instance of a pass with a size map (see the module's rules)."""
+    labels = np.asarray(one.labels, np.int32)
+    n = int(labels.max())
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=n + 1).astype(np.float64)
     measured = np.sqrt(4.0 * area / np.pi)
-    mean_code = np.bincount(labels.ravel(), weights=np.asarray(one.size, np.float64).ravel(),
-                            minlength=area.size) / np.maximum(area, 1)
-    predicted = decode_size(mean_code)
-    agree = np.abs(np.log2(np.maximum(measured, 1e-6) / np.maximum(predicted, 1e-6))) <= np.log2(SIZE_AGREEMENT)
-    keep = np.ones(area.size, bool)
-    if not last:
-        keep &= predicted <= high
-    if not first:
-        keep &= predicted >= low
-    small = (measured < low) | (predicted < low)
-    return keep & (agree | last | (first & small))
+    per_pixel = np.maximum(area, 1)
+    predicted = decode_size(np.bincount(flat, weights=np.asarray(one.size, np.float64).ravel(), minlength=n + 1)
+                            / per_pixel)
+    mean_foreground = np.bincount(flat, weights=np.asarray(one.foreground, np.float64).ravel(),
+                                  minlength=n + 1) / per_pixel
+    order, starts, ends = _pixel_lists(labels)
+    present = np.flatnonzero(ends > starts)
+    peak = np.zeros(n + 1)
+    if present.size:
+        peak[present] = np.maximum.reduceat(np.asarray(one.centre, np.float64).ravel()[order], starts[present])
+    solidity = np.where(area >= 30, area / np.maximum(hull_areas(labels, n, sorted_pixels=(order, starts)), 1), 1.0)
+    low, high = band_px
+    safe = np.maximum(measured, 1e-6)
+    below = np.zeros(n + 1) if finest else np.log2(low / safe).clip(0)
+    above = np.zeros(n + 1) if coarsest else np.log2(safe / high).clip(0)
+    disagreement = np.abs(np.log2(safe / np.maximum(predicted, 1e-6)))
+    score = PEAK_WEIGHT * peak - (below + above) - AGREEMENT_WEIGHT * disagreement
+    eligible = (area > 0) & (mean_foreground >= MIN_MEAN_FOREGROUND) & (solidity >= MIN_SOLIDITY)
+    eligible[0] = False
+    return Candidates(measured, predicted, peak, mean_foreground, solidity, score, eligible)
+
+
+def hull_areas(labels: np.ndarray, n: int, n_directions: int = 32,
+               sorted_pixels: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Per id 0..n, the pixel count of the instance's convex hull, as scikit-image's ``area_convex``
+    counts it, to within a few per cent: the polygon with sides in ``n_directions`` directions around
+    the pixel centres (area ``A``, perimeter ``P``) holds about ``A + P / 2 + 1`` pixels (Pick's theorem).
+
+    All instances at once: one support value per instance and direction (a sorted ``reduceat``), then
+    the polygon's corners where consecutive support lines cross, and the shoelace formula.
+    ``sorted_pixels`` is :func:`_pixel_lists`'s ``(order, starts)`` for ``labels``, when already made.
+
+    >>> square = np.zeros((8, 8), np.int32); square[2:6, 2:6] = 1
+    >>> round(float(hull_areas(square, 1)[1]), 1)
+    16.0
+    """
+    areas = np.zeros(n + 1)
+    order, starts = sorted_pixels if sorted_pixels is not None else _pixel_lists(labels)[:2]
+    if order.size == 0:
+        return areas
+    counts = np.diff(np.append(starts, order.size))
+    present = np.flatnonzero(counts)
+    starts = starts[present]
+    rows, cols = np.divmod(order, labels.shape[1])
+    rows, cols = rows.astype(np.float64), cols.astype(np.float64)
+    theta = 2.0 * np.pi * np.arange(n_directions) / n_directions
+    cos, sin = np.cos(theta), np.sin(theta)
+    support = np.empty((present.size, n_directions))
+    for k in range(n_directions):
+        support[:, k] = np.maximum.reduceat(cols * cos[k] + rows * sin[k], starts)
+    following = np.roll(np.arange(n_directions), -1)
+    step = np.sin(theta[1] - theta[0])
+    x = (support * sin[following] - support[:, following] * sin) / step
+    y = (support[:, following] * cos - support * cos[following]) / step
+    x_next, y_next = np.roll(x, -1, axis=1), np.roll(y, -1, axis=1)
+    polygon = 0.5 * np.abs(np.sum(x * y_next - x_next * y, axis=1))
+    perimeter = np.hypot(x_next - x, y_next - y).sum(axis=1)
+    areas[present] = polygon + perimeter / 2 + 1
+    return areas
+
+
+def _pixel_lists(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices of each id's pixels: ``order[starts[i]:ends[i]]`` for id ``i`` (0 excluded)."""
+    flat = labels.ravel()
+    inside = np.flatnonzero(flat)
+    order = inside[np.argsort(flat[inside], kind="stable")]
+    counts = np.bincount(flat[inside], minlength=int(flat.max()) + 1)
+    ends = np.cumsum(counts)
+    return order, ends - counts, ends
+
+
+def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.ndarray:
+    """Candidates of all passes kept best score first, each where at most :data:`MAX_TAKEN` of it is
+    taken (judged on the passes' instances carried to ``shape`` by nearest neighbour); a pass's few
+    small ones are dropped (:data:`STRAY_COUNT`, :data:`STRAY_AREA_SHARE`); the kept ones are then
+    drawn with outlines from their pass's particle probability, in the same order, each on the pixels
+    still free.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 labels of ``shape``, ids 1..n.
+    """
+    scales = [one.scale for one in passes]
+    finest, coarsest = max(scales), min(scales)
+    ranked = []
+    nearest = []
+    for k, one in enumerate(passes):
+        candidates = score_candidates(one, finest=one.scale == finest, coarsest=one.scale == coarsest)
+        ids = np.flatnonzero(candidates.eligible)
+        ranked.extend(zip(-candidates.score[ids], [k] * ids.size, ids.tolist()))
+        nearest.append(_pixel_lists(_nearest_ids(one.labels, shape)) if ids.size else None)
+    ranked.sort()
+    taken = np.zeros(int(np.prod(shape)), bool)
+    kept = []
+    areas = []
+    for _, k, i in ranked:
+        order, starts, ends = nearest[k]
+        pixels = order[starts[i]:ends[i]] if i < starts.size else order[:0]
+        if pixels.size == 0 or taken[pixels].mean() > MAX_TAKEN:
+            continue
+        taken[pixels] = True
+        kept.append((k, i))
+        areas.append(pixels.size)
+    if kept:
+        by_pass = np.array([k for k, _ in kept])
+        count = np.bincount(by_pass, minlength=len(passes))
+        share = np.bincount(by_pass, weights=areas, minlength=len(passes)) / sum(areas)
+        stray = (count < STRAY_COUNT) & (share < STRAY_AREA_SHARE)
+        kept = [(k, i) for k, i in kept if not stray[k]]
+    drawn = []
+    for k, one in enumerate(passes):
+        labels = np.asarray(one.labels, np.int32)
+        ids = [i for kk, i in kept if kk == k]
+        if not ids:
+            drawn.append(None)
+            continue
+        keep = np.zeros(int(labels.max()) + 1, bool)
+        keep[ids] = True
+        chosen = np.where(keep[labels], labels, 0)
+        big = chosen if chosen.shape == tuple(shape) else upsample_instances(chosen, one.foreground, shape=shape,
+                                                                            renumber=False)
+        drawn.append(_pixel_lists(big))
+    out = np.zeros(int(np.prod(shape)), np.int32)
+    next_id = 1
+    for k, i in kept:
+        order, starts, ends = drawn[k]
+        pixels = order[starts[i]:ends[i]] if i < starts.size else order[:0]
+        pixels = pixels[out[pixels] == 0]
+        if pixels.size:
+            out[pixels] = next_id
+            next_id += 1
+    return out.reshape(shape)
 
 
 def _keep_by_measured_size(one: OctavePass, labels: np.ndarray, area: np.ndarray, taken: np.ndarray,

@@ -113,7 +113,7 @@ def banded_watershed(centre: np.ndarray, markers: np.ndarray, mask: np.ndarray) 
 
 def upsample_instances(labels: np.ndarray, foreground: np.ndarray, *,
                        foreground_threshold: float = FOREGROUND_THRESHOLD, min_area_px: int = 4,
-                       shape: tuple[int, int] | None = None) -> np.ndarray:
+                       shape: tuple[int, int] | None = None, renumber: bool = True) -> np.ndarray:
     """Carry instances found on a shrunken image back to the full-resolution ``foreground`` map.
 
     The particle outlines come from ``foreground`` (the particle probability already resized to
@@ -138,11 +138,13 @@ def upsample_instances(labels: np.ndarray, foreground: np.ndarray, *,
         Smallest particle kept, in full-resolution pixels.
     shape : tuple of int, optional
         Full resolution (rows, cols); default: ``foreground``'s shape.
+    renumber : bool
+        Number the particles 1..n (default); with False each keeps its id in ``labels``.
 
     Returns
     -------
     numpy.ndarray
-        int32 labels of the full resolution, ids 1..n.
+        int32 labels of the full resolution, ids 1..n (or those of ``labels``).
 
     Examples
     --------
@@ -167,6 +169,11 @@ def upsample_instances(labels: np.ndarray, foreground: np.ndarray, *,
         band = grown[row_source[r0:r1]][:, col_source]
         band[probability <= foreground_threshold] = 0
         big[r0:r1] = band
+    if not renumber:
+        small = np.bincount(big.ravel()) < min_area_px
+        small[0] = False
+        big[small[big]] = 0
+        return big
     return sequential_labels(big, min_area_px=min_area_px, in_place=True)
 
 

@@ -115,29 +115,109 @@ def test_the_model_config_chooses_the_scale_method(tiny_model_dir, monkeypatch):
         read_config(tiny_model_dir)
 
 
-def test_the_networks_size_map_decides_which_pass_keeps_a_particle():
+def _sized(scale, labels, diameter_px, peak=1.0, foreground=1.0):
     from model.preprocess import encode_size
 
-    # Two touching 20 px particles: the coarse pass merges them into one blob of in-band size, and the
-    # finer pass splits them with no background between (so the merge rule alone cannot tell).
+    size = np.where(labels > 0, encode_size(diameter_px), 0).astype(np.float32)
+    return OctavePass(scale, np.where(labels > 0, foreground, 0.0).astype(np.float32),
+                      np.where(labels > 0, peak, 0.0).astype(np.float32), labels, size)
+
+
+def _ellipse(shape, centre, radii):
+    rows, cols = np.indices(shape)
+    return (((rows - centre[0]) / radii[0]) ** 2 + ((cols - centre[1]) / radii[1]) ** 2 <= 1).astype(np.int32)
+
+
+def test_the_networks_size_map_decides_which_pass_keeps_a_particle():
+    # Two touching 20 px particles: the coarse pass merges them into one convex blob of in-band size,
+    # and the finer pass splits them with no background between (so the merge rule alone cannot tell).
     fine = _discs((128, 128), [(64, 54), (64, 74)], 10)
-    fine[(fine == 0) & (_discs((128, 128), [(64, 64)], 9) > 0)] = 1
-    coarse = (_discs((64, 64), [(32, 27), (32, 37)], 5) > 0).astype(np.int32)
-    middle = (_discs((32, 32), [(16, 13), (16, 18)], 3) > 0).astype(np.int32)  # quarter scale
-    band = (7, 30)
-    no_sizes = fuse_passes([_pass(1.0, fine), _pass(0.5, coarse)], (128, 128), band_px=band)
+    coarse = _ellipse((64, 64), (32, 32), (5, 10))
+    middle = _ellipse((32, 32), (16, 16), (2.5, 5))  # quarter scale
+    no_sizes = fuse_passes([_pass(1.0, fine), _pass(0.5, coarse)], (128, 128), band_px=(7, 30))
     assert no_sizes.max() == 1  # measured sizes only: the coarse blob wins
-
-    def sized(scale, labels, diameter_px):
-        base = _pass(scale, labels)
-        size = np.where(labels > 0, encode_size(diameter_px), 0).astype(np.float32)
-        return OctavePass(base.scale, base.foreground, base.centre, base.labels, size)
-
     # The network says each particle is about 20 px across: the full-resolution instances measure that,
-    # so they are kept, and the blobs of the coarser passes, already covered, are not.
-    passes = [sized(1.0, fine, 20.0), sized(0.5, coarse, 10.0), sized(0.25, middle, 5.0)]
-    assert fuse_passes(passes, (128, 128), band_px=band).max() == 2
-    # Had it said the two pieces are parts of one particle 30 px across (15 px at half scale), the pieces
+    # and the coarser blobs (about 14 and 7 px where the network says 10 and 5) do not.
+    passes = [_sized(1.0, fine, 20.0), _sized(0.5, coarse, 10.0), _sized(0.25, middle, 5.0)]
+    assert fuse_passes(passes, (128, 128)).max() == 2
+    # Had it said the two pieces are parts of one particle 28 px across (14 px at half scale), the pieces
     # measure too little to be that particle, and the half-scale pass keeps it whole.
-    passes = [sized(1.0, fine, 30.0), sized(0.5, coarse, 15.0), sized(0.25, middle, 7.5)]
-    assert fuse_passes(passes, (128, 128), band_px=band).max() == 1
+    passes = [_sized(1.0, fine, 28.0), _sized(0.5, coarse, 14.0), _sized(0.25, middle, 7.0)]
+    fused = fuse_passes(passes, (128, 128))
+    assert fused.max() == 1
+    assert (fused > 0).sum() > 0.9 * (fine > 0).sum()
+
+
+def test_a_large_particle_is_kept_whole_when_the_size_map_calls_the_fine_pieces_parts_of_it():
+    coarse = _discs((64, 64), [(32, 32)], 12)
+    fine = _discs((128, 128), [(64, 64)], 24)
+    rows, cols = np.indices(fine.shape)
+    fine = np.where(fine > 0, 1 + (rows > 64) + 2 * (cols > 64), 0).astype(np.int32)  # four touching pieces
+    passes = [_sized(1.0, fine, 48.0), _sized(0.5, coarse, 24.0)]
+    fused = fuse_passes(passes, (128, 128))
+    assert fused.max() == 1
+    # and the coarsest pass alone keeps particles larger than the band
+    huge = _discs((64, 64), [(32, 32)], 20)
+    assert fuse_passes([_sized(1.0, np.zeros((128, 128), np.int32), 80.0), _sized(0.5, huge, 40.0)],
+                       (128, 128)).max() == 1
+
+
+def test_unsure_or_far_from_convex_instances_are_not_particles():
+    crescent = _discs((128, 128), [(64, 64)], 20)
+    crescent[_discs((128, 128), [(64, 76)], 18) > 0] = 0  # a thin crescent: solidity about 0.4
+    round_one = _discs((128, 128), [(30, 30)], 8)
+    labels = np.where(round_one > 0, 2, crescent).astype(np.int32)
+    fused = fuse_passes([_sized(1.0, labels, 16.0), _sized(0.5, np.zeros((64, 64), np.int32), 8.0)], (128, 128))
+    assert fused.max() == 1 and fused[30, 30] > 0
+    # a round particle the network is unsure of (mean particle probability 0.6) is dropped too
+    unsure = fuse_passes([_sized(1.0, round_one, 16.0, foreground=0.6), _sized(0.5, np.zeros((64, 64), np.int32), 8.0)],
+                         (128, 128))
+    assert unsure.max() == 0
+
+
+def test_a_confident_candidate_beats_a_weaker_one_over_the_same_pixels():
+    fine = _discs((128, 128), [(64, 64)], 10)
+    coarse = _discs((64, 64), [(32, 32)], 6)  # a little larger there
+    # the same particle in both passes: the higher centre peak wins, and it is kept once
+    areas = []
+    for fine_peak, coarse_peak in ((1.0, 0.5), (0.5, 1.0)):
+        fused = fuse_passes([_sized(1.0, fine, 20.0, peak=fine_peak), _sized(0.5, coarse, 12.0, peak=coarse_peak)],
+                            (128, 128))
+        assert fused.max() == 1
+        areas.append(int((fused > 0).sum()))
+    assert areas[0] == (fine > 0).sum()  # the fine pass's own outline
+    assert areas[1] > areas[0] * 1.2  # the coarse pass's outline, carried to full resolution
+
+
+def test_hull_areas_match_scikit_image_within_a_few_per_cent():
+    from skimage.measure import regionprops
+
+    from model.multiscale import hull_areas
+
+    rng = np.random.default_rng(4)
+    labels = np.zeros((200, 200), np.int32)
+    for k in range(1, 21):
+        r, c = rng.integers(20, 180, size=2)
+        shape = _ellipse((200, 200), (r, c), rng.uniform(3, 12, size=2))
+        if k % 3 == 0:  # some non-convex ones: a notch cut out
+            shape[r - 2:r + 3, c:] = 0
+        labels[(shape > 0) & (labels == 0)] = k
+    areas = hull_areas(labels, int(labels.max()))
+    for region in regionprops(labels):
+        assert abs(areas[region.label] / region.area_convex - 1) < 0.08, region.label
+
+
+def test_a_pass_that_adds_only_a_few_small_particles_adds_none():
+    # Twelve 30 px particles found at half scale (rows 40-160), and small 7 px ones at full scale along
+    # the top edge (panel letters, dust; or a second population when there are many).
+    centres = [(56 + 36 * (k // 4), 24 + 38 * (k % 4)) for k in range(12)]
+    coarse = _discs((80, 80), [(r // 2, c // 2) for r, c in centres], 7.5)
+
+    def fused_count(n_small):
+        fine = _discs((160, 160), [(8, 8 + 12 * k) for k in range(n_small)], 3.5)
+        passes = [_sized(1.0, fine, 7.0), _sized(0.5, coarse, 15.0)]
+        return int(fuse_passes(passes, (160, 160)).max())
+
+    assert fused_count(0) == 12
+    assert fused_count(3) == 12  # three small ones: dropped
+    assert fused_count(12) == 24  # as many small ones as large: a second population, kept

@@ -158,3 +158,16 @@ def test_refining_many_particles_at_once_treats_each_as_if_it_were_alone():
         assert np.array_equal(together == index, alone == index)
         ecd_px = np.sqrt(4 * np.count_nonzero(together == index) / np.pi)
         assert ecd_px == pytest.approx(20.0, abs=0.3)
+
+
+def test_upsampling_can_keep_each_particles_id():
+    from model.postprocess import upsample_instances
+
+    small = np.zeros((8, 8), np.int32)
+    small[1, 1], small[4:7, 4:7], small[1:3, 5:7] = 3, 7, 9
+    # Grown by one pixel and doubled, the single pixel covers 20 full-size pixels: under the minimum.
+    kept = upsample_instances(small, np.ones((16, 16)), min_area_px=30, renumber=False)
+    assert set(np.unique(kept)) == {0, 7, 9}
+    renumbered = upsample_instances(small, np.ones((16, 16)), min_area_px=30)
+    assert set(np.unique(renumbered)) == {0, 1, 2}
+    assert np.array_equal(kept > 0, renumbered > 0)
