@@ -14,9 +14,11 @@ its distance outside the pass's band (:data:`SIZED_BAND_PX`; none below it in th
 above it in the coarsest) and with the disagreement between its measured diameter and the network's
 size for it (a merge of small particles measures larger, a fragment of a large one smaller). Instances
 the network is unsure of (mean particle probability under :data:`MIN_MEAN_FOREGROUND`) or that are far
-from convex (:data:`MIN_SOLIDITY`: substrate texture, film edges) are not candidates. A pass that gives
-only a few particles, small in area beside the others (:data:`STRAY_COUNT`), gives none: on the EMPS
-training images these were mostly panel letters, dust and texture.
+from convex (:data:`MIN_SOLIDITY`: substrate texture, film edges) are not candidates. A particle kept
+early that lies wholly inside a larger one kept later is a piece of it, and goes
+(:data:`EVICT_INSIDE`; a satellite on the rim stays). A pass that gives only a few particles, small in
+area beside the others (:data:`STRAY_COUNT`), gives none: on the EMPS training images these were mostly
+panel letters, dust and texture.
 
 Without a size map, from the coarsest pass to the finest:
 
@@ -55,8 +57,10 @@ FRAGMENT_PEAK = 0.8
 SIZED_BAND_PX = (6.0, 32.0)
 #: With a size map: smallest mean particle probability over a candidate.
 MIN_MEAN_FOREGROUND = 0.85
-#: With a size map: smallest solidity (area over convex-hull area) of a candidate of 30 px or more.
+#: With a size map: smallest solidity (area over convex-hull area) of a candidate of at least
+#: :data:`SOLIDITY_MIN_AREA_PX` pixels (a digitised disc 10 px across has a solidity of about 0.9).
 MIN_SOLIDITY = 0.88
+SOLIDITY_MIN_AREA_PX = 30
 #: With a size map: weight of the centre peak and of the size disagreement (|log2| of measured over
 #: predicted diameter) in a candidate's score; the band distance (log2) has weight 1.
 PEAK_WEIGHT = 2.0
@@ -67,6 +71,9 @@ MAX_TAKEN = 0.2
 #: :data:`STRAY_AREA_SHARE` of the kept particles' area, contributes none (stray text, dust, texture).
 STRAY_COUNT = 10
 STRAY_AREA_SHARE = 0.05
+#: With a size map: a kept particle with at least this share of its pixels inside a larger one kept
+#: later is a piece of it (texture, a facet) and goes (1: never).
+EVICT_INSIDE = 0.9
 #: Finer-pass foreground share of a coarse particle above which a split there is believed.
 MERGE_COVER = 0.6
 
@@ -163,7 +170,7 @@ class Candidates:
     predicted_px: np.ndarray  # the network's size (mean code over the instance), px of the pass
     peak: np.ndarray  # highest centre-map value
     mean_foreground: np.ndarray  # mean particle probability
-    solidity: np.ndarray  # area over convex-hull area (1 under 30 px)
+    solidity: np.ndarray  # area over convex-hull area (1 under SOLIDITY_MIN_AREA_PX)
     score: np.ndarray
     eligible: np.ndarray  # bool: a candidate at all
 
@@ -186,7 +193,8 @@ def score_candidates(one: OctavePass, *, finest: bool, coarsest: bool,
     peak = np.zeros(n + 1)
     if present.size:
         peak[present] = np.maximum.reduceat(np.asarray(one.centre, np.float64).ravel()[order], starts[present])
-    solidity = np.where(area >= 30, area / np.maximum(hull_areas(labels, n, sorted_pixels=(order, starts)), 1), 1.0)
+    solidity = np.where(area >= SOLIDITY_MIN_AREA_PX,
+                        area / np.maximum(hull_areas(labels, n, sorted_pixels=(order, starts)), 1), 1.0)
     low, high = band_px
     safe = np.maximum(measured, 1e-6)
     below = np.zeros(n + 1) if finest else np.log2(low / safe).clip(0)
@@ -269,17 +277,32 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.n
         ranked.extend(zip(-candidates.score[ids], [k] * ids.size, ids.tolist()))
         nearest.append(_pixel_lists(_nearest_ids(one.labels, shape)) if ids.size else None)
     ranked.sort()
-    taken = np.zeros(int(np.prod(shape)), bool)
+    owner = np.full(int(np.prod(shape)), -1, np.int64)  # index into kept
     kept = []
     areas = []
     for _, k, i in ranked:
         order, starts, ends = nearest[k]
         pixels = order[starts[i]:ends[i]] if i < starts.size else order[:0]
-        if pixels.size == 0 or taken[pixels].mean() > MAX_TAKEN:
+        if pixels.size == 0:
             continue
-        taken[pixels] = True
+        owners = owner[pixels]
+        if (owners >= 0).mean() > MAX_TAKEN:
+            continue
+        if EVICT_INSIDE < 1.0 and (owners >= 0).any():
+            inside = np.bincount(owners[owners >= 0])
+            for o in np.flatnonzero(inside):
+                if areas[o] and inside[o] >= EVICT_INSIDE * areas[o] and areas[o] < pixels.size:
+                    k_o, i_o = kept[o]  # a piece wholly inside a larger particle kept after it
+                    own_order, own_starts, own_ends = nearest[k_o]
+                    theirs = own_order[own_starts[i_o]:own_ends[i_o]]
+                    owner[theirs[owner[theirs] == o]] = -1
+                    areas[o] = 0
+            owners = owner[pixels]
+        owner[pixels[owners < 0]] = len(kept)
         kept.append((k, i))
         areas.append(pixels.size)
+    kept = [one for one, area in zip(kept, areas) if area]
+    areas = [area for area in areas if area]
     if kept:
         by_pass = np.array([k for k, _ in kept])
         count = np.bincount(by_pass, minlength=len(passes))
