@@ -14,7 +14,9 @@ its distance outside the pass's band (:data:`SIZED_BAND_PX`; none below it in th
 above it in the coarsest) and with the disagreement between its measured diameter and the network's
 size for it (a merge of small particles measures larger, a fragment of a large one smaller). Instances
 the network is unsure of (mean particle probability under :data:`MIN_MEAN_FOREGROUND`) or that are far
-from convex (:data:`MIN_SOLIDITY`: substrate texture, film edges) are not candidates. A particle kept
+from convex (:data:`MIN_SOLIDITY`: substrate texture, film edges) are not candidates, nor are those
+no neighbouring pass shows (:data:`SUPPORT_IOU`: a real particle shows at two scales, a hallucination
+of one pass does not; small ones of the finest pass are spared). A particle kept
 early that lies wholly inside a larger one kept later is a piece of it, and goes
 (:data:`EVICT_INSIDE`; a satellite on the rim stays). A pass that gives only a few particles, small in
 area beside the others (:data:`STRAY_COUNT`), gives none: on the EMPS training images these were mostly
@@ -58,9 +60,11 @@ SIZED_BAND_PX = (6.0, 32.0)
 #: With a size map: smallest mean particle probability over a candidate.
 MIN_MEAN_FOREGROUND = 0.85
 #: With a size map: smallest solidity (area over convex-hull area) of a candidate of at least
-#: :data:`SOLIDITY_MIN_AREA_PX` pixels (a digitised disc 10 px across has a solidity of about 0.9).
+#: :data:`SOLIDITY_MIN_AREA_PX` pixels, less :data:`SOLIDITY_SLACK_PX` over its diameter in px (a
+#: digitised disc 8 px across has a solidity of 0.86, one 24 px across 0.95).
 MIN_SOLIDITY = 0.88
 SOLIDITY_MIN_AREA_PX = 30
+SOLIDITY_SLACK_PX = 0.5
 #: With a size map: weight of the centre peak and of the size disagreement (|log2| of measured over
 #: predicted diameter) in a candidate's score; the band distance (log2) has weight 1.
 PEAK_WEIGHT = 2.0
@@ -71,6 +75,12 @@ MAX_TAKEN = 0.2
 #: :data:`STRAY_AREA_SHARE` of the kept particles' area, contributes none (stray text, dust, texture).
 STRAY_COUNT = 10
 STRAY_AREA_SHARE = 0.05
+#: With a size map: a candidate must overlap an instance of a neighbouring pass (the next finer or
+#: coarser) with at least this IoU, unless it is in the finest pass and would measure under
+#: :data:`SUPPORT_MIN_PX` in the next coarser one (a real particle shows at two scales; a hallucination
+#: of one pass does not).
+SUPPORT_IOU = 0.3
+SUPPORT_MIN_PX = 6.0
 #: With a size map: a kept particle with at least this share of its pixels inside a larger one kept
 #: later is a piece of it (texture, a facet) and goes (1: never).
 EVICT_INSIDE = 0.9
@@ -201,7 +211,8 @@ def score_candidates(one: OctavePass, *, finest: bool, coarsest: bool,
     above = np.zeros(n + 1) if coarsest else np.log2(safe / high).clip(0)
     disagreement = np.abs(np.log2(safe / np.maximum(predicted, 1e-6)))
     score = PEAK_WEIGHT * peak - (below + above) - AGREEMENT_WEIGHT * disagreement
-    eligible = (area > 0) & (mean_foreground >= MIN_MEAN_FOREGROUND) & (solidity >= MIN_SOLIDITY)
+    convex = solidity >= MIN_SOLIDITY - SOLIDITY_SLACK_PX / np.maximum(measured, 1.0)
+    eligible = (area > 0) & (mean_foreground >= MIN_MEAN_FOREGROUND) & convex
     eligible[0] = False
     return Candidates(measured, predicted, peak, mean_foreground, solidity, score, eligible)
 
@@ -245,6 +256,26 @@ def hull_areas(labels: np.ndarray, n: int, n_directions: int = 32,
     return areas
 
 
+def neighbour_support(passes: list[OctavePass]) -> list[np.ndarray]:
+    """Per pass (``passes`` finest first), per id: the best IoU of the instance with an instance of the
+    next finer or next coarser pass, compared at the finer pass's resolution (the coarser labels
+    resized to it by nearest neighbour)."""
+    support = [np.zeros(int(np.asarray(one.labels).max()) + 1) for one in passes]
+    for k in range(len(passes) - 1):
+        fine = np.asarray(passes[k].labels, np.int32)
+        coarse = _nearest_ids(passes[k + 1].labels, fine.shape)
+        n_fine, n_coarse = support[k].size - 1, support[k + 1].size - 1
+        fine_ids, coarse_ids, overlap = _pair_counts(fine, coarse, n_fine)
+        if overlap.size == 0:
+            continue
+        fine_area = np.bincount(fine.ravel(), minlength=n_fine + 1)
+        coarse_area = np.bincount(coarse.ravel(), minlength=n_coarse + 1)
+        iou = overlap / (fine_area[fine_ids] + coarse_area[coarse_ids] - overlap)
+        np.maximum.at(support[k], fine_ids, iou)
+        np.maximum.at(support[k + 1], coarse_ids, iou)
+    return support
+
+
 def _pixel_lists(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat indices of each id's pixels: ``order[starts[i]:ends[i]]`` for id ``i`` (0 excluded)."""
     flat = labels.ravel()
@@ -267,13 +298,15 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.n
     numpy.ndarray
         int32 labels of ``shape``, ids 1..n.
     """
-    scales = [one.scale for one in passes]
-    finest, coarsest = max(scales), min(scales)
+    passes = sorted(passes, key=lambda one: -one.scale)
+    finest, coarsest = passes[0].scale, passes[-1].scale
+    support = neighbour_support(passes)
     ranked = []
     nearest = []
     for k, one in enumerate(passes):
         candidates = score_candidates(one, finest=one.scale == finest, coarsest=one.scale == coarsest)
-        ids = np.flatnonzero(candidates.eligible)
+        exempt = (candidates.measured_px / 2 < SUPPORT_MIN_PX) if k == 0 else np.zeros(support[k].size, bool)
+        ids = np.flatnonzero(candidates.eligible & ((support[k] >= SUPPORT_IOU) | exempt))
         ranked.extend(zip(-candidates.score[ids], [k] * ids.size, ids.tolist()))
         nearest.append(_pixel_lists(_nearest_ids(one.labels, shape)) if ids.size else None)
     ranked.sort()

@@ -153,13 +153,15 @@ def test_a_large_particle_is_kept_whole_when_the_size_map_calls_the_fine_pieces_
     fine = _discs((128, 128), [(64, 64)], 24)
     rows, cols = np.indices(fine.shape)
     fine = np.where(fine > 0, 1 + (rows > 64) + 2 * (cols > 64), 0).astype(np.int32)  # four touching pieces
-    passes = [_sized(1.0, fine, 48.0), _sized(0.5, coarse, 24.0)]
+    quarter = _discs((32, 32), [(16, 16)], 6)
+    passes = [_sized(1.0, fine, 48.0), _sized(0.5, coarse, 24.0), _sized(0.25, quarter, 12.0)]
     fused = fuse_passes(passes, (128, 128))
     assert fused.max() == 1
-    # and the coarsest pass alone keeps particles larger than the band
+    # and the coarsest pass keeps particles larger than the band
     huge = _discs((64, 64), [(32, 32)], 20)
-    assert fuse_passes([_sized(1.0, np.zeros((128, 128), np.int32), 80.0), _sized(0.5, huge, 40.0)],
-                       (128, 128)).max() == 1
+    passes = [_sized(1.0, np.zeros((128, 128), np.int32), 80.0), _sized(0.5, huge, 40.0),
+              _sized(0.25, _discs((32, 32), [(16, 16)], 10), 20.0)]
+    assert fuse_passes(passes, (128, 128)).max() == 1
 
 
 def test_unsure_or_far_from_convex_instances_are_not_particles():
@@ -167,11 +169,14 @@ def test_unsure_or_far_from_convex_instances_are_not_particles():
     crescent[_discs((128, 128), [(64, 76)], 18) > 0] = 0  # a thin crescent: solidity about 0.4
     round_one = _discs((128, 128), [(30, 30)], 8)
     labels = np.where(round_one > 0, 2, crescent).astype(np.int32)
-    fused = fuse_passes([_sized(1.0, labels, 16.0), _sized(0.5, np.zeros((64, 64), np.int32), 8.0)], (128, 128))
+    # both also show at half scale, where the network is unsure of the crescent's remains
+    coarse = _discs((64, 64), [(15, 15)], 4)
+    coarse[(_discs((64, 64), [(32, 32)], 10) > 0) & (_discs((64, 64), [(32, 38)], 9) == 0)] = 2
+    half = _sized(0.5, coarse, 8.0, foreground=0.6)
+    fused = fuse_passes([_sized(1.0, labels, 16.0), half], (128, 128))
     assert fused.max() == 1 and fused[30, 30] > 0
     # a round particle the network is unsure of (mean particle probability 0.6) is dropped too
-    unsure = fuse_passes([_sized(1.0, round_one, 16.0, foreground=0.6), _sized(0.5, np.zeros((64, 64), np.int32), 8.0)],
-                         (128, 128))
+    unsure = fuse_passes([_sized(1.0, round_one, 16.0, foreground=0.6), half], (128, 128))
     assert unsure.max() == 0
 
 
@@ -207,7 +212,10 @@ def test_hull_areas_match_scikit_image_within_a_few_per_cent():
         assert abs(areas[region.label] / region.area_convex - 1) < 0.08, region.label
 
 
-def test_a_pass_that_adds_only_a_few_small_particles_adds_none():
+def test_a_pass_that_adds_only_a_few_small_particles_adds_none(monkeypatch):
+    import model.multiscale
+
+    monkeypatch.setattr(model.multiscale, "SUPPORT_IOU", 0.0)  # this rule alone: no second look needed
     # Twelve 30 px particles found at half scale (rows 40-160), and small 7 px ones at full scale along
     # the top edge (panel letters, dust; or a second population when there are many).
     centres = [(56 + 36 * (k // 4), 24 + 38 * (k % 4)) for k in range(12)]
@@ -223,7 +231,10 @@ def test_a_pass_that_adds_only_a_few_small_particles_adds_none():
     assert fused_count(12) == 24  # as many small ones as large: a second population, kept
 
 
-def test_pieces_inside_a_larger_particle_kept_later_go_and_a_satellite_on_its_rim_stays():
+def test_pieces_inside_a_larger_particle_kept_later_go_and_a_satellite_on_its_rim_stays(monkeypatch):
+    import model.multiscale
+
+    monkeypatch.setattr(model.multiscale, "SUPPORT_IOU", 0.0)  # this rule alone: no second look needed
     coarse = _discs((64, 64), [(32, 32)], 14)  # 56 px across in the image
     pieces = _discs((128, 128), [(56, 56), (72, 70)], 7)  # two 14 px "particles" inside it (texture)
     satellite = _discs((128, 128), [(64, 64 + 28 + 6)], 9)  # 18 px, centre 6 px outside the rim
@@ -234,3 +245,17 @@ def test_pieces_inside_a_larger_particle_kept_later_go_and_a_satellite_on_its_ri
     fused = fuse_passes(passes, (128, 128))
     assert fused.max() == 2
     assert fused[56, 56] == fused[64, 64] and fused[64, 98] not in (0, fused[64, 64])
+
+
+def test_a_particle_seen_in_one_pass_only_is_not_kept():
+    # A 20 px particle at A shows in both passes; a blob at B shows in the half-scale pass only.
+    coarse = _discs((64, 64), [(20, 20), (44, 44)], 5)
+    for fine_centres, expected in (([(40, 40)], 1), ([(40, 40), (88, 88)], 2)):
+        fine = _discs((128, 128), fine_centres, 10)
+        fused = fuse_passes([_sized(1.0, fine, 20.0), _sized(0.5, coarse, 10.0)], (128, 128))
+        assert fused.max() == expected
+        assert fused[40, 40] > 0
+    # a small particle of the finest pass, too small to show at half scale, needs no second look
+    tiny = _discs((128, 128), [(40, 40), (100, 20)], 4)  # 8 px: 4 px at half scale
+    fused = fuse_passes([_sized(1.0, tiny, 8.0), _sized(0.5, _discs((64, 64), [(20, 20)], 2), 4.0)], (128, 128))
+    assert fused.max() == 2
