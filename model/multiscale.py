@@ -183,6 +183,7 @@ class Candidates:
     solidity: np.ndarray  # area over convex-hull area (1 under SOLIDITY_MIN_AREA_PX)
     score: np.ndarray
     eligible: np.ndarray  # bool: a candidate at all
+    pixels: tuple[np.ndarray, np.ndarray, np.ndarray]  # :func:`_pixel_lists` of the pass's labels
 
 
 def score_candidates(one: OctavePass, *, finest: bool, coarsest: bool,
@@ -214,7 +215,7 @@ def score_candidates(one: OctavePass, *, finest: bool, coarsest: bool,
     convex = solidity >= MIN_SOLIDITY - SOLIDITY_SLACK_PX / np.maximum(measured, 1.0)
     eligible = (area > 0) & (mean_foreground >= MIN_MEAN_FOREGROUND) & convex
     eligible[0] = False
-    return Candidates(measured, predicted, peak, mean_foreground, solidity, score, eligible)
+    return Candidates(measured, predicted, peak, mean_foreground, solidity, score, eligible, (order, starts, ends))
 
 
 def hull_areas(labels: np.ndarray, n: int, n_directions: int = 32,
@@ -308,7 +309,11 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.n
         exempt = (candidates.measured_px / 2 < SUPPORT_MIN_PX) if k == 0 else np.zeros(support[k].size, bool)
         ids = np.flatnonzero(candidates.eligible & ((support[k] >= SUPPORT_IOU) | exempt))
         ranked.extend(zip(-candidates.score[ids], [k] * ids.size, ids.tolist()))
-        nearest.append(_pixel_lists(_nearest_ids(one.labels, shape)) if ids.size else None)
+        if not ids.size:
+            nearest.append(None)
+        else:
+            same = np.shape(one.labels) == tuple(shape)
+            nearest.append(candidates.pixels if same else _pixel_lists(_nearest_ids(one.labels, shape)))
     ranked.sort()
     owner = np.full(int(np.prod(shape)), -1, np.int64)  # index into kept
     kept = []
