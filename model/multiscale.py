@@ -287,6 +287,12 @@ def _pixel_lists(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return order, ends - counts, ends
 
 
+def _pixels_of(lists: tuple[np.ndarray, np.ndarray, np.ndarray], i: int) -> np.ndarray:
+    """Flat indices of id ``i``'s pixels in :func:`_pixel_lists`'s ``lists`` (none for an id past its end)."""
+    order, starts, ends = lists
+    return order[starts[i]:ends[i]] if i < starts.size else order[:0]
+
+
 def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.ndarray:
     """Candidates of all passes kept best score first, each where at most :data:`MAX_TAKEN` of it is
     taken (judged on the passes' instances carried to ``shape`` by nearest neighbour); a pass's few
@@ -315,12 +321,19 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.n
             same = np.shape(one.labels) == tuple(shape)
             nearest.append(candidates.pixels if same else _pixel_lists(_nearest_ids(one.labels, shape)))
     ranked.sort()
-    owner = np.full(int(np.prod(shape)), -1, np.int64)  # index into kept
+    kept = _keep_greedily([(k, i) for _, k, i in ranked], nearest, int(np.prod(shape)), len(passes))
+    return _draw(passes, kept, shape)
+
+
+def _keep_greedily(ranked: list[tuple[int, int]], nearest: list, n_pixels: int, n_passes: int) -> list[tuple[int, int]]:
+    """(pass, id) of the candidates kept, in the order kept: ``ranked`` best first, each where at most
+    :data:`MAX_TAKEN` of its pixels (``nearest[pass]``, :func:`_pixel_lists` at full resolution) is
+    taken, pieces inside a larger one kept later evicted (:data:`EVICT_INSIDE`), stray passes dropped."""
+    owner = np.full(n_pixels, -1, np.int64)  # index into kept
     kept = []
     areas = []
-    for _, k, i in ranked:
-        order, starts, ends = nearest[k]
-        pixels = order[starts[i]:ends[i]] if i < starts.size else order[:0]
+    for k, i in ranked:
+        pixels = _pixels_of(nearest[k], i)
         if pixels.size == 0:
             continue
         owners = owner[pixels]
@@ -330,9 +343,7 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.n
             inside = np.bincount(owners[owners >= 0])
             for o in np.flatnonzero(inside):
                 if areas[o] and inside[o] >= EVICT_INSIDE * areas[o] and areas[o] < pixels.size:
-                    k_o, i_o = kept[o]  # a piece wholly inside a larger particle kept after it
-                    own_order, own_starts, own_ends = nearest[k_o]
-                    theirs = own_order[own_starts[i_o]:own_ends[i_o]]
+                    theirs = _pixels_of(nearest[kept[o][0]], kept[o][1])  # a piece inside a larger particle
                     owner[theirs[owner[theirs] == o]] = -1
                     areas[o] = 0
             owners = owner[pixels]
@@ -341,12 +352,19 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.n
         areas.append(pixels.size)
     kept = [one for one, area in zip(kept, areas) if area]
     areas = [area for area in areas if area]
-    if kept:
-        by_pass = np.array([k for k, _ in kept])
-        count = np.bincount(by_pass, minlength=len(passes))
-        share = np.bincount(by_pass, weights=areas, minlength=len(passes)) / sum(areas)
-        stray = (count < STRAY_COUNT) & (share < STRAY_AREA_SHARE)
-        kept = [(k, i) for k, i in kept if not stray[k]]
+    if not kept:
+        return kept
+    by_pass = np.array([k for k, _ in kept])
+    count = np.bincount(by_pass, minlength=n_passes)
+    share = np.bincount(by_pass, weights=areas, minlength=n_passes) / sum(areas)
+    stray = (count < STRAY_COUNT) & (share < STRAY_AREA_SHARE)
+    return [(k, i) for k, i in kept if not stray[k]]
+
+
+def _draw(passes: list[OctavePass], kept: list[tuple[int, int]], shape: tuple[int, int]) -> np.ndarray:
+    """Labels of ``shape``, ids 1..n in the order of ``kept`` ((pass, id) pairs), each particle with its
+    pass's outline carried to full resolution (:func:`model.postprocess.upsample_instances`), drawn on
+    the pixels still free."""
     drawn = []
     for k, one in enumerate(passes):
         labels = np.asarray(one.labels, np.int32)
@@ -363,8 +381,7 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.n
     out = np.zeros(int(np.prod(shape)), np.int32)
     next_id = 1
     for k, i in kept:
-        order, starts, ends = drawn[k]
-        pixels = order[starts[i]:ends[i]] if i < starts.size else order[:0]
+        pixels = _pixels_of(drawn[k], i)
         pixels = pixels[out[pixels] == 0]
         if pixels.size:
             out[pixels] = next_id
