@@ -55,21 +55,15 @@ from PIL import Image  # noqa: E402
 
 from model.config import BACKENDS, MODEL_DIR_ENV, SCALE_METHODS, default_model_dir  # noqa: E402
 from model.metrics import matched_ecd_errors, recall_by_size, score_image  # noqa: E402
-from model.synthetic import generate_sample  # noqa: E402
+from model.synthetic import SIZE_CASE_PLAIN, SIZE_CASES, generate_sample  # noqa: E402
 
 #: The size cases: name -> generator arguments (besides seed, size and modality).
-CASES = {
-    "tiny": {"diameter_range_px": (4.0, 8.0), "shape": "round", "arrangement": "isolated", "n_particles": 800},
-    "medium": {"diameter_range_px": (16.0, 40.0), "shape": "mixed", "arrangement": "touching"},
-    "large": {"diameter_range_px": (80.0, 200.0), "shape": "round", "arrangement": "touching"},
-    "polydisperse": {"diameter_range_px": (8.0, 150.0), "shape": "round", "arrangement": "touching",
-                     "n_particles": 150},
-}
+CASES = SIZE_CASES
 MODALITIES = ("sem", "tem")
 #: Seed of the SEM image of case ``k`` (in the order of CASES); the TEM image uses the next one.
 FIRST_SEED = 1900
 HEIGHT_PX, WIDTH_PX = 768, 1024
-PLAIN = {"data_bar": False, "scale_bar": False, "letters": False, "blur_sigma_px": 1.0}
+PLAIN = SIZE_CASE_PLAIN
 N_THIRDS = 3
 
 

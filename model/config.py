@@ -93,6 +93,8 @@ class ScaleConfig:
     magnify_steps: int = 2
     ambiguity_logit_margin: float | None = None
     accept_start_peak: float | None = None
+    #: The learned scorer's file: with method "learned" the pass scorer (:mod:`model.scale_fit`), with
+    #: "octaves" and a size map the candidate scorer (:mod:`model.candidate_fit`).
     selector_file: str | None = None
     #: The scorer read from ``selector_file`` (JSON object), or None.
     selector: Mapping[str, Any] | None = None

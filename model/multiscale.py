@@ -6,18 +6,16 @@ the image (1, 1/2, 1/4, ... down to a short side of :data:`MIN_SIDE_PX`) and kee
 pass where it appears at a size the network sees well (:data:`BAND_PX`, in the pass's pixels). The passes
 cost about 4/3 of the full-resolution one together.
 
-With a network that has a size map (a third output: each pixel's particle diameter), every instance
-of every pass is a candidate, as a multi-scale detector treats its levels, and the candidates are kept
-greedily, best first, each where no more than :data:`MAX_TAKEN` of it is already taken
-(:func:`fuse_by_confidence`). A candidate's score rises with the network's centre peak and falls with
-its distance outside the pass's band (:data:`SIZED_BAND_PX`; none below it in the finest pass, none
-above it in the coarsest) and with the disagreement between its measured diameter and the network's
-size for it (a merge of small particles measures larger, a fragment of a large one smaller). Instances
-the network is unsure of (mean particle probability under :data:`MIN_MEAN_FOREGROUND`) or that are far
-from convex (:data:`MIN_SOLIDITY`: substrate texture, film edges) are not candidates, nor are those
-no neighbouring pass shows (:data:`SUPPORT_IOU`: a real particle shows at two scales, a hallucination
-of one pass does not; small ones of the finest pass are spared). A particle kept
-early that lies wholly inside a larger one kept later is a piece of it, and goes
+With a network that has a size map, every instance of every pass is a candidate, as a multi-scale
+detector treats its levels (:func:`fuse_by_confidence`). A scorer fitted on images with known particles
+(gradient-boosted trees, :mod:`model.candidate_fit`, stored beside the weights) rates each candidate
+from its own measures (centre peak, mean particle probability, solidity, measured diameter against the
+network's size for it), from how the neighbouring passes show it (IoU with their instances: a real
+particle shows at two scales, a hallucination of one pass does not) and from how it compares with the
+image's confident particles (a speck beside large particles is dust or texture; a small particle among
+many of its kind is not). Candidates likely enough to be particles (:data:`KEEP_PROBABILITY`) are kept
+greedily, most likely first, each where no more than :data:`MAX_TAKEN` of it is already taken. A
+particle kept early that lies wholly inside a larger one kept later is a piece of it, and goes
 (:data:`EVICT_INSIDE`; a satellite on the rim stays). A pass that gives only a few particles, small in
 area beside the others (:data:`STRAY_COUNT`), gives none: on the EMPS training images these were mostly
 panel letters, dust and texture.
@@ -48,6 +46,7 @@ from scipy import ndimage
 from app.analysis.labels import sequential_labels
 from model.postprocess import upsample_instances
 from model.preprocess import decode_size, resize_labels, scaled_shape
+from model.trees import boosted_tree_logits
 
 #: Apparent diameters (px of the pass) a particle is kept at.
 BAND_PX = (7.0, 20.0)
@@ -55,32 +54,30 @@ BAND_PX = (7.0, 20.0)
 MIN_SIDE_PX = 24
 #: Centre-map peak below which a particle touching a kept coarser one counts as a piece of it.
 FRAGMENT_PEAK = 0.8
-#: With a size map: apparent diameters (px of the pass) a candidate is scored without a band penalty.
-SIZED_BAND_PX = (6.0, 32.0)
-#: With a size map: smallest mean particle probability over a candidate.
-MIN_MEAN_FOREGROUND = 0.85
-#: With a size map: smallest solidity (area over convex-hull area) of a candidate of at least
-#: :data:`SOLIDITY_MIN_AREA_PX` pixels, less :data:`SOLIDITY_SLACK_PX` over its diameter in px (a
-#: digitised disc 8 px across has a solidity of 0.86, one 24 px across 0.95).
-MIN_SOLIDITY = 0.88
+#: Instances of at least this many pixels get a solidity (area over convex-hull area); smaller ones 1.
 SOLIDITY_MIN_AREA_PX = 30
-SOLIDITY_SLACK_PX = 0.5
-#: With a size map: weight of the centre peak and of the size disagreement (|log2| of measured over
-#: predicted diameter) in a candidate's score; the band distance (log2) has weight 1.
-PEAK_WEIGHT = 2.0
-AGREEMENT_WEIGHT = 0.5
+#: With a size map: a candidate is kept when the fitted candidate scorer gives it at least this
+#: probability of matching a particle (IoU >= 0.5).
+KEEP_PROBABILITY = 0.4
+#: With a size map: "strong" candidates, the context every candidate is compared with, have at least
+#: this centre peak and mean particle probability.
+STRONG_PEAK = 0.7
+STRONG_FOREGROUND = 0.85
+#: Names of the columns of :func:`candidate_features` (stored with the scorer and checked on load).
+CANDIDATE_FEATURES = (
+    "peak", "mean_foreground", "solidity", "log2_measured_px", "log2_predicted_px", "log2_measured_over_predicted",
+    "log2_diameter_image_px", "passes_finer", "passes_coarser", "iou_with_finer", "iou_with_coarser",
+    "log1p_strong_in_pass", "log2_diameter_over_strong_median", "log2_scale", "touches_frame",
+    "pass_share_of_strong_area", "log2_diameter_over_strong_max", "n_passes",
+)
+#: The ``kind`` of a candidate scorer file (:mod:`model.candidate_fit`).
+CANDIDATE_SCORER_KIND = "octave_candidates"
 #: With a size map: a candidate is dropped when more than this share of it is already taken.
 MAX_TAKEN = 0.2
 #: With a size map: a pass that contributes fewer particles than this, and less than
 #: :data:`STRAY_AREA_SHARE` of the kept particles' area, contributes none (stray text, dust, texture).
 STRAY_COUNT = 10
 STRAY_AREA_SHARE = 0.05
-#: With a size map: a candidate must overlap an instance of a neighbouring pass (the next finer or
-#: coarser) with at least this IoU, unless it is in the finest pass and would measure under
-#: :data:`SUPPORT_MIN_PX` in the next coarser one (a real particle shows at two scales; a hallucination
-#: of one pass does not).
-SUPPORT_IOU = 0.3
-SUPPORT_MIN_PX = 6.0
 #: With a size map: a kept particle with at least this share of its pixels inside a larger one kept
 #: later is a piece of it (texture, a facet) and goes (1: never).
 EVICT_INSIDE = 0.9
@@ -113,13 +110,13 @@ class OctavePass:
     size: np.ndarray | None = None  # the network's size map (encode_size), when it has one
 
 
-def _nearest_ids(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def nearest_ids(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``labels`` resized to ``shape`` by nearest neighbour."""
     labels = np.asarray(labels, np.int32)
     return labels if labels.shape == tuple(shape) else resize_labels(labels, shape)
 
 
-def _pair_counts(a: np.ndarray, b: np.ndarray, n_a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pair_counts(a: np.ndarray, b: np.ndarray, n_a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unique pairs (id in ``a``, id in ``b``) over pixels where both are non-zero, with pixel counts."""
     both = (a > 0) & (b > 0)
     if not both.any():
@@ -131,11 +128,13 @@ def _pair_counts(a: np.ndarray, b: np.ndarray, n_a: int) -> tuple[np.ndarray, np
 
 
 def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple[float, float] = BAND_PX,
-                fragment_peak: float = FRAGMENT_PEAK, merge_cover: float = MERGE_COVER) -> np.ndarray:
+                fragment_peak: float = FRAGMENT_PEAK, merge_cover: float = MERGE_COVER,
+                scorer: dict | None = None) -> np.ndarray:
     """One label image of ``shape`` from passes at several scales (see the module's rules).
 
-    With a size map in every pass the candidates of all passes compete (:func:`fuse_by_confidence`;
-    ``band_px`` and the two rules after it are not used); without, the measured sizes decide, coarsest
+    With a size map in every pass the candidates of all passes compete, rated by ``scorer`` (the model's
+    candidate scorer, :mod:`model.candidate_fit`; required then) (:func:`fuse_by_confidence`; ``band_px``
+    and the two rules after it are not used); without, the measured sizes decide, coarsest
     pass first (:func:`_keep_by_measured_size`), every decision taken at the pass's own resolution
     (what is already kept is shrunk to it). Either way only the kept instances are carried to full
     resolution, with outlines from the pass's particle probability.
@@ -146,7 +145,9 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
         int32 labels, ids 1..n.
     """
     if passes and all(one.size is not None for one in passes):
-        return fuse_by_confidence(passes, shape)
+        if scorer is None:
+            raise ValueError("A network with a size map needs its candidate scorer (python -m model.candidate_fit).")
+        return fuse_by_confidence(passes, shape, scorer)
     ordered = sorted(passes, key=lambda one: one.scale)
     out = np.zeros(shape, np.int32)
     next_id = 1
@@ -156,7 +157,7 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
         if n == 0:
             continue
         area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
-        taken = _nearest_ids(out > 0, labels.shape) > 0
+        taken = nearest_ids(out > 0, labels.shape) > 0
         keep = area > 0
         keep[0] = False
         keep &= np.bincount(labels[taken], minlength=n + 1) / np.maximum(area, 1) <= 0.2  # not kept already
@@ -174,21 +175,19 @@ def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple
 
 @dataclass(frozen=True)
 class Candidates:
-    """The instances of one pass as candidates: per id (index 0 unused) their measures and score."""
+    """The instances of one pass as candidates: per id (index 0 unused) their measures."""
 
     measured_px: np.ndarray  # diameter of a disc of the same area, px of the pass
     predicted_px: np.ndarray  # the network's size (mean code over the instance), px of the pass
     peak: np.ndarray  # highest centre-map value
     mean_foreground: np.ndarray  # mean particle probability
     solidity: np.ndarray  # area over convex-hull area (1 under SOLIDITY_MIN_AREA_PX)
-    score: np.ndarray
-    eligible: np.ndarray  # bool: a candidate at all
+    touches_frame: np.ndarray  # bool: has a pixel on the pass's border
     pixels: tuple[np.ndarray, np.ndarray, np.ndarray]  # :func:`_pixel_lists` of the pass's labels
 
 
-def score_candidates(one: OctavePass, *, finest: bool, coarsest: bool,
-                     band_px: tuple[float, float] = SIZED_BAND_PX) -> Candidates:
-    """Measures and score of every instance of a pass with a size map (see the module's rules)."""
+def measure_candidates(one: OctavePass) -> Candidates:
+    """Measures of every instance of a pass with a size map."""
     labels = np.asarray(one.labels, np.int32)
     n = int(labels.max())
     flat = labels.ravel()
@@ -206,16 +205,68 @@ def score_candidates(one: OctavePass, *, finest: bool, coarsest: bool,
         peak[present] = np.maximum.reduceat(np.asarray(one.centre, np.float64).ravel()[order], starts[present])
     solidity = np.where(area >= SOLIDITY_MIN_AREA_PX,
                         area / np.maximum(hull_areas(labels, n, sorted_pixels=(order, starts)), 1), 1.0)
-    low, high = band_px
-    safe = np.maximum(measured, 1e-6)
-    below = np.zeros(n + 1) if finest else np.log2(low / safe).clip(0)
-    above = np.zeros(n + 1) if coarsest else np.log2(safe / high).clip(0)
-    disagreement = np.abs(np.log2(safe / np.maximum(predicted, 1e-6)))
-    score = PEAK_WEIGHT * peak - (below + above) - AGREEMENT_WEIGHT * disagreement
-    convex = solidity >= MIN_SOLIDITY - SOLIDITY_SLACK_PX / np.maximum(measured, 1.0)
-    eligible = (area > 0) & (mean_foreground >= MIN_MEAN_FOREGROUND) & convex
-    eligible[0] = False
-    return Candidates(measured, predicted, peak, mean_foreground, solidity, score, eligible, (order, starts, ends))
+    touches = np.zeros(n + 1, bool)
+    touches[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    touches[0] = False
+    return Candidates(measured, predicted, peak, mean_foreground, np.minimum(solidity, 1.0), touches,
+                      (order, starts, ends))
+
+
+def candidate_features(passes: list[OctavePass], candidates: list[Candidates]) -> tuple[np.ndarray, list]:
+    """One row of :data:`CANDIDATE_FEATURES` per instance of every pass (``passes`` finest first, with
+    their :func:`measure_candidates`), and the ``(pass, id)`` of each row.
+
+    Besides the instance's own measures, a row holds how it looks from the neighbouring passes (best
+    IoU with an instance of the next finer and the next coarser one, :func:`neighbour_support`) and
+    how it compares with the image's strong candidates (:data:`STRONG_PEAK`, :data:`STRONG_FOREGROUND`):
+    its diameter over theirs (median and largest, in image pixels), how many its pass holds and their
+    area share there. That context is what tells a speck beside large particles from a small
+    particle among its kind.
+    """
+    finer, coarser = neighbour_support(passes)
+    strong = []
+    for one, c in zip(passes, candidates):
+        is_strong = (c.measured_px > 0) & (c.peak >= STRONG_PEAK) & (c.mean_foreground >= STRONG_FOREGROUND)
+        is_strong[0] = False
+        strong.append(c.measured_px[is_strong] / one.scale)
+    every = np.concatenate(strong)
+    median_px = float(np.median(every)) if every.size else 16.0
+    largest_px = float(every.max()) if every.size else 16.0
+    total_area = sum(float(np.sum(d ** 2)) for d in strong) or 1.0
+    n_passes = len(passes)
+    rows, meta = [], []
+    for k, (one, c) in enumerate(zip(passes, candidates)):
+        ids = np.flatnonzero(c.measured_px > 0)
+        ids = ids[ids > 0]
+        if not ids.size:
+            continue
+        measured = np.maximum(c.measured_px[ids], 0.5)
+        predicted = np.maximum(c.predicted_px[ids], 0.5)
+        image_px = measured / one.scale
+        same = np.ones(ids.size)
+        rows.append(np.column_stack([
+            c.peak[ids], c.mean_foreground[ids], c.solidity[ids], np.log2(measured), np.log2(predicted),
+            np.log2(measured / predicted), np.log2(image_px), k * same, (n_passes - 1 - k) * same,
+            finer[k][ids], coarser[k][ids], np.log1p(strong[k].size) * same, np.log2(image_px / median_px),
+            np.log2(one.scale) * same, c.touches_frame[ids], float(np.sum(strong[k] ** 2)) / total_area * same,
+            np.log2(image_px / largest_px), n_passes * same]))
+        meta.extend((k, int(i)) for i in ids)
+    features = np.vstack(rows) if rows else np.zeros((0, len(CANDIDATE_FEATURES)))
+    return features, meta
+
+
+def candidate_logits(scorer: dict, features: np.ndarray) -> np.ndarray:
+    """The candidate scorer's logit per row of :func:`candidate_features` (0: even odds).
+
+    Raises
+    ------
+    ValueError
+        When ``scorer`` is not a candidate scorer fitted on these features.
+    """
+    if scorer.get("kind") != CANDIDATE_SCORER_KIND or tuple(scorer.get("features", ())) != CANDIDATE_FEATURES:
+        raise ValueError("The model's scorer file was not fitted for the octave method's candidates; refit it "
+                         "with python -m model.candidate_fit.")
+    return boosted_tree_logits(scorer, features)
 
 
 def hull_areas(labels: np.ndarray, n: int, n_directions: int = 32,
@@ -257,24 +308,25 @@ def hull_areas(labels: np.ndarray, n: int, n_directions: int = 32,
     return areas
 
 
-def neighbour_support(passes: list[OctavePass]) -> list[np.ndarray]:
+def neighbour_support(passes: list[OctavePass]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per pass (``passes`` finest first), per id: the best IoU of the instance with an instance of the
-    next finer or next coarser pass, compared at the finer pass's resolution (the coarser labels
-    resized to it by nearest neighbour)."""
-    support = [np.zeros(int(np.asarray(one.labels).max()) + 1) for one in passes]
+    next finer pass, and with one of the next coarser pass (0 where there is none), compared at the
+    finer pass's resolution (the coarser labels resized to it by nearest neighbour)."""
+    finer = [np.zeros(int(np.asarray(one.labels).max()) + 1) for one in passes]
+    coarser = [np.zeros_like(f) for f in finer]
     for k in range(len(passes) - 1):
         fine = np.asarray(passes[k].labels, np.int32)
-        coarse = _nearest_ids(passes[k + 1].labels, fine.shape)
-        n_fine, n_coarse = support[k].size - 1, support[k + 1].size - 1
-        fine_ids, coarse_ids, overlap = _pair_counts(fine, coarse, n_fine)
+        coarse = nearest_ids(passes[k + 1].labels, fine.shape)
+        n_fine, n_coarse = finer[k].size - 1, finer[k + 1].size - 1
+        fine_ids, coarse_ids, overlap = pair_counts(fine, coarse, n_fine)
         if overlap.size == 0:
             continue
         fine_area = np.bincount(fine.ravel(), minlength=n_fine + 1)
         coarse_area = np.bincount(coarse.ravel(), minlength=n_coarse + 1)
         iou = overlap / (fine_area[fine_ids] + coarse_area[coarse_ids] - overlap)
-        np.maximum.at(support[k], fine_ids, iou)
-        np.maximum.at(support[k + 1], coarse_ids, iou)
-    return support
+        np.maximum.at(coarser[k], fine_ids, iou)
+        np.maximum.at(finer[k + 1], coarse_ids, iou)
+    return finer, coarser
 
 
 def _pixel_lists(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -293,12 +345,13 @@ def _pixels_of(lists: tuple[np.ndarray, np.ndarray, np.ndarray], i: int) -> np.n
     return order[starts[i]:ends[i]] if i < starts.size else order[:0]
 
 
-def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.ndarray:
-    """Candidates of all passes kept best score first, each where at most :data:`MAX_TAKEN` of it is
-    taken (judged on the passes' instances carried to ``shape`` by nearest neighbour); a pass's few
-    small ones are dropped (:data:`STRAY_COUNT`, :data:`STRAY_AREA_SHARE`); the kept ones are then
-    drawn with outlines from their pass's particle probability, in the same order, each on the pixels
-    still free.
+def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int], scorer: dict) -> np.ndarray:
+    """Candidates of all passes rated by the fitted ``scorer`` (:func:`candidate_logits`); those with a
+    probability of at least :data:`KEEP_PROBABILITY` kept best first, each where at most
+    :data:`MAX_TAKEN` of it is taken (judged on the passes' instances carried to ``shape`` by nearest
+    neighbour), pieces inside a larger particle kept later evicted, a pass's few small ones dropped
+    (:data:`STRAY_COUNT`, :data:`STRAY_AREA_SHARE`); the kept ones are then drawn with outlines from
+    their pass's particle probability, in the same order, each on the pixels still free.
 
     Returns
     -------
@@ -306,22 +359,23 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int]) -> np.n
         int32 labels of ``shape``, ids 1..n.
     """
     passes = sorted(passes, key=lambda one: -one.scale)
-    finest, coarsest = passes[0].scale, passes[-1].scale
-    support = neighbour_support(passes)
-    ranked = []
+    candidates = [measure_candidates(one) for one in passes]
+    features, meta = candidate_features(passes, candidates)
+    if not meta:
+        return np.zeros(shape, np.int32)
+    logits = candidate_logits(scorer, features)
+    wanted = logits >= np.log(KEEP_PROBABILITY / (1.0 - KEEP_PROBABILITY))
+    ranked = [meta[j] for j in np.argsort(-logits, kind="stable") if wanted[j]]
+    chosen_passes = {k for k, _ in ranked}
     nearest = []
     for k, one in enumerate(passes):
-        candidates = score_candidates(one, finest=one.scale == finest, coarsest=one.scale == coarsest)
-        exempt = (candidates.measured_px / 2 < SUPPORT_MIN_PX) if k == 0 else np.zeros(support[k].size, bool)
-        ids = np.flatnonzero(candidates.eligible & ((support[k] >= SUPPORT_IOU) | exempt))
-        ranked.extend(zip(-candidates.score[ids], [k] * ids.size, ids.tolist()))
-        if not ids.size:
+        if k not in chosen_passes:
             nearest.append(None)
+        elif np.shape(one.labels) == tuple(shape):
+            nearest.append(candidates[k].pixels)
         else:
-            same = np.shape(one.labels) == tuple(shape)
-            nearest.append(candidates.pixels if same else _pixel_lists(_nearest_ids(one.labels, shape)))
-    ranked.sort()
-    kept = _keep_greedily([(k, i) for _, k, i in ranked], nearest, int(np.prod(shape)), len(passes))
+            nearest.append(_pixel_lists(nearest_ids(one.labels, shape)))
+    kept = _keep_greedily(ranked, nearest, int(np.prod(shape)), len(passes))
     return _draw(passes, kept, shape)
 
 
@@ -421,12 +475,12 @@ def _merges(labels: np.ndarray, area: np.ndarray, finer: OctavePass, scale: floa
         return merged
     finer_diameter = np.sqrt(4.0 * np.bincount(finer_own.ravel()) / np.pi)
     finer_in_band = (finer_diameter >= low) & (finer_diameter <= high)
-    finer_labels = _nearest_ids(finer_own, labels.shape)
+    finer_labels = nearest_ids(finer_own, labels.shape)
     cover = np.bincount(labels[finer_labels > 0], minlength=n + 1) / np.maximum(area, 1)
     components, _ = ndimage.label(finer_labels > 0)
-    coarse, _, _ = _pair_counts(labels, components, n)
+    coarse, _, _ = pair_counts(labels, components, n)
     n_components = np.bincount(coarse, minlength=n + 1)
-    coarse_f, fine_ids, _ = _pair_counts(labels, finer_labels, n)
+    coarse_f, fine_ids, _ = pair_counts(labels, finer_labels, n)
     in_band_share = (np.bincount(coarse_f, weights=finer_in_band[fine_ids].astype(float), minlength=n + 1)
                      / np.maximum(np.bincount(coarse_f, minlength=n + 1), 1))
     merged = (n_components >= 2) & (cover > merge_cover) & (in_band_share > 0.8)

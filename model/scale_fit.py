@@ -25,6 +25,7 @@ from model.evaluate import synthetic_cases
 from model.preprocess import median_diameter_px
 from model.scale_select import FEATURE_NAMES, PASS_STEP, pass_features, selector_scores
 from model.segmenter import UNetSegmenter
+from model.trees import trees_from_sklearn, write_trees
 
 
 def good_pass(scale: float, true_diameter_px: float, target_px: float) -> bool:
@@ -82,12 +83,7 @@ def fit_tree_selector(features: list[np.ndarray], labels: list[np.ndarray],
     model = GradientBoostingClassifier(n_estimators=n_trees, max_depth=depth, learning_rate=learning_rate,
                                        min_samples_leaf=min_leaf, random_state=seed)
     model.fit(x, y, sample_weight=weights)
-    trees = []
-    for estimator in model.estimators_[:, 0]:
-        t = estimator.tree_
-        trees.append({"feature": t.feature.tolist(), "threshold": t.threshold.tolist(),
-                      "left": t.children_left.tolist(), "right": t.children_right.tolist(),
-                      "value": t.value[:, 0, 0].tolist()})
+    trees = trees_from_sklearn(model.estimators_)
     selector = {"kind": "boosted_trees", "features": list(FEATURE_NAMES), "init": 0.0,
                 "learning_rate": learning_rate, "trees": trees,
                 "settings": {"n_trees": n_trees, "depth": depth, "min_leaf": min_leaf, "seed": seed}}
@@ -120,16 +116,6 @@ def collect(segmenter, cases, progress: Callable[[], object] | None = None
         if progress is not None:
             progress()
     return features, labels
-
-
-def write_selector(selector: dict, path: Path) -> None:
-    """Write ``selector`` as JSON, one tree per line (the file the config's ``selector_file`` names)."""
-    head = {key: value for key, value in selector.items() if key != "trees"}
-    text = json.dumps(head, indent=1)
-    if "trees" in selector:
-        text = (text[:-2] + ',\n "trees": [\n  ' + ",\n  ".join(json.dumps(t) for t in selector["trees"])
-                + "\n ]\n}")
-    path.write_text(text + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     selector["fitted_on"] = (f"EMPS train split ({n_emps} images) and generated seeds {start}-{stop - 1} "
                              f"at {args.synthetic_size} px, each source with the same total weight: "
                              f"python -m model.scale_fit --synthetic-seeds {start}:{stop}{option}")
-    write_selector(selector, model_dir / SELECTOR_NAME)
+    write_trees(selector, model_dir / SELECTOR_NAME)
     path = model_dir / CONFIG_NAME
     config = json.loads(path.read_text())
     config["input_scale"].pop("selector", None)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.preprocess import median_diameter_px, scaled_shape
+from model.trees import boosted_tree_logits
 
 #: Names of the columns of :func:`pass_features` (stored with the scorer and checked on load).
 FEATURE_NAMES = (
@@ -103,37 +104,9 @@ def selector_scores(selector: dict, features: np.ndarray) -> np.ndarray:
         raise ValueError("The scale selector in config.json was fitted on other features; refit it with "
                          "python -m model.scale_fit.")
     if selector.get("kind", "logistic") == "boosted_trees":
-        return _tree_scores(selector, features)
+        return boosted_tree_logits(selector, features)
     z = (features - np.asarray(selector["mean"])) / np.asarray(selector["std"])
     return z @ np.asarray(selector["weights"]) + float(selector["bias"])
-
-
-def _tree_scores(selector: dict, features: np.ndarray) -> np.ndarray:
-    """Sum of the trees' leaf values (``init`` plus ``learning_rate`` times each tree's leaf).
-
-    All trees are walked at once, one level per step. Features are compared at 32-bit precision,
-    as scikit-learn's trees compare them, so the scores equal the fitted model's
-    ``decision_function``.
-    """
-    trees = selector["trees"]
-    width = max(len(tree["left"]) for tree in trees)
-
-    def stacked(key: str, fill: float, dtype) -> np.ndarray:
-        return np.array([tree[key] + [fill] * (width - len(tree[key])) for tree in trees], dtype=dtype)
-
-    feature, left, right = (stacked(k, -1, np.int64) for k in ("feature", "left", "right"))
-    threshold, value = stacked("threshold", 0.0, np.float64), stacked("value", 0.0, np.float64)
-    x = np.asarray(features, dtype=np.float32).astype(np.float64)
-    tree_ids = np.arange(len(trees))
-    node = np.zeros((len(x), len(trees)), dtype=np.int64)  # every row starts at every tree's root
-    while True:
-        inner = left[tree_ids, node] >= 0
-        if not inner.any():
-            break
-        seen = np.take_along_axis(x, np.maximum(feature[tree_ids, node], 0), axis=1)
-        goes_left = seen <= threshold[tree_ids, node]
-        node = np.where(inner, np.where(goes_left, left[tree_ids, node], right[tree_ids, node]), node)
-    return float(selector["init"]) + float(selector["learning_rate"]) * value[tree_ids, node].sum(axis=1)
 
 
 def pyramid_scales(shape: tuple[int, int], start_scale: float, min_side_px: int) -> list[float]:

@@ -533,8 +533,8 @@ class UNetSegmenter:
                 "min_marker_area_px": max(1, int(round(thresholds.min_marker_area_px * area_factor))),
                 "min_area_px": max(1, int(round(thresholds.min_area_px * area_factor)))}
 
-    def _octave_labels(self, gray: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """Instances from fixed octave passes fused by size (``scale_method="octaves"``)."""
+    def octave_passes(self, gray: np.ndarray, progress: Progress | None = None) -> list[OctavePass]:
+        """The network's maps and instances at every octave of the image (:func:`model.multiscale.octave_scales`)."""
         cfg = self.load().config
         image, run, max_scale = self._runner(gray, progress)
         scales = octave_scales(image.shape, min(1.0, max_scale))
@@ -546,9 +546,14 @@ class UNetSegmenter:
             labels = maps_to_instances(maps[..., 0], maps[..., 1], **self._threshold_kwargs(cfg, 1.0))
             passes.append(OctavePass(scale, maps[..., 0], maps[..., 1], labels,
                                      maps[..., 2] if maps.shape[-1] > 2 else None))
+        return passes
+
+    def _octave_labels(self, gray: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """Instances from fixed octave passes fused by size (``scale_method="octaves"``)."""
+        passes = self.octave_passes(gray, progress)
         if progress is not None:
             progress(0.92, "Separating particles")
-        return fuse_passes(passes, np.shape(gray)[:2])
+        return fuse_passes(passes, np.shape(gray)[:2], scorer=self.load().config.input_scale.selector)
 
     def segment(self, gray: np.ndarray, *, progress: Progress | None = None,
                 notes: list[str] | None = None) -> np.ndarray:

@@ -43,6 +43,8 @@ from .decorations import (
 from .sampling import (
     ARRANGEMENTS,
     MIN_PARTICLE_AREA_PX,
+    SIZE_CASE_PLAIN,
+    SIZE_CASES,
     SyntheticSample,
     generate_crop,
     generate_sample,
@@ -54,6 +56,8 @@ __all__ = [
     "MIN_PARTICLE_AREA_PX",
     "MODALITIES",
     "SHAPES",
+    "SIZE_CASES",
+    "SIZE_CASE_PLAIN",
     "SyntheticSample",
     "data_bar_text",
     "format_length",

@@ -283,6 +283,19 @@ def _satellites(rng: np.random.Generator, hosts: list[Particle], height: int, wi
     return satellites, host_index
 
 
+#: Size cases of issue #19 (``generate_sample`` arguments besides seed, size and modality): the images of
+#: ``bench/bench_real_sizes.py`` (its seeds) and part of the candidate scorer's training images (other seeds).
+SIZE_CASES = {
+    "tiny": {"diameter_range_px": (4.0, 8.0), "shape": "round", "arrangement": "isolated", "n_particles": 800},
+    "medium": {"diameter_range_px": (16.0, 40.0), "shape": "mixed", "arrangement": "touching"},
+    "large": {"diameter_range_px": (80.0, 200.0), "shape": "round", "arrangement": "touching"},
+    "polydisperse": {"diameter_range_px": (8.0, 150.0), "shape": "round", "arrangement": "touching",
+                     "n_particles": 150},
+}
+#: With SIZE_CASES: no decorations and a fixed blur.
+SIZE_CASE_PLAIN = {"data_bar": False, "scale_bar": False, "letters": False, "blur_sigma_px": 1.0}
+
+
 def generate_sample(
     seed: int,
     height: int = 768,

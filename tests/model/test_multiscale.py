@@ -128,72 +128,6 @@ def _ellipse(shape, centre, radii):
     return (((rows - centre[0]) / radii[0]) ** 2 + ((cols - centre[1]) / radii[1]) ** 2 <= 1).astype(np.int32)
 
 
-def test_the_networks_size_map_decides_which_pass_keeps_a_particle():
-    # Two touching 20 px particles: the coarse pass merges them into one convex blob of in-band size,
-    # and the finer pass splits them with no background between (so the merge rule alone cannot tell).
-    fine = _discs((128, 128), [(64, 54), (64, 74)], 10)
-    coarse = _ellipse((64, 64), (32, 32), (5, 10))
-    middle = _ellipse((32, 32), (16, 16), (2.5, 5))  # quarter scale
-    no_sizes = fuse_passes([_pass(1.0, fine), _pass(0.5, coarse)], (128, 128), band_px=(7, 30))
-    assert no_sizes.max() == 1  # measured sizes only: the coarse blob wins
-    # The network says each particle is about 20 px across: the full-resolution instances measure that,
-    # and the coarser blobs (about 14 and 7 px where the network says 10 and 5) do not.
-    passes = [_sized(1.0, fine, 20.0), _sized(0.5, coarse, 10.0), _sized(0.25, middle, 5.0)]
-    assert fuse_passes(passes, (128, 128)).max() == 2
-    # Had it said the two pieces are parts of one particle 28 px across (14 px at half scale), the pieces
-    # measure too little to be that particle, and the half-scale pass keeps it whole.
-    passes = [_sized(1.0, fine, 28.0), _sized(0.5, coarse, 14.0), _sized(0.25, middle, 7.0)]
-    fused = fuse_passes(passes, (128, 128))
-    assert fused.max() == 1
-    assert (fused > 0).sum() > 0.9 * (fine > 0).sum()
-
-
-def test_a_large_particle_is_kept_whole_when_the_size_map_calls_the_fine_pieces_parts_of_it():
-    coarse = _discs((64, 64), [(32, 32)], 12)
-    fine = _discs((128, 128), [(64, 64)], 24)
-    rows, cols = np.indices(fine.shape)
-    fine = np.where(fine > 0, 1 + (rows > 64) + 2 * (cols > 64), 0).astype(np.int32)  # four touching pieces
-    quarter = _discs((32, 32), [(16, 16)], 6)
-    passes = [_sized(1.0, fine, 48.0), _sized(0.5, coarse, 24.0), _sized(0.25, quarter, 12.0)]
-    fused = fuse_passes(passes, (128, 128))
-    assert fused.max() == 1
-    # and the coarsest pass keeps particles larger than the band
-    huge = _discs((64, 64), [(32, 32)], 20)
-    passes = [_sized(1.0, np.zeros((128, 128), np.int32), 80.0), _sized(0.5, huge, 40.0),
-              _sized(0.25, _discs((32, 32), [(16, 16)], 10), 20.0)]
-    assert fuse_passes(passes, (128, 128)).max() == 1
-
-
-def test_unsure_or_far_from_convex_instances_are_not_particles():
-    crescent = _discs((128, 128), [(64, 64)], 20)
-    crescent[_discs((128, 128), [(64, 76)], 18) > 0] = 0  # a thin crescent: solidity about 0.4
-    round_one = _discs((128, 128), [(30, 30)], 8)
-    labels = np.where(round_one > 0, 2, crescent).astype(np.int32)
-    # both also show at half scale, where the network is unsure of the crescent's remains
-    coarse = _discs((64, 64), [(15, 15)], 4)
-    coarse[(_discs((64, 64), [(32, 32)], 10) > 0) & (_discs((64, 64), [(32, 38)], 9) == 0)] = 2
-    half = _sized(0.5, coarse, 8.0, foreground=0.6)
-    fused = fuse_passes([_sized(1.0, labels, 16.0), half], (128, 128))
-    assert fused.max() == 1 and fused[30, 30] > 0
-    # a round particle the network is unsure of (mean particle probability 0.6) is dropped too
-    unsure = fuse_passes([_sized(1.0, round_one, 16.0, foreground=0.6), half], (128, 128))
-    assert unsure.max() == 0
-
-
-def test_a_confident_candidate_beats_a_weaker_one_over_the_same_pixels():
-    fine = _discs((128, 128), [(64, 64)], 10)
-    coarse = _discs((64, 64), [(32, 32)], 6)  # a little larger there
-    # the same particle in both passes: the higher centre peak wins, and it is kept once
-    areas = []
-    for fine_peak, coarse_peak in ((1.0, 0.5), (0.5, 1.0)):
-        fused = fuse_passes([_sized(1.0, fine, 20.0, peak=fine_peak), _sized(0.5, coarse, 12.0, peak=coarse_peak)],
-                            (128, 128))
-        assert fused.max() == 1
-        areas.append(int((fused > 0).sum()))
-    assert areas[0] == (fine > 0).sum()  # the fine pass's own outline
-    assert areas[1] > areas[0] * 1.2  # the coarse pass's outline, carried to full resolution
-
-
 def test_hull_areas_match_scikit_image_within_a_few_per_cent():
     from skimage.measure import regionprops
 
@@ -212,10 +146,23 @@ def test_hull_areas_match_scikit_image_within_a_few_per_cent():
         assert abs(areas[region.label] / region.area_convex - 1) < 0.08, region.label
 
 
-def test_a_pass_that_adds_only_a_few_small_particles_adds_none(monkeypatch):
-    import model.multiscale
+def _scorer(trees=(), init=5.0, learning_rate=1.0):
+    """A candidate scorer by hand: ``init`` alone (5: every candidate kept) or stumps on named features."""
+    from model.multiscale import CANDIDATE_FEATURES, CANDIDATE_SCORER_KIND
 
-    monkeypatch.setattr(model.multiscale, "SUPPORT_IOU", 0.0)  # this rule alone: no second look needed
+    return {"kind": CANDIDATE_SCORER_KIND, "features": list(CANDIDATE_FEATURES), "init": init,
+            "learning_rate": learning_rate, "trees": list(trees)}
+
+
+def _stump(feature, threshold, below, above):
+    """One split on ``feature``: leaf value ``below`` at or under ``threshold``, ``above`` over it."""
+    from model.multiscale import CANDIDATE_FEATURES
+
+    return {"feature": [CANDIDATE_FEATURES.index(feature), -2, -2], "threshold": [threshold, -2.0, -2.0],
+            "left": [1, -1, -1], "right": [2, -1, -1], "value": [0.0, below, above]}
+
+
+def test_a_pass_that_adds_only_a_few_small_particles_adds_none():
     # Twelve 30 px particles found at half scale (rows 40-160), and small 7 px ones at full scale along
     # the top edge (panel letters, dust; or a second population when there are many).
     centres = [(56 + 36 * (k // 4), 24 + 38 * (k % 4)) for k in range(12)]
@@ -224,38 +171,89 @@ def test_a_pass_that_adds_only_a_few_small_particles_adds_none(monkeypatch):
     def fused_count(n_small):
         fine = _discs((160, 160), [(8, 8 + 12 * k) for k in range(n_small)], 3.5)
         passes = [_sized(1.0, fine, 7.0), _sized(0.5, coarse, 15.0)]
-        return int(fuse_passes(passes, (160, 160)).max())
+        return int(fuse_passes(passes, (160, 160), scorer=_scorer()).max())
 
     assert fused_count(0) == 12
     assert fused_count(3) == 12  # three small ones: dropped
     assert fused_count(12) == 24  # as many small ones as large: a second population, kept
 
 
-def test_pieces_inside_a_larger_particle_kept_later_go_and_a_satellite_on_its_rim_stays(monkeypatch):
-    import model.multiscale
-
-    monkeypatch.setattr(model.multiscale, "SUPPORT_IOU", 0.0)  # this rule alone: no second look needed
+def test_pieces_inside_a_larger_particle_kept_later_go_and_a_satellite_on_its_rim_stays():
     coarse = _discs((64, 64), [(32, 32)], 14)  # 56 px across in the image
     pieces = _discs((128, 128), [(56, 56), (72, 70)], 7)  # two 14 px "particles" inside it (texture)
     satellite = _discs((128, 128), [(64, 64 + 28 + 6)], 9)  # 18 px, centre 6 px outside the rim
     fine = np.where(satellite > 0, 3, pieces).astype(np.int32)
-    # The pieces score higher (peak 1, sizes agree) than the large particle (peak 0.8), so they are kept
-    # first; the large particle, mostly free, is kept after them and takes them back.
+    # The pieces rate higher (peak 1) than the large particle (peak 0.8), so they are kept first; the
+    # large particle, mostly free, is kept after them and takes them back.
+    scorer = _scorer([_stump("peak", 0.9, 1.0, 2.0)], init=0.0)
     passes = [_sized(1.0, fine, 14.0), _sized(0.5, coarse, 28.0, peak=0.8)]
-    fused = fuse_passes(passes, (128, 128))
+    fused = fuse_passes(passes, (128, 128), scorer=scorer)
     assert fused.max() == 2
     assert fused[56, 56] == fused[64, 64] and fused[64, 98] not in (0, fused[64, 64])
 
 
-def test_a_particle_seen_in_one_pass_only_is_not_kept():
-    # A 20 px particle at A shows in both passes; a blob at B shows in the half-scale pass only.
-    coarse = _discs((64, 64), [(20, 20), (44, 44)], 5)
-    for fine_centres, expected in (([(40, 40)], 1), ([(40, 40), (88, 88)], 2)):
-        fine = _discs((128, 128), fine_centres, 10)
-        fused = fuse_passes([_sized(1.0, fine, 20.0), _sized(0.5, coarse, 10.0)], (128, 128))
+def test_the_more_likely_candidate_wins_the_pixels_it_shares_with_a_less_likely_one():
+    fine = _discs((128, 128), [(64, 64)], 10)
+    coarse = _discs((64, 64), [(32, 32)], 6)  # a little larger there
+    scorer = _scorer([_stump("peak", 0.75, -0.5, 0.5)], init=1.0)  # probabilities 0.62 and 0.82: both kept
+    areas = []
+    for fine_peak, coarse_peak in ((1.0, 0.5), (0.5, 1.0)):
+        fused = fuse_passes([_sized(1.0, fine, 20.0, peak=fine_peak), _sized(0.5, coarse, 12.0, peak=coarse_peak)],
+                            (128, 128), scorer=scorer)
+        assert fused.max() == 1  # the same particle, kept once
+        areas.append(int((fused > 0).sum()))
+    assert areas[0] == (fine > 0).sum()  # the fine pass's own outline
+    assert areas[1] > areas[0] * 1.2  # the coarse pass's outline, carried to full resolution
+
+
+def test_candidates_the_scorer_finds_unlikely_are_not_kept():
+    from model.multiscale import KEEP_PROBABILITY
+
+    labels = _discs((128, 128), [(30, 30), (90, 90)], 8)
+    half = _discs((64, 64), [(15, 15), (45, 45)], 4)
+    scorer = _scorer([_stump("mean_foreground", 0.8, -3.0, 3.0)], init=0.0)
+    sure = fuse_passes([_sized(1.0, labels, 16.0), _sized(0.5, half, 8.0)], (128, 128), scorer=scorer)
+    assert sure.max() == 2
+    unsure = fuse_passes([_sized(1.0, labels, 16.0, foreground=0.6), _sized(0.5, half, 8.0, foreground=0.6)],
+                         (128, 128), scorer=scorer)
+    assert unsure.max() == 0
+    # exactly at the threshold a candidate is kept; just under it, not
+    logit = float(np.log(KEEP_PROBABILITY / (1 - KEEP_PROBABILITY)))
+    for init, expected in ((logit + 1e-6, 2), (logit - 1e-3, 0)):
+        fused = fuse_passes([_sized(1.0, labels, 16.0), _sized(0.5, half, 8.0)], (128, 128), scorer=_scorer(init=init))
         assert fused.max() == expected
-        assert fused[40, 40] > 0
-    # a small particle of the finest pass, too small to show at half scale, needs no second look
-    tiny = _discs((128, 128), [(40, 40), (100, 20)], 4)  # 8 px: 4 px at half scale
-    fused = fuse_passes([_sized(1.0, tiny, 8.0), _sized(0.5, _discs((64, 64), [(20, 20)], 2), 4.0)], (128, 128))
-    assert fused.max() == 2
+
+
+def test_candidate_features_describe_each_instance_and_its_context():
+    from model.multiscale import CANDIDATE_FEATURES, candidate_features, measure_candidates
+
+    # A 20 px particle seen in both passes, a 6 px speck only at full resolution, and one cut by the frame.
+    fine = _discs((128, 128), [(40, 40), (100, 100), (64, 0)], 10)
+    fine[(_discs((128, 128), [(100, 100)], 3) > 0)] = 2
+    fine[(fine == 2) & (_discs((128, 128), [(100, 100)], 3) == 0)] = 0
+    coarse = _discs((64, 64), [(20, 20)], 5)
+    passes = [_sized(1.0, fine, 20.0, peak=0.9), _sized(0.5, coarse, 10.0, peak=0.8)]
+    features, meta = candidate_features(passes, [measure_candidates(one) for one in passes])
+    assert features.shape == (4, len(CANDIDATE_FEATURES)) and meta == [(0, 1), (0, 2), (0, 3), (1, 1)]
+    row = {name: features[:, j] for j, name in enumerate(CANDIDATE_FEATURES)}
+    assert np.allclose(row["peak"], [0.9, 0.9, 0.9, 0.8])
+    assert row["iou_with_coarser"][0] > 0.8 and row["iou_with_coarser"][1] == 0  # the speck: one pass only
+    assert row["iou_with_finer"][3] > 0.8 and row["iou_with_finer"][3] == pytest.approx(row["iou_with_coarser"][0])
+    assert list(row["touches_frame"]) == [0, 0, 1, 0]
+    assert row["passes_finer"].tolist() == [0, 0, 0, 1] and row["passes_coarser"].tolist() == [1, 1, 1, 0]
+    assert row["log2_diameter_image_px"][0] == pytest.approx(np.log2(20), abs=0.1)
+    assert row["log2_diameter_image_px"][3] == pytest.approx(np.log2(20), abs=0.2)  # 10 px at half scale
+    # the speck is about 3x smaller than the strong particles (all of peak >= 0.7 here)
+    assert row["log2_diameter_over_strong_max"][1] == pytest.approx(np.log2(6.5 / 20), abs=0.3)
+    assert row["log2_measured_over_predicted"][0] == pytest.approx(0, abs=0.1)
+
+
+def test_a_sized_network_needs_a_candidate_scorer_and_a_pass_scorer_is_refused():
+    from model.multiscale import candidate_logits
+
+    passes = [_sized(1.0, _discs((64, 64), [(32, 32)], 8), 16.0), _sized(0.5, _discs((32, 32), [(16, 16)], 4), 8.0)]
+    with pytest.raises(ValueError, match="candidate scorer"):
+        fuse_passes(passes, (64, 64))
+    pass_scorer = {"kind": "boosted_trees", "features": ["peak"], "init": 0.0, "learning_rate": 0.1, "trees": []}
+    with pytest.raises(ValueError, match="refit it with python -m model.candidate_fit"):
+        candidate_logits(pass_scorer, np.zeros((1, 18)))

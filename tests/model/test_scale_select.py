@@ -4,8 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from model.scale_fit import fit_selector, fit_tree_selector, good_pass, main, write_selector
+from model.scale_fit import fit_selector, fit_tree_selector, good_pass, main
 from model.scale_select import FEATURE_NAMES, PASS_STEP, PassSummary, pass_features, pyramid_scales, selector_scores
+from model.trees import write_trees
 
 TARGET_PX = 16.0
 
@@ -133,7 +134,7 @@ def test_exported_trees_score_exactly_as_the_fitted_model(tmp_path, monkeypatch)
     monkeypatch.setattr(sklearn.ensemble.GradientBoostingClassifier, "fit", keep)
     features, labels = _fake_training_set(np.random.default_rng(2), n_images=60)
     selector = fit_tree_selector(features, labels, n_trees=40)
-    write_selector(selector, tmp_path / "scale_selector.json")
+    write_trees(selector, tmp_path / "scale_selector.json")
     stored = json.loads((tmp_path / "scale_selector.json").read_text())
     assert stored == selector and len(stored["trees"]) == 40
     x = np.concatenate(features)

@@ -1,0 +1,161 @@
+"""Fit the octave method's candidate scorer (:func:`model.multiscale.fuse_by_confidence`):
+``python -m model.candidate_fit --model-dir DIR``.
+
+Every instance of every octave pass of a training image is one example: positive when it matches a true
+particle with an IoU of at least :data:`MATCH_IOU` (compared at the pass's resolution, the true labels
+resized to it). The images are the EMPS training split, generated images of the validation kind (other
+seeds) and generated images of the size cases of issue #19 (:data:`model.synthetic.SIZE_CASES`, other
+seeds than the benchmark's). The scorer is fitted with scikit-learn's gradient boosting, stored as plain
+numbers (:mod:`model.trees`) beside the model's ``config.json``, and named there by
+``input_scale.selector_file``. It belongs to the weights it was fitted with: refit it after training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from model.config import CONFIG_NAME, default_model_dir
+from model.data import EMPS_FOLDER, data_root, load_pair, read_split
+from model.evaluate import synthetic_cases
+from model.multiscale import (
+    CANDIDATE_FEATURES,
+    CANDIDATE_SCORER_KIND,
+    OctavePass,
+    candidate_features,
+    measure_candidates,
+    nearest_ids,
+    pair_counts,
+)
+from model.segmenter import UNetSegmenter
+from model.synthetic import MODALITIES, SIZE_CASE_PLAIN, SIZE_CASES, generate_sample
+from model.trees import boosted_tree_logits, trees_from_sklearn, write_trees
+
+#: A candidate is a positive example when its best IoU with a true particle is at least this.
+MATCH_IOU = 0.5
+#: File the scorer is written to, beside ``config.json``.
+SCORER_NAME = "candidate_scorer.json"
+#: Benchmark seeds (bench/bench_real_sizes.py) and synthetic validation seeds: never trained on.
+HELD_OUT_SEEDS = (range(1000, 1020), range(1900, 1940))
+
+
+def best_iou(passes: list[OctavePass], meta: list[tuple[int, int]], truth: np.ndarray) -> np.ndarray:
+    """Per ``(pass, id)`` of ``meta``: the best IoU of that instance with a particle of ``truth`` (full-resolution
+    labels), compared at the pass's resolution."""
+    best = []
+    for one in passes:
+        labels = np.asarray(one.labels, np.int32)
+        true = nearest_ids(truth, labels.shape)
+        n, n_true = int(labels.max()), int(true.max())
+        iou = np.zeros(n + 1)
+        ids, true_ids, overlap = pair_counts(labels, true, n)
+        if overlap.size:
+            area = np.bincount(labels.ravel(), minlength=n + 1)
+            true_area = np.bincount(true.ravel(), minlength=n_true + 1)
+            np.maximum.at(iou, ids, overlap / (area[ids] + true_area[true_ids] - overlap))
+        best.append(iou)
+    return np.array([best[k][i] for k, i in meta])
+
+
+def collect(segmenter: UNetSegmenter, cases: Iterator[tuple[str, np.ndarray, np.ndarray]],
+            progress: Callable[[], object] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Candidate features and best IoUs, one array each per case ``(name, gray, labels)``."""
+    features, ious = [], []
+    for _, gray, truth in cases:
+        passes = sorted(segmenter.octave_passes(gray), key=lambda one: -one.scale)
+        x, meta = candidate_features(passes, [measure_candidates(one) for one in passes])
+        features.append(x)
+        ious.append(best_iou(passes, meta, np.asarray(truth, np.int32)))
+        if progress is not None:
+            progress()
+    return features, ious
+
+
+def fit_candidate_scorer(features: list[np.ndarray], ious: list[np.ndarray], n_trees: int = 300, depth: int = 4,
+                         learning_rate: float = 0.05, min_leaf: int = 20, seed: int = 0) -> dict:
+    """Gradient-boosted trees (log-loss) on every candidate of every image, exported as plain numbers.
+
+    An image's candidates weigh 1/sqrt(their count) each, so that an image of 1000 tiny particles
+    counts more than one of three large ones, but not 300 times more.
+    """
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    x = np.concatenate(features)
+    y = (np.concatenate(ious) >= MATCH_IOU).astype(int)
+    weights = np.concatenate([np.full(len(f), 1.0 / np.sqrt(max(len(f), 1))) for f in features])
+    model = GradientBoostingClassifier(n_estimators=n_trees, max_depth=depth, learning_rate=learning_rate,
+                                       min_samples_leaf=min_leaf, random_state=seed)
+    model.fit(x, y, sample_weight=weights)
+    scorer = {"kind": CANDIDATE_SCORER_KIND, "features": list(CANDIDATE_FEATURES), "init": 0.0,
+              "learning_rate": learning_rate, "trees": trees_from_sklearn(model.estimators_),
+              "settings": {"n_trees": n_trees, "depth": depth, "min_leaf": min_leaf, "seed": seed,
+                           "match_iou": MATCH_IOU}}
+    # The model's constant start (the log-odds of the weighted prior) is read off its scores.
+    scorer["init"] = float(model.decision_function(x[:1])[0] - boosted_tree_logits(scorer, x[:1])[0])
+    return scorer
+
+
+def _size_cases(repeats: int, first_seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    for r in range(repeats):
+        for k, (case, kwargs) in enumerate(SIZE_CASES.items()):
+            for m, modality in enumerate(MODALITIES):
+                seed = first_seed + 100 * r + 10 * k + m
+                sample = generate_sample(seed, 768, 1024, modality=modality, **kwargs, **SIZE_CASE_PLAIN)
+                yield f"{case}_{modality}_{seed}", sample.image.astype(np.float32) / 255.0, sample.labels
+
+
+def _held_out(seeds: range) -> bool:
+    return any(seeds.start < held.stop and held.start < seeds.stop for held in HELD_OUT_SEEDS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fit the candidate scorer of a model with a size map; write it beside its config.json."""
+    parser = argparse.ArgumentParser(prog="python -m model.candidate_fit", description=main.__doc__)
+    parser.add_argument("--model-dir", type=Path, default=None, help="model folder (default: the shipped one)")
+    parser.add_argument("--synthetic-seeds", default="5000:5060",
+                        help="generated 512 px training images, seeds START:STOP")
+    parser.add_argument("--size-case-seed", type=int, default=3000,
+                        help="first seed of the generated size-case images (1024x768)")
+    parser.add_argument("--size-case-repeats", type=int, default=2,
+                        help="images per size case and modality")
+    args = parser.parse_args(argv)
+    start, stop = (int(v) for v in args.synthetic_seeds.split(":"))
+    size_seeds = range(args.size_case_seed, args.size_case_seed + 100 * args.size_case_repeats)
+    if _held_out(range(start, stop)) or _held_out(size_seeds):
+        parser.error("the synthetic validation seeds 1000-1019 and the benchmark's 1900-1939 must not be used")
+    model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
+    segmenter = UNetSegmenter(model_dir, scale_method="octaves")
+    if len(segmenter.load().config.architecture.outputs) < 3:
+        parser.error("this model has no size map; the octave method's scorer needs one")
+    names = read_split("train")
+    root = data_root()
+    n_size = args.size_case_repeats * len(SIZE_CASES) * len(MODALITIES)
+    with tqdm(total=len(names) + stop - start + n_size, desc="octave passes", unit="image") as bar:
+        features, ious = collect(segmenter, ((name, *load_pair(root, EMPS_FOLDER, name)) for name in names),
+                                 progress=bar.update)
+        more = collect(segmenter, synthetic_cases(stop - start, start, 512), progress=bar.update)
+        sizes = collect(segmenter, _size_cases(args.size_case_repeats, args.size_case_seed), progress=bar.update)
+    features, ious = features + more[0] + sizes[0], ious + more[1] + sizes[1]
+    print(f"Fitting on {sum(len(f) for f in features)} candidates of {len(features)} images ...")
+    scorer = fit_candidate_scorer(features, ious)
+    scorer["fitted_on"] = (f"EMPS train split ({len(names)} images), generated seeds {start}-{stop - 1} at 512 px "
+                           f"and {n_size} size-case images from seed {args.size_case_seed}: python -m "
+                           f"model.candidate_fit --synthetic-seeds {start}:{stop} --size-case-seed "
+                           f"{args.size_case_seed} --size-case-repeats {args.size_case_repeats}")
+    write_trees(scorer, model_dir / SCORER_NAME)
+    path = model_dir / CONFIG_NAME
+    config = json.loads(path.read_text())
+    config["input_scale"]["selector_file"] = SCORER_NAME
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    print(f"Scorer written to {model_dir / SCORER_NAME} and named in {path}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
