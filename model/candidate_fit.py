@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model.config import CONFIG_NAME, default_model_dir
+from model.config import CANDIDATE_SCORER_KIND, CONFIG_NAME, default_model_dir
 from model.data import EMPS_FOLDER, data_root, load_pair, read_split
 from model.evaluate import synthetic_cases
 from model.multiscale import (
     CANDIDATE_FEATURES,
-    CANDIDATE_SCORER_KIND,
     OctavePass,
     candidate_features,
     measure_candidates,

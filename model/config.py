@@ -29,6 +29,8 @@ WEIGHTS_NAME = "saemi_unet.keras"
 CONFIG_NAME = "config.json"
 #: The learned scale scorer, beside ``config.json`` (named there by ``input_scale.selector_file``).
 SELECTOR_NAME = "scale_selector.json"
+#: The ``kind`` of the octave method's candidate scorer file (:mod:`model.candidate_fit`).
+CANDIDATE_SCORER_KIND = "octave_candidates"
 #: How the network can run (``inference_backend``): TensorFlow float32, or the int8 copy of :mod:`model.quantize`.
 BACKENDS = ("tensorflow", "int8")
 #: How the scale is found (``input_scale.method``): see :class:`ScaleConfig`.
@@ -144,6 +146,11 @@ class ModelConfig:
             raise ValueError(f"inference_backend must be one of {', '.join(BACKENDS)}")
         if self.input_scale.method not in SCALE_METHODS:
             raise ValueError(f"input_scale.method must be one of {', '.join(SCALE_METHODS)}")
+        scorer = self.input_scale.selector
+        if (self.input_scale.method == "octaves" and "size_map" in self.architecture.outputs
+                and scorer is not None and scorer.get("kind") != CANDIDATE_SCORER_KIND):
+            raise ValueError("with a size map, input_scale.method octaves needs the candidate scorer of "
+                             "python -m model.candidate_fit as its selector_file")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:

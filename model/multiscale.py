@@ -44,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from app.analysis.labels import sequential_labels
+from model.config import CANDIDATE_SCORER_KIND
 from model.postprocess import upsample_instances
 from model.preprocess import decode_size, resize_labels, scaled_shape
 from model.trees import boosted_tree_logits
@@ -70,8 +71,6 @@ CANDIDATE_FEATURES = (
     "log1p_strong_in_pass", "log2_diameter_over_strong_median", "log2_scale", "touches_frame",
     "pass_share_of_strong_area", "log2_diameter_over_strong_max", "n_passes",
 )
-#: The ``kind`` of a candidate scorer file (:mod:`model.candidate_fit`).
-CANDIDATE_SCORER_KIND = "octave_candidates"
 #: With a size map: a candidate is dropped when more than this share of it is already taken.
 MAX_TAKEN = 0.2
 #: With a size map: a pass that contributes fewer particles than this, and less than

@@ -257,3 +257,17 @@ def test_a_sized_network_needs_a_candidate_scorer_and_a_pass_scorer_is_refused()
     pass_scorer = {"kind": "boosted_trees", "features": ["peak"], "init": 0.0, "learning_rate": 0.1, "trees": []}
     with pytest.raises(ValueError, match="refit it with python -m model.candidate_fit"):
         candidate_logits(pass_scorer, np.zeros((1, 18)))
+
+
+def test_a_sized_octave_model_with_a_pass_scorer_is_refused_when_read(tiny_model_dir):
+    config_path = tiny_model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config["architecture"]["outputs"] = ["foreground_probability", "centre_map", "size_map"]
+    config["input_scale"]["method"] = "octaves"  # the folder still names the learned method's pass scorer
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="needs the candidate scorer"):
+        read_config(tiny_model_dir)
+    (tiny_model_dir / "candidate_scorer.json").write_text(json.dumps(_scorer()))
+    config["input_scale"]["selector_file"] = "candidate_scorer.json"
+    config_path.write_text(json.dumps(config))
+    assert read_config(tiny_model_dir).input_scale.selector["kind"] == "octave_candidates"
