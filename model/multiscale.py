@@ -14,11 +14,9 @@ network's size for it), from how the neighbouring passes show it (IoU with their
 particle shows at two scales, a hallucination of one pass does not) and from how it compares with the
 image's confident particles (a speck beside large particles is dust or texture; a small particle among
 many of its kind is not). Candidates likely enough to be particles (:data:`KEEP_PROBABILITY`) are kept
-greedily, most likely first, each where no more than :data:`MAX_TAKEN` of it is already taken. A
-particle kept early that lies wholly inside a larger one kept later is a piece of it, and goes
-(:data:`EVICT_INSIDE`; a satellite on the rim stays). A pass that gives only a few particles, small in
-area beside the others (:data:`STRAY_COUNT`), gives none: on the EMPS training images these were mostly
-panel letters, dust and texture.
+greedily, most likely first, each where no more than :data:`MAX_TAKEN` of it is already taken. A pass
+that gives only a few particles, small in area beside the others (:data:`STRAY_COUNT`), gives none: on
+the EMPS training images these were mostly panel letters, dust and texture.
 
 Without a size map, from the coarsest pass to the finest:
 
@@ -77,9 +75,6 @@ MAX_TAKEN = 0.2
 #: :data:`STRAY_AREA_SHARE` of the kept particles' area, contributes none (stray text, dust, texture).
 STRAY_COUNT = 10
 STRAY_AREA_SHARE = 0.05
-#: With a size map: a kept particle with at least this share of its pixels inside a larger one kept
-#: later is a piece of it (texture, a facet) and goes (1: never).
-EVICT_INSIDE = 0.9
 #: Finer-pass foreground share of a coarse particle above which a split there is believed.
 MERGE_COVER = 0.6
 
@@ -348,7 +343,7 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int], scorer:
     """Candidates of all passes rated by the fitted ``scorer`` (:func:`candidate_logits`); those with a
     probability of at least :data:`KEEP_PROBABILITY` kept best first, each where at most
     :data:`MAX_TAKEN` of it is taken (judged on the passes' instances carried to ``shape`` by nearest
-    neighbour), pieces inside a larger particle kept later evicted, a pass's few small ones dropped
+    neighbour), a pass's few small ones dropped
     (:data:`STRAY_COUNT`, :data:`STRAY_AREA_SHARE`); the kept ones are then drawn with outlines from
     their pass's particle probability, in the same order, each on the pixels still free.
 
@@ -381,30 +376,17 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int], scorer:
 def _keep_greedily(ranked: list[tuple[int, int]], nearest: list, n_pixels: int, n_passes: int) -> list[tuple[int, int]]:
     """(pass, id) of the candidates kept, in the order kept: ``ranked`` best first, each where at most
     :data:`MAX_TAKEN` of its pixels (``nearest[pass]``, :func:`_pixel_lists` at full resolution) is
-    taken, pieces inside a larger one kept later evicted (:data:`EVICT_INSIDE`), stray passes dropped."""
-    owner = np.full(n_pixels, -1, np.int64)  # index into kept
+    taken; then stray passes dropped (:data:`STRAY_COUNT`)."""
+    taken = np.zeros(n_pixels, bool)
     kept = []
     areas = []
     for k, i in ranked:
         pixels = _pixels_of(nearest[k], i)
-        if pixels.size == 0:
+        if pixels.size == 0 or taken[pixels].mean() > MAX_TAKEN:
             continue
-        owners = owner[pixels]
-        if (owners >= 0).mean() > MAX_TAKEN:
-            continue
-        if EVICT_INSIDE < 1.0 and (owners >= 0).any():
-            inside = np.bincount(owners[owners >= 0])
-            for o in np.flatnonzero(inside):
-                if areas[o] and inside[o] >= EVICT_INSIDE * areas[o] and areas[o] < pixels.size:
-                    theirs = _pixels_of(nearest[kept[o][0]], kept[o][1])  # a piece inside a larger particle
-                    owner[theirs[owner[theirs] == o]] = -1
-                    areas[o] = 0
-            owners = owner[pixels]
-        owner[pixels[owners < 0]] = len(kept)
+        taken[pixels] = True
         kept.append((k, i))
         areas.append(pixels.size)
-    kept = [one for one, area in zip(kept, areas) if area]
-    areas = [area for area in areas if area]
     if not kept:
         return kept
     by_pass = np.array([k for k, _ in kept])

@@ -178,20 +178,6 @@ def test_a_pass_that_adds_only_a_few_small_particles_adds_none():
     assert fused_count(12) == 24  # as many small ones as large: a second population, kept
 
 
-def test_pieces_inside_a_larger_particle_kept_later_go_and_a_satellite_on_its_rim_stays():
-    coarse = _discs((64, 64), [(32, 32)], 14)  # 56 px across in the image
-    pieces = _discs((128, 128), [(56, 56), (72, 70)], 7)  # two 14 px "particles" inside it (texture)
-    satellite = _discs((128, 128), [(64, 64 + 28 + 6)], 9)  # 18 px, centre 6 px outside the rim
-    fine = np.where(satellite > 0, 3, pieces).astype(np.int32)
-    # The pieces rate higher (peak 1) than the large particle (peak 0.8), so they are kept first; the
-    # large particle, mostly free, is kept after them and takes them back.
-    scorer = _scorer([_stump("peak", 0.9, 1.0, 2.0)], init=0.0)
-    passes = [_sized(1.0, fine, 14.0), _sized(0.5, coarse, 28.0, peak=0.8)]
-    fused = fuse_passes(passes, (128, 128), scorer=scorer)
-    assert fused.max() == 2
-    assert fused[56, 56] == fused[64, 64] and fused[64, 98] not in (0, fused[64, 64])
-
-
 def test_the_more_likely_candidate_wins_the_pixels_it_shares_with_a_less_likely_one():
     fine = _discs((128, 128), [(64, 64)], 10)
     coarse = _discs((64, 64), [(32, 32)], 6)  # a little larger there
