@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, ModelLoadError, default_model_dir, read_config
+from model.trees import tree_problem
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,11 @@ def check_model_folder(model_dir: str | os.PathLike) -> None:
     if not folder.is_dir():
         raise ModelLoadError(f"The model folder {folder.name} does not exist.")
     config = read_config(folder)
+    scorer = config.input_scale.selector
+    if scorer is not None and "trees" in scorer:
+        problem = tree_problem(scorer)
+        if problem is not None:
+            raise ModelLoadError(f"The scorer file {config.input_scale.selector_file} cannot be used: {problem}.")
     check_weights_file(folder / config.weights, len(config.architecture.outputs))
 
 

@@ -28,6 +28,46 @@ def trees_from_sklearn(estimators) -> list[dict]:
     return trees
 
 
+#: Most nodes a scorer file may hold over all its trees (the shipped scorers hold under 10,000).
+MAX_TREE_NODES = 1_000_000
+
+
+def tree_problem(model: Mapping[str, Any]) -> str | None:
+    """Why ``model`` (a scorer read from a file, perhaps uploaded) cannot be scored safely, or None.
+
+    Every tree's five arrays have one entry per node; an inner node names a feature of the model and two
+    children with larger indices (as scikit-learn numbers them), so every walk ends at a leaf; numbers
+    are finite; all trees together hold at most :data:`MAX_TREE_NODES` nodes.
+    """
+    try:
+        n_features = len(model["features"])
+        trees = model["trees"]
+        if not isinstance(trees, list):
+            return "its trees are not a list"
+        if sum(len(tree["left"]) for tree in trees) > MAX_TREE_NODES:
+            return f"it holds more than {MAX_TREE_NODES} nodes"
+        if not np.isfinite([float(model["init"]), float(model["learning_rate"])]).all():
+            return "its constants are not finite numbers"
+        for tree in trees:
+            feature, left, right = (np.asarray(tree[key], np.int64) for key in ("feature", "left", "right"))
+            threshold, value = (np.asarray(tree[key], np.float64) for key in ("threshold", "value"))
+            n = left.size
+            if n == 0 or any(a.shape != (n,) for a in (feature, right, threshold, value)):
+                return "a tree's arrays differ in length"
+            nodes = np.arange(n)
+            inner = left >= 0
+            if ((right >= 0) != inner).any() or (left[inner] <= nodes[inner]).any() \
+                    or (right[inner] <= nodes[inner]).any() or (left[inner] >= n).any() or (right[inner] >= n).any():
+                return "a tree's nodes do not lead to its leaves"
+            if ((feature[inner] < 0) | (feature[inner] >= n_features)).any():
+                return "a tree names a feature the scorer does not have"
+            if not (np.isfinite(threshold[inner]).all() and np.isfinite(value).all()):
+                return "a tree holds numbers that are not finite"
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return "it is not a scorer of trees"
+    return None
+
+
 def boosted_tree_logits(model: Mapping[str, Any], features: np.ndarray) -> np.ndarray:
     """Per row of ``features``: ``init`` plus ``learning_rate`` times the sum of the trees' leaf values.
 
@@ -47,7 +87,7 @@ def boosted_tree_logits(model: Mapping[str, Any], features: np.ndarray) -> np.nd
     threshold, value = stacked("threshold", 0.0, np.float64), stacked("value", 0.0, np.float64)
     tree_ids = np.arange(len(trees))
     node = np.zeros((len(x), len(trees)), dtype=np.int64)  # every row starts at every tree's root
-    while True:
+    for _ in range(width):  # children have larger indices than their parents: at most width steps
         inner = left[tree_ids, node] >= 0
         if not inner.any():
             break
