@@ -55,27 +55,17 @@ from PIL import Image  # noqa: E402
 
 from model.config import BACKENDS, MODEL_DIR_ENV, SCALE_METHODS, default_model_dir  # noqa: E402
 from model.metrics import matched_ecd_errors, recall_by_size, score_image  # noqa: E402
-from model.synthetic import SIZE_CASE_PLAIN, SIZE_CASES, generate_sample  # noqa: E402
+from model.synthetic import SIZE_CASES, size_case_samples  # noqa: E402
 
-#: The size cases: name -> generator arguments (besides seed, size and modality).
-CASES = SIZE_CASES
-MODALITIES = ("sem", "tem")
-#: Seed of the SEM image of case ``k`` (in the order of CASES); the TEM image uses the next one.
+#: Seed of the SEM image of case ``k`` (in the order of SIZE_CASES); the TEM image uses the next one.
 FIRST_SEED = 1900
 HEIGHT_PX, WIDTH_PX = 768, 1024
-PLAIN = SIZE_CASE_PLAIN
 N_THIRDS = 3
 
 
 def generate_set() -> list[tuple[str, str, object]]:
     """The fixed benchmark images: ``(case, modality, SyntheticSample)``."""
-    images = []
-    for k, (case, kwargs) in enumerate(CASES.items()):
-        for m, modality in enumerate(MODALITIES):
-            sample = generate_sample(FIRST_SEED + 10 * k + m, HEIGHT_PX, WIDTH_PX, modality=modality,
-                                     **kwargs, **PLAIN)
-            images.append((case, modality, sample))
-    return images
+    return list(size_case_samples(FIRST_SEED, HEIGHT_PX, WIDTH_PX))
 
 
 def median_seconds(fn, runs: int, *args) -> float:
@@ -236,7 +226,7 @@ def main(argv: list[str]) -> int:
     print("\nper case (segment and upload: median / max of its images; recall and ECD errors pooled)")
     print(f"{'case':<13}{'segment s':>14}{'upload s':>14}{'obj_f1':>8}  {'recall by third':<20}"
           f"{'dECD med':>9}{'|dECD| med':>11}")
-    for case in CASES:
+    for case in SIZE_CASES:
         mine = [row for row in rows if row["case"] == case]
         seg = [row["segment_s"] for row in mine]
         upl = [row["upload_s"] for row in mine]

@@ -13,7 +13,6 @@ numbers (:mod:`model.trees`) beside the model's ``config.json``, and named there
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model.config import CANDIDATE_SCORER_KIND, CONFIG_NAME, default_model_dir
+from model.config import CANDIDATE_SCORER_KIND, CONFIG_NAME, default_model_dir, name_scorer_file
 from model.data import EMPS_FOLDER, data_root, load_pair, read_split
 from model.evaluate import synthetic_cases
 from model.multiscale import (
@@ -33,8 +32,8 @@ from model.multiscale import (
     pair_counts,
 )
 from model.segmenter import UNetSegmenter
-from model.synthetic import MODALITIES, SIZE_CASE_PLAIN, SIZE_CASES, generate_sample
-from model.trees import boosted_tree_logits, trees_from_sklearn, write_trees
+from model.synthetic import MODALITIES, SIZE_CASES, size_case_samples
+from model.trees import fit_boosted_trees, write_trees
 
 #: A candidate is a positive example when its best IoU with a true particle is at least this.
 MATCH_IOU = 0.5
@@ -53,7 +52,7 @@ def best_iou(passes: list[OctavePass], meta: list[tuple[int, int]], truth: np.nd
         true = nearest_ids(truth, labels.shape)
         n, n_true = int(labels.max()), int(true.max())
         iou = np.zeros(n + 1)
-        ids, true_ids, overlap = pair_counts(labels, true, n)
+        ids, true_ids, overlap = pair_counts(labels, true)
         if overlap.size:
             area = np.bincount(labels.ravel(), minlength=n + 1)
             true_area = np.bincount(true.ravel(), minlength=n_true + 1)
@@ -83,30 +82,21 @@ def fit_candidate_scorer(features: list[np.ndarray], ious: list[np.ndarray], n_t
     An image's candidates weigh 1/sqrt(their count) each, so that an image of 1000 tiny particles
     counts more than one of three large ones, but not 300 times more.
     """
-    from sklearn.ensemble import GradientBoostingClassifier
-
     x = np.concatenate(features)
     y = (np.concatenate(ious) >= MATCH_IOU).astype(int)
     weights = np.concatenate([np.full(len(f), 1.0 / np.sqrt(max(len(f), 1))) for f in features])
-    model = GradientBoostingClassifier(n_estimators=n_trees, max_depth=depth, learning_rate=learning_rate,
-                                       min_samples_leaf=min_leaf, random_state=seed)
-    model.fit(x, y, sample_weight=weights)
-    scorer = {"kind": CANDIDATE_SCORER_KIND, "features": list(CANDIDATE_FEATURES), "init": 0.0,
-              "learning_rate": learning_rate, "trees": trees_from_sklearn(model.estimators_),
+    fitted = fit_boosted_trees(x, y, weights, n_trees=n_trees, depth=depth, learning_rate=learning_rate,
+                               min_leaf=min_leaf, seed=seed)
+    scorer = {"kind": CANDIDATE_SCORER_KIND, "features": list(CANDIDATE_FEATURES), **fitted,
               "settings": {"n_trees": n_trees, "depth": depth, "min_leaf": min_leaf, "seed": seed,
                            "match_iou": MATCH_IOU}}
-    # The model's constant start (the log-odds of the weighted prior) is read off its scores.
-    scorer["init"] = float(model.decision_function(x[:1])[0] - boosted_tree_logits(scorer, x[:1])[0])
     return scorer
 
 
 def _size_cases(repeats: int, first_seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     for r in range(repeats):
-        for k, (case, kwargs) in enumerate(SIZE_CASES.items()):
-            for m, modality in enumerate(MODALITIES):
-                seed = first_seed + 100 * r + 10 * k + m
-                sample = generate_sample(seed, 768, 1024, modality=modality, **kwargs, **SIZE_CASE_PLAIN)
-                yield f"{case}_{modality}_{seed}", sample.image.astype(np.float32) / 255.0, sample.labels
+        for case, modality, sample in size_case_samples(first_seed + 100 * r):
+            yield f"{case}_{modality}_{sample.params['seed']}", sample.image.astype(np.float32) / 255.0, sample.labels
 
 
 def _held_out(seeds: range) -> bool:
@@ -148,11 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                            f"model.candidate_fit --synthetic-seeds {start}:{stop} --size-case-seed "
                            f"{args.size_case_seed} --size-case-repeats {args.size_case_repeats}")
     write_trees(scorer, model_dir / SCORER_NAME)
-    path = model_dir / CONFIG_NAME
-    config = json.loads(path.read_text())
-    config["input_scale"]["selector_file"] = SCORER_NAME
-    path.write_text(json.dumps(config, indent=2) + "\n")
-    print(f"Scorer written to {model_dir / SCORER_NAME} and named in {path}.")
+    name_scorer_file(model_dir, SCORER_NAME, method="octaves")
+    print(f"Scorer written to {model_dir / SCORER_NAME} and named in {model_dir / CONFIG_NAME} "
+          "(input_scale.method octaves).")
     return 0
 
 

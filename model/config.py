@@ -147,10 +147,15 @@ class ModelConfig:
         if self.input_scale.method not in SCALE_METHODS:
             raise ValueError(f"input_scale.method must be one of {', '.join(SCALE_METHODS)}")
         scorer = self.input_scale.selector
-        if (self.input_scale.method == "octaves" and "size_map" in self.architecture.outputs
-                and scorer is not None and scorer.get("kind") != CANDIDATE_SCORER_KIND):
-            raise ValueError("with a size map, input_scale.method octaves needs the candidate scorer of "
-                             "python -m model.candidate_fit as its selector_file")
+        if scorer is not None:
+            is_candidate_scorer = scorer.get("kind") == CANDIDATE_SCORER_KIND
+            if self.input_scale.method == "octaves" and "size_map" in self.architecture.outputs \
+                    and not is_candidate_scorer:
+                raise ValueError("with a size map, input_scale.method octaves needs the candidate scorer of "
+                                 "python -m model.candidate_fit as its selector_file")
+            if self.input_scale.method == "learned" and is_candidate_scorer:
+                raise ValueError("input_scale.method learned needs the pass scorer of python -m model.scale_fit, "
+                                 "not the octave method's candidate scorer")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
@@ -214,6 +219,18 @@ def read_config(model_dir: str | os.PathLike) -> ModelConfig:
         scaling["selector"] = read_json(folder / scaling["selector_file"], "scale selector file")
         data = {**data, "input_scale": scaling}
     return ModelConfig.from_dict(data)
+
+
+def name_scorer_file(model_dir: str | os.PathLike, file_name: str, method: str | None = None) -> None:
+    """Name ``file_name`` (beside it) as the scorer in ``model_dir``'s ``config.json``
+    (``input_scale.selector_file``), and set ``input_scale.method`` when ``method`` is given."""
+    path = Path(model_dir) / CONFIG_NAME
+    settings = json.loads(path.read_text())
+    settings["input_scale"].pop("selector", None)
+    settings["input_scale"]["selector_file"] = file_name
+    if method is not None:
+        settings["input_scale"]["method"] = method
+    path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def read_json(path: Path, what: str) -> dict:

@@ -110,15 +110,16 @@ def nearest_ids(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return labels if labels.shape == tuple(shape) else resize_labels(labels, shape)
 
 
-def pair_counts(a: np.ndarray, b: np.ndarray, n_a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pair_counts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unique pairs (id in ``a``, id in ``b``) over pixels where both are non-zero, with pixel counts."""
     both = (a > 0) & (b > 0)
     if not both.any():
         empty = np.zeros(0, np.int64)
         return empty, empty, empty
-    keys = a[both].astype(np.int64) * (int(b.max()) + 1) + b[both].astype(np.int64)
+    base = int(b.max()) + 1
+    keys = a[both].astype(np.int64) * base + b[both].astype(np.int64)
     pairs, counts = np.unique(keys, return_counts=True)
-    return pairs // (int(b.max()) + 1), pairs % (int(b.max()) + 1), counts
+    return pairs // base, pairs % base, counts
 
 
 def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple[float, float] = BAND_PX,
@@ -234,7 +235,7 @@ def candidate_features(passes: list[OctavePass], candidates: list[Candidates]) -
         ids = ids[ids > 0]
         if not ids.size:
             continue
-        measured = np.maximum(c.measured_px[ids], 0.5)
+        measured = c.measured_px[ids]  # at least 1.13 px: a present id has a pixel
         predicted = np.maximum(c.predicted_px[ids], 0.5)
         image_px = measured / one.scale
         same = np.ones(ids.size)
@@ -312,7 +313,7 @@ def neighbour_support(passes: list[OctavePass]) -> tuple[list[np.ndarray], list[
         fine = np.asarray(passes[k].labels, np.int32)
         coarse = nearest_ids(passes[k + 1].labels, fine.shape)
         n_fine, n_coarse = finer[k].size - 1, finer[k + 1].size - 1
-        fine_ids, coarse_ids, overlap = pair_counts(fine, coarse, n_fine)
+        fine_ids, coarse_ids, overlap = pair_counts(fine, coarse)
         if overlap.size == 0:
             continue
         fine_area = np.bincount(fine.ravel(), minlength=n_fine + 1)
@@ -459,9 +460,9 @@ def _merges(labels: np.ndarray, area: np.ndarray, finer: OctavePass, scale: floa
     finer_labels = nearest_ids(finer_own, labels.shape)
     cover = np.bincount(labels[finer_labels > 0], minlength=n + 1) / np.maximum(area, 1)
     components, _ = ndimage.label(finer_labels > 0)
-    coarse, _, _ = pair_counts(labels, components, n)
+    coarse, _, _ = pair_counts(labels, components)
     n_components = np.bincount(coarse, minlength=n + 1)
-    coarse_f, fine_ids, _ = pair_counts(labels, finer_labels, n)
+    coarse_f, fine_ids, _ = pair_counts(labels, finer_labels)
     in_band_share = (np.bincount(coarse_f, weights=finer_in_band[fine_ids].astype(float), minlength=n + 1)
                      / np.maximum(np.bincount(coarse_f, minlength=n + 1), 1))
     merged = (n_components >= 2) & (cover > merge_cover) & (in_band_share > 0.8)

@@ -10,7 +10,6 @@ and writes it beside a model folder's ``config.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -19,13 +18,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model.config import CONFIG_NAME, SELECTOR_NAME, default_model_dir
+from model.config import SELECTOR_NAME, default_model_dir, name_scorer_file
 from model.data import EMPS_FOLDER, data_root, load_pair, read_split
 from model.evaluate import synthetic_cases
 from model.preprocess import median_diameter_px
 from model.scale_select import FEATURE_NAMES, PASS_STEP, pass_features, selector_scores
 from model.segmenter import UNetSegmenter
-from model.trees import trees_from_sklearn, write_trees
+from model.trees import fit_boosted_trees, write_trees
 
 
 def good_pass(scale: float, true_diameter_px: float, target_px: float) -> bool:
@@ -77,18 +76,11 @@ def fit_tree_selector(features: list[np.ndarray], labels: list[np.ndarray],
     ``threshold``, ``left``, ``right``, ``value``; ``left`` is -1 at a leaf), so it is stored as
     JSON and scored by :func:`selector_scores` without scikit-learn and without pickle.
     """
-    from sklearn.ensemble import GradientBoostingClassifier
-
     x, y, weights = _examples(features, labels, image_weights)
-    model = GradientBoostingClassifier(n_estimators=n_trees, max_depth=depth, learning_rate=learning_rate,
-                                       min_samples_leaf=min_leaf, random_state=seed)
-    model.fit(x, y, sample_weight=weights)
-    trees = trees_from_sklearn(model.estimators_)
-    selector = {"kind": "boosted_trees", "features": list(FEATURE_NAMES), "init": 0.0,
-                "learning_rate": learning_rate, "trees": trees,
+    fitted = fit_boosted_trees(x, y, weights, n_trees=n_trees, depth=depth, learning_rate=learning_rate,
+                               min_leaf=min_leaf, seed=seed)
+    selector = {"kind": "boosted_trees", "features": list(FEATURE_NAMES), **fitted,
                 "settings": {"n_trees": n_trees, "depth": depth, "min_leaf": min_leaf, "seed": seed}}
-    # The model's constant start (the log-odds of the weighted prior) is read off its scores.
-    selector["init"] = float(model.decision_function(x[:1])[0] - selector_scores(selector, x[:1])[0])
     return selector
 
 
@@ -153,11 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"at {args.synthetic_size} px, each source with the same total weight: "
                              f"python -m model.scale_fit --synthetic-seeds {start}:{stop}{option}")
     write_trees(selector, model_dir / SELECTOR_NAME)
-    path = model_dir / CONFIG_NAME
-    config = json.loads(path.read_text())
-    config["input_scale"].pop("selector", None)
-    config["input_scale"]["selector_file"] = SELECTOR_NAME
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    name_scorer_file(model_dir, SELECTOR_NAME)
     chosen_good = [lab[int(np.argmax(selector_scores(selector, f)))] for f, lab in zip(features, labels)]
     print(f"Scorer written to {model_dir / SELECTOR_NAME}; on its own training images it picks a good pass "
           f"for {np.mean(chosen_good):.1%} of them.")

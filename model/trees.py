@@ -16,6 +16,22 @@ from typing import Any
 import numpy as np
 
 
+def fit_boosted_trees(x: np.ndarray, y: np.ndarray, weights: np.ndarray, *, n_trees: int, depth: int,
+                      learning_rate: float, min_leaf: int, seed: int) -> dict:
+    """Gradient-boosted trees (scikit-learn, log-loss) fitted on rows ``x`` with 0/1 labels ``y``, exported as
+    plain numbers: ``init``, ``learning_rate`` and ``trees``, so that :func:`boosted_tree_logits` equals the
+    fitted model's ``decision_function``."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    model = GradientBoostingClassifier(n_estimators=n_trees, max_depth=depth, learning_rate=learning_rate,
+                                       min_samples_leaf=min_leaf, random_state=seed)
+    model.fit(x, y, sample_weight=weights)
+    fitted = {"init": 0.0, "learning_rate": learning_rate, "trees": trees_from_sklearn(model.estimators_)}
+    # The model's constant start (the log-odds of the weighted prior) is read off its scores.
+    fitted["init"] = float(model.decision_function(x[:1])[0] - boosted_tree_logits(fitted, x[:1])[0])
+    return fitted
+
+
 def trees_from_sklearn(estimators) -> list[dict]:
     """The node arrays of a fitted ``GradientBoostingClassifier``'s ``estimators_`` (binary: one regression
     tree per stage): ``feature``, ``threshold``, ``left``, ``right`` (-1 at a leaf) and ``value``."""

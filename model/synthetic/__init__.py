@@ -48,6 +48,7 @@ from .sampling import (
     SyntheticSample,
     generate_crop,
     generate_sample,
+    size_case_samples,
 )
 from .shapes import SHAPES
 
@@ -67,4 +68,5 @@ __all__ = [
     "render_data_bar",
     "render_panel_letter",
     "render_scale_bar",
+    "size_case_samples",
 ]

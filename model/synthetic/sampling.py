@@ -296,6 +296,15 @@ SIZE_CASES = {
 SIZE_CASE_PLAIN = {"data_bar": False, "scale_bar": False, "letters": False, "blur_sigma_px": 1.0}
 
 
+def size_case_samples(first_seed: int, height: int = 768, width: int = 1024):
+    """The images of :data:`SIZE_CASES`, SEM and TEM: ``(case, modality, sample)``, case ``k`` of the dict
+    with seed ``first_seed + 10 k`` for SEM and the next for TEM."""
+    for k, (case, kwargs) in enumerate(SIZE_CASES.items()):
+        for m, modality in enumerate(MODALITIES):
+            yield case, modality, generate_sample(first_seed + 10 * k + m, height, width, modality=modality,
+                                                  **kwargs, **SIZE_CASE_PLAIN)
+
+
 def generate_sample(
     seed: int,
     height: int = 768,

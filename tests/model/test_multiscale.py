@@ -203,7 +203,7 @@ def test_candidates_the_scorer_finds_unlikely_are_not_kept():
     unsure = fuse_passes([_sized(1.0, labels, 16.0, foreground=0.6), _sized(0.5, half, 8.0, foreground=0.6)],
                          (128, 128), scorer=scorer)
     assert unsure.max() == 0
-    # exactly at the threshold a candidate is kept; just under it, not
+    # just over the threshold a candidate is kept; just under it, not
     logit = float(np.log(KEEP_PROBABILITY / (1 - KEEP_PROBABILITY)))
     for init, expected in ((logit + 1e-6, 2), (logit - 1e-3, 0)):
         fused = fuse_passes([_sized(1.0, labels, 16.0), _sized(0.5, half, 8.0)], (128, 128), scorer=_scorer(init=init))
@@ -243,6 +243,9 @@ def test_a_sized_network_needs_a_candidate_scorer_and_a_pass_scorer_is_refused()
     pass_scorer = {"kind": "boosted_trees", "features": ["peak"], "init": 0.0, "learning_rate": 0.1, "trees": []}
     with pytest.raises(ValueError, match="refit it with python -m model.candidate_fit"):
         candidate_logits(pass_scorer, np.zeros((1, 18)))
+    renamed = {**_scorer(), "features": ["peak"] * 18}  # the right kind, fitted on other features
+    with pytest.raises(ValueError, match="refit it with python -m model.candidate_fit"):
+        candidate_logits(renamed, np.zeros((1, 18)))
 
 
 def test_a_sized_octave_model_with_a_pass_scorer_is_refused_when_read(tiny_model_dir):
@@ -257,3 +260,7 @@ def test_a_sized_octave_model_with_a_pass_scorer_is_refused_when_read(tiny_model
     config["input_scale"]["selector_file"] = "candidate_scorer.json"
     config_path.write_text(json.dumps(config))
     assert read_config(tiny_model_dir).input_scale.selector["kind"] == "octave_candidates"
+    config["input_scale"]["method"] = "learned"  # and the learned method refuses the candidate scorer
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="needs the pass scorer"):
+        read_config(tiny_model_dir)
