@@ -55,10 +55,10 @@ from PIL import Image  # noqa: E402
 
 from model.config import BACKENDS, MODEL_DIR_ENV, SCALE_METHODS, default_model_dir  # noqa: E402
 from model.metrics import matched_ecd_errors, recall_by_size, score_image  # noqa: E402
-from model.synthetic import SIZE_CASES, size_case_samples  # noqa: E402
+from model.synthetic import SIZE_CASE_BENCH_SEEDS, SIZE_CASES, size_case_samples  # noqa: E402
 
 #: Seed of the SEM image of case ``k`` (in the order of SIZE_CASES); the TEM image uses the next one.
-FIRST_SEED = 1900
+FIRST_SEED = SIZE_CASE_BENCH_SEEDS.start
 HEIGHT_PX, WIDTH_PX = 768, 1024
 N_THIRDS = 3
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from model.config import CANDIDATE_SCORER_KIND, CONFIG_NAME, default_model_dir, name_scorer_file
 from model.data import EMPS_FOLDER, data_root, load_pair, read_split
-from model.evaluate import synthetic_cases
+from model.evaluate import SYNTHETIC_VALIDATION_SEEDS, synthetic_cases
 from model.multiscale import (
     CANDIDATE_FEATURES,
     OctavePass,
@@ -32,7 +32,7 @@ from model.multiscale import (
     pair_counts,
 )
 from model.segmenter import UNetSegmenter
-from model.synthetic import MODALITIES, SIZE_CASES, size_case_samples
+from model.synthetic import MODALITIES, SIZE_CASE_BENCH_SEEDS, SIZE_CASES, size_case_samples
 from model.trees import fit_boosted_trees, write_trees
 
 #: A candidate is a positive example when its best IoU with a true particle is at least this.
@@ -40,7 +40,7 @@ MATCH_IOU = 0.5
 #: File the scorer is written to, beside ``config.json``.
 SCORER_NAME = "candidate_scorer.json"
 #: Benchmark seeds (bench/bench_real_sizes.py) and synthetic validation seeds: never trained on.
-HELD_OUT_SEEDS = (range(1000, 1020), range(1900, 1940))
+HELD_OUT_SEEDS = (SYNTHETIC_VALIDATION_SEEDS, SIZE_CASE_BENCH_SEEDS)
 
 
 def best_iou(passes: list[OctavePass], meta: list[tuple[int, int]], truth: np.ndarray) -> np.ndarray:

@@ -30,6 +30,10 @@ METRICS = ("dice", "obj_f1", "count_err", "ecd_err")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
+#: Seeds of the synthetic validation set (512 px, both modalities); never used for fitting.
+SYNTHETIC_VALIDATION_SEEDS = range(1000, 1020)
+
+
 def folder_cases(images_dir: Path, masks_dir: Path, names: list[str] | None = None,
                  limit: int | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield ``(name, gray, labels)`` for images in ``images_dir`` that have a mask of the same stem."""
@@ -130,7 +134,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--names", type=Path, help="text file listing the image stems to use, one per line")
     parser.add_argument("--limit", type=int, default=None, help="score at most N images")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="score N generated images instead")
-    parser.add_argument("--seed", type=int, default=1000, help="first seed of the synthetic set")
+    parser.add_argument("--seed", type=int, default=SYNTHETIC_VALIDATION_SEEDS.start,
+                        help="first seed of the synthetic set")
     parser.add_argument("--size", type=int, default=512, help="side of the synthetic images in pixels")
     parser.add_argument("--segmenter", action="append", default=None,
                         help="segmenter name (repeatable); default: unet and classical")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from model.config import SELECTOR_NAME, default_model_dir, name_scorer_file
 from model.data import EMPS_FOLDER, data_root, load_pair, read_split
-from model.evaluate import synthetic_cases
+from model.evaluate import SYNTHETIC_VALIDATION_SEEDS, synthetic_cases
 from model.preprocess import median_diameter_px
 from model.scale_select import FEATURE_NAMES, PASS_STEP, pass_features, selector_scores
 from model.segmenter import UNetSegmenter
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--l2", type=float, default=3e-3, help="penalty of the logistic scorer")
     args = parser.parse_args(argv)
     start, stop = (int(v) for v in args.synthetic_seeds.split(":"))
-    if start < 1020 and stop > 1000:
+    if start < SYNTHETIC_VALIDATION_SEEDS.stop and stop > SYNTHETIC_VALIDATION_SEEDS.start:
         parser.error("the synthetic validation seeds 1000-1019 must not be used for fitting")
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
     segmenter = UNetSegmenter(model_dir)

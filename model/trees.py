@@ -84,6 +84,32 @@ def tree_problem(model: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: Node arrays of the scorers seen in this process, by ``id``, each with its scorer (kept alive, so that
+#: the ``id`` stays its own): a model folder's scorer is read once and scored on every image.
+_NODE_ARRAYS: dict[int, tuple[Mapping[str, Any], tuple[np.ndarray, ...]]] = {}
+_MAX_CACHED_SCORERS = 8
+
+
+def _node_arrays(model: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    """``feature``, ``left``, ``right``, ``threshold`` and ``value`` of all trees, one row per tree, padded
+    to the widest (leaves: -1), built once per scorer object."""
+    cached = _NODE_ARRAYS.get(id(model))
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    trees = model["trees"]
+    width = max(len(tree["left"]) for tree in trees)
+
+    def stacked(key: str, fill: float, dtype) -> np.ndarray:
+        return np.array([tree[key] + [fill] * (width - len(tree[key])) for tree in trees], dtype=dtype)
+
+    arrays = (*(stacked(k, -1, np.int64) for k in ("feature", "left", "right")),
+              stacked("threshold", 0.0, np.float64), stacked("value", 0.0, np.float64))
+    if len(_NODE_ARRAYS) >= _MAX_CACHED_SCORERS:
+        _NODE_ARRAYS.clear()
+    _NODE_ARRAYS[id(model)] = (model, arrays)
+    return arrays
+
+
 def boosted_tree_logits(model: Mapping[str, Any], features: np.ndarray) -> np.ndarray:
     """Per row of ``features``: ``init`` plus ``learning_rate`` times the sum of the trees' leaf values.
 
@@ -94,13 +120,8 @@ def boosted_tree_logits(model: Mapping[str, Any], features: np.ndarray) -> np.nd
     x = np.asarray(features, dtype=np.float32).astype(np.float64)
     if not trees or len(x) == 0:
         return np.full(len(x), float(model["init"]))
-    width = max(len(tree["left"]) for tree in trees)
-
-    def stacked(key: str, fill: float, dtype) -> np.ndarray:
-        return np.array([tree[key] + [fill] * (width - len(tree[key])) for tree in trees], dtype=dtype)
-
-    feature, left, right = (stacked(k, -1, np.int64) for k in ("feature", "left", "right"))
-    threshold, value = stacked("threshold", 0.0, np.float64), stacked("value", 0.0, np.float64)
+    feature, left, right, threshold, value = _node_arrays(model)
+    width = left.shape[1]
     tree_ids = np.arange(len(trees))
     node = np.zeros((len(x), len(trees)), dtype=np.int64)  # every row starts at every tree's root
     for _ in range(width):  # children have larger indices than their parents: at most width steps

@@ -43,6 +43,7 @@ from .decorations import (
 from .sampling import (
     ARRANGEMENTS,
     MIN_PARTICLE_AREA_PX,
+    SIZE_CASE_BENCH_SEEDS,
     SIZE_CASE_PLAIN,
     SIZE_CASES,
     SyntheticSample,
@@ -58,6 +59,7 @@ __all__ = [
     "MODALITIES",
     "SHAPES",
     "SIZE_CASES",
+    "SIZE_CASE_BENCH_SEEDS",
     "SIZE_CASE_PLAIN",
     "SyntheticSample",
     "data_bar_text",

@@ -292,6 +292,8 @@ SIZE_CASES = {
     "polydisperse": {"diameter_range_px": (8.0, 150.0), "shape": "round", "arrangement": "touching",
                      "n_particles": 150},
 }
+#: Seeds of the benchmark's size-case images (``size_case_samples(SIZE_CASE_BENCH_SEEDS.start)``); never fitted on.
+SIZE_CASE_BENCH_SEEDS = range(1900, 1940)
 #: With SIZE_CASES: no decorations and a fixed blur.
 SIZE_CASE_PLAIN = {"data_bar": False, "scale_bar": False, "letters": False, "blur_sigma_px": 1.0}
 
