@@ -324,7 +324,7 @@ TUNE_FAILED = "The fine-tune failed unexpectedly; the details are in the log. Th
 
 def tune_job(job: TuneJob, progress: Callable[[int, float, float], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> TuneOutcome:
-    """Fine-tune a copy of the job's base model on its examples (:func:`model.finetune.finetune_samples`).
+    """Fine-tune a copy of the job's base model on its examples (:func:`model.finetune.finetune_images`).
 
     ``progress(step, loss, seconds_left)`` hears every step; a true ``should_stop()`` ends the fine-tune, which
     is then reported ``cancelled`` (without a model).
@@ -334,8 +334,7 @@ def tune_job(job: TuneJob, progress: Callable[[int, float, float], None] | None 
 
     from app.analysis.encoding import png_bytes_to_labels
     from app.analysis.imageio import decode_image
-    from model.config import read_config
-    from model.finetune import finetune_samples, user_sample
+    from model.finetune import finetune_images, labelled_image
     from model.loading import model_folder_zip
 
     stopped = []
@@ -351,16 +350,15 @@ def tune_job(job: TuneJob, progress: Callable[[int, float, float], None] | None 
             base.mkdir()
             for name, data in job.base_files.items():
                 (base / Path(name).name).write_bytes(data)
-            target_px = read_config(base).input_scale.target_diameter_px
-            samples = []
+            images = []
             for example in job.examples:
                 gray = decode_image(example.data, example.name).gray
                 labels = png_bytes_to_labels(example.labels_png, gray.shape)
                 region = None if example.supervised_png is None else png_bytes_to_labels(example.supervised_png,
                                                                                          gray.shape) > 0
-                samples.append(user_sample(gray, labels, example.name, target_px, region))
-            result = finetune_samples(base, samples, out, minutes=job.minutes, seed=job.seed, progress=progress,
-                                      should_stop=stop, regions={e.name: e.region for e in job.examples})
+                images.append(labelled_image(gray, labels, example.name, region))
+            result = finetune_images(base, images, out, minutes=job.minutes, seed=job.seed, progress=progress,
+                                     should_stop=stop, regions={e.name: e.region for e in job.examples})
             if stopped:
                 return TuneOutcome("cancelled", "The fine-tune was cancelled; the previous model stays in use.",
                                    steps=result.steps, seconds=result.seconds)

@@ -8,12 +8,16 @@ seeds) and generated images of the size cases of issue #19 (:data:`model.synthet
 seeds than the benchmark's). The scorer is fitted with scikit-learn's gradient boosting, stored as plain
 numbers (:mod:`model.trees`) beside the model's ``config.json``, and named there by
 ``input_scale.selector_file``. It belongs to the weights it was fitted with: refit it after training.
+A fine-tune refits it within its time budget (:func:`refit_for_user`), on the user's images and as many
+original images as the time allows.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model.config import CANDIDATE_SCORER_KIND, CONFIG_NAME, default_model_dir, name_scorer_file
-from model.data import EMPS_FOLDER, data_root, load_pair, read_split
+from model.data import EMPS_FOLDER, LabelledImage, data_root, load_pair, read_split
 from model.evaluate import SYNTHETIC_VALIDATION_SEEDS, synthetic_cases
 from model.multiscale import (
     CANDIDATE_FEATURES,
@@ -41,6 +45,15 @@ MATCH_IOU = 0.5
 SCORER_NAME = "candidate_scorer.json"
 #: Benchmark seeds (bench/bench_real_sizes.py) and synthetic validation seeds: never trained on.
 HELD_OUT_SEEDS = (SYNTHETIC_VALIDATION_SEEDS, SIZE_CASE_BENCH_SEEDS)
+#: In the refit after a fine-tune (:func:`refit_for_user`), each of the user's images weighs as much as
+#: this many original images.
+USER_IMAGE_WEIGHT = 20.0
+#: A candidate of a user's image is an example when at least this share of it lies in the supervised region.
+SUPERVISED_SHARE = 0.5
+#: Share of the refit's time spent on the original images' passes; the rest is for the trees.
+REFIT_COLLECT_SHARE = 0.75
+#: First seed of the generated images a refit draws on (outside :data:`HELD_OUT_SEEDS`).
+REFIT_SYNTHETIC_SEED = 5000
 
 
 def best_iou(passes: list[OctavePass], meta: list[tuple[int, int]], truth: np.ndarray) -> np.ndarray:
@@ -75,22 +88,100 @@ def collect(segmenter: UNetSegmenter, cases: Iterator[tuple[str, np.ndarray, np.
     return features, ious
 
 
+def supervised_share(passes: list[OctavePass], meta: list[tuple[int, int]], supervised: np.ndarray) -> np.ndarray:
+    """Per ``(pass, id)`` of ``meta``: the share of that instance's pixels in ``supervised`` (full-resolution
+    bool), compared at the pass's resolution."""
+    shares = []
+    for one in passes:
+        labels = np.asarray(one.labels, np.int32)
+        inside = nearest_ids(np.asarray(supervised, np.int32), labels.shape) > 0
+        n = int(labels.max())
+        area = np.bincount(labels.ravel(), minlength=n + 1)
+        shares.append(np.bincount(labels.ravel(), weights=inside.ravel(), minlength=n + 1) / np.maximum(area, 1))
+    return np.array([shares[k][i] for k, i in meta])
+
+
 def fit_candidate_scorer(features: list[np.ndarray], ious: list[np.ndarray], n_trees: int = 300, depth: int = 4,
-                         learning_rate: float = 0.05, min_leaf: int = 20, seed: int = 0) -> dict:
+                         learning_rate: float = 0.05, min_leaf: int = 20, seed: int = 0,
+                         image_weights: list[float] | None = None) -> dict:
     """Gradient-boosted trees (log-loss) on every candidate of every image, exported as plain numbers.
 
     An image's candidates weigh 1/sqrt(their count) each, so that an image of 1000 tiny particles
-    counts more than one of three large ones, but not 300 times more.
+    counts more than one of three large ones, but not 300 times more; ``image_weights`` (one per image,
+    default 1) multiplies that.
     """
     x = np.concatenate(features)
     y = (np.concatenate(ious) >= MATCH_IOU).astype(int)
-    weights = np.concatenate([np.full(len(f), 1.0 / np.sqrt(max(len(f), 1))) for f in features])
+    image_weights = [1.0] * len(features) if image_weights is None else image_weights
+    weights = np.concatenate([np.full(len(f), w / np.sqrt(max(len(f), 1))) for f, w in zip(features, image_weights)])
     fitted = fit_boosted_trees(x, y, weights, n_trees=n_trees, depth=depth, learning_rate=learning_rate,
                                min_leaf=min_leaf, seed=seed)
     scorer = {"kind": CANDIDATE_SCORER_KIND, "features": list(CANDIDATE_FEATURES), **fitted,
               "settings": {"n_trees": n_trees, "depth": depth, "min_leaf": min_leaf, "seed": seed,
                            "match_iou": MATCH_IOU}}
     return scorer
+
+
+def _original_cases(seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """The original training images in a seeded order, without end: the EMPS training split (when the
+    data folder has it) interleaved with generated 512 px images, four EMPS images to one generated."""
+    root = data_root()
+    names = read_split("train") if (root / EMPS_FOLDER).is_dir() else []
+    names = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    generated = synthetic_cases(10 ** 6, REFIT_SYNTHETIC_SEED + 100 * (seed % 10), 512)
+    for k in itertools.count():
+        if k % 5 != 4 and names:
+            name = names.pop(0)
+            yield (name, *load_pair(root, EMPS_FOLDER, name))
+        else:
+            yield next(generated)
+
+
+def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float, *, seed: int = 0,
+                   n_trees: int = 150, tick: Callable[[], object] | None = None) -> str:
+    """Refit the candidate scorer of the octave model in ``model_dir`` (just fine-tuned) with the user's
+    ``images`` among its training images, within about ``budget_s`` seconds; write it there and say what
+    was done, for the provenance (with examples of one kind only, the scorer there is kept).
+
+    The scorer belongs to the weights it was fitted with, so a tuned network needs its own. The user's
+    images count with :data:`USER_IMAGE_WEIGHT`, and only their candidates that lie mostly in the supervised
+    region. Original images (:func:`_original_cases`) are added until :data:`REFIT_COLLECT_SHARE` of the
+    budget is spent; ``tick()`` is called after every image.
+    """
+    start = time.monotonic()
+    segmenter = UNetSegmenter(model_dir, scale_method="octaves")
+    features, ious, weights = [], [], []
+    for image in images:
+        passes = sorted(segmenter.octave_passes(image.gray), key=lambda one: -one.scale)
+        x, meta = candidate_features(passes, [measure_candidates(one) for one in passes])
+        iou = best_iou(passes, meta, np.asarray(image.labels, np.int32))
+        if image.supervised is not None:
+            keep = supervised_share(passes, meta, image.supervised) >= SUPERVISED_SHARE
+            x, iou = x[keep], iou[keep]
+        features.append(x)
+        ious.append(iou)
+        weights.append(USER_IMAGE_WEIGHT)
+        if tick is not None:
+            tick()
+    cases = _original_cases(seed)
+    while time.monotonic() - start < REFIT_COLLECT_SHARE * budget_s:
+        more = collect(segmenter, [next(cases)], progress=tick)
+        features += more[0]
+        ious += more[1]
+        weights.append(1.0)
+    n_original = len(weights) - len(images)
+    labels = np.concatenate(ious) >= MATCH_IOU if features else np.zeros(0, bool)
+    if labels.all() or not labels.any():
+        return (f"the base model's scorer, kept: the {len(images)} user images and {n_original} original images "
+                "gave no particle or nothing but particles to learn from")
+    scorer = fit_candidate_scorer(features, ious, n_trees=n_trees, learning_rate=0.05 * 300 / n_trees, seed=seed,
+                                  image_weights=weights)
+    scorer["fitted_on"] = (f"refitted after a fine-tune on {len(images)} user images (each weighing "
+                           f"{USER_IMAGE_WEIGHT:g}) and {n_original} original images, in "
+                           f"{time.monotonic() - start:.0f} s")
+    write_trees(scorer, Path(model_dir) / SCORER_NAME)
+    name_scorer_file(model_dir, SCORER_NAME, method="octaves")
+    return scorer["fitted_on"]
 
 
 def _size_cases(repeats: int, first_seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:

@@ -103,6 +103,17 @@ class Sample:
     supervised: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class LabelledImage:
+    """A user's image at its own resolution, as given: ``gray`` 2-D float in [0, 1], ``labels`` int32 instances
+    of the same shape and, optionally, ``supervised`` (bool): the pixels whose labels count (None: all)."""
+
+    name: str
+    gray: np.ndarray
+    labels: np.ndarray
+    supervised: np.ndarray | None = None
+
+
 def base_scale(labels: np.ndarray, target_diameter_px: float = TARGET_DIAMETER_PX) -> float:
     """Scale factor that brings the median particle diameter of ``labels`` to ``target_diameter_px``."""
     diameter_px = median_diameter_px(labels)

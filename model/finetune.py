@@ -8,7 +8,9 @@ connected components). The user's images are mixed with a share of the original 
 (scale, rotation, mirror, intensity) as in training. The tuned model is written as a model folder: the
 weights, ``config.json`` (the base model's settings, a new version, and the fine-tune's provenance under
 ``training.finetune``) and the scale scorer, so ``analyze --model-dir`` and ``evaluate --model-dir`` can
-use it.
+use it. The learned method's pass scorer is copied; the octave method's candidate scorer belongs to the
+weights, so it is refitted for the tuned ones within the same budget, with the user's images among its
+examples (:data:`REFIT_SHARE`, :func:`model.candidate_fit.refit_for_user`).
 
 Only the supervised pixels of a user's image count in the loss (:func:`masked_segmentation_loss`): an
 image may come with a ``supervised`` mask (in the samples view, the region the user corrected, or the
@@ -18,13 +20,13 @@ whole image once it is marked fully checked); crops of it are then drawn around 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,15 @@ from scipy import ndimage
 from app.analysis.errors import SaemiInputError
 from app.analysis.imageio import decode_image
 from model import data
-from model.config import CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, default_model_dir, read_config
+from model.candidate_fit import refit_for_user
+from model.config import (
+    CANDIDATE_SCORER_KIND,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    ModelLoadError,
+    default_model_dir,
+    read_config,
+)
 from model.loading import check_weights_file
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -42,9 +52,11 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 #: synthetic generator. The last two are the original training data, mixed in against forgetting.
 USER_FRACTION = 0.5
 EMPS_FRACTION = 0.25
+#: Share of the time budget that refits the candidate scorer when the model uses the octave method.
+REFIT_SHARE = 0.5
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class FinetuneResult:
     """What a fine-tune did."""
 
@@ -75,8 +87,8 @@ def read_masks(masks_dir: Path, names: list[str]) -> dict[str, np.ndarray]:
     return masks
 
 
-def user_samples(images_dir: Path, masks_dir: Path, target_diameter_px: float) -> list[data.Sample]:
-    """The user's image/mask pairs (matched by stem), prepared as training samples.
+def user_images(images_dir: Path, masks_dir: Path) -> list[data.LabelledImage]:
+    """The user's image/mask pairs (matched by stem), at their own resolution.
 
     Raises
     ------
@@ -87,15 +99,14 @@ def user_samples(images_dir: Path, masks_dir: Path, target_diameter_px: float) -
     masks = read_masks(masks_dir, list(images))
     if not masks:
         raise SaemiInputError(f"No image in {images_dir.name} has a mask of the same name in {masks_dir.name}.")
-    samples = []
+    pairs = []
     for name, labels in masks.items():
         gray = decode_image(images[name].read_bytes(), images[name].name).gray
         if gray.shape != labels.shape:
             raise SaemiInputError(f"The image {name} is {gray.shape[1]} x {gray.shape[0]} px but its mask is "
                                   f"{labels.shape[1]} x {labels.shape[0]} px.")
-        samples.append(data.prepare_sample(gray, labels, name, min_side_px=data.CROP_SIZE_PX,
-                                           target_diameter_px=target_diameter_px))
-    return samples
+        pairs.append(data.LabelledImage(name, gray, labels))
+    return pairs
 
 
 def original_samples(target_diameter_px: float) -> list[data.Sample]:
@@ -170,10 +181,10 @@ def mixed_batches(user: list[data.Sample], original: list[data.Sample], rng: np.
         yield np.stack(images), np.stack(targets)
 
 
-def user_sample(gray: np.ndarray, labels: np.ndarray, name: str, target_diameter_px: float,
-                supervised: np.ndarray | None = None) -> data.Sample:
-    """One of the user's images (2-D float in [0, 1]) with its instance labels, prepared for training;
-    ``supervised`` (bool, same shape) marks the pixels whose labels count (default: all).
+def labelled_image(gray: np.ndarray, labels: np.ndarray, name: str,
+                   supervised: np.ndarray | None = None) -> data.LabelledImage:
+    """One of the user's images (2-D float in [0, 1]) with its instance labels; ``supervised`` (bool, same
+    shape) marks the pixels whose labels count (default: all).
 
     Raises
     ------
@@ -184,8 +195,20 @@ def user_sample(gray: np.ndarray, labels: np.ndarray, name: str, target_diameter
         raise SaemiInputError(f"The image {name} and its labels differ in size.")
     if supervised is not None and not supervised.any():
         raise SaemiInputError(f"The image {name} has no corrected region to learn from.")
-    return data.prepare_sample(gray, labels, name, min_side_px=data.CROP_SIZE_PX,
-                               target_diameter_px=target_diameter_px, supervised=supervised)
+    return data.LabelledImage(name, gray, np.asarray(labels, np.int32), supervised)
+
+
+def training_sample(image: data.LabelledImage, target_diameter_px: float) -> data.Sample:
+    """``image`` prepared for training at the network's scale (its particles brought to ``target_diameter_px``)."""
+    return data.prepare_sample(image.gray, image.labels, image.name, min_side_px=data.CROP_SIZE_PX,
+                               target_diameter_px=target_diameter_px, supervised=image.supervised)
+
+
+def refits_scorer(config) -> bool:
+    """Whether a tune of this model refits its scorer: the octave method's candidate scorer belongs to the
+    weights it was fitted with (:mod:`model.candidate_fit`)."""
+    selector = config.input_scale.selector or {}
+    return config.input_scale.method == "octaves" and selector.get("kind") == CANDIDATE_SCORER_KIND
 
 
 def finetune(base_dir: Path, images_dir: Path, masks_dir: Path, out_dir: Path, *, minutes: float = 3.0,
@@ -204,26 +227,29 @@ def finetune(base_dir: Path, images_dir: Path, masks_dir: Path, out_dir: Path, *
     ModelLoadError
         When the base model cannot be used.
     """
-    config = read_config(base_dir)
-    samples = user_samples(images_dir, masks_dir, config.input_scale.target_diameter_px)
-    return finetune_samples(base_dir, samples, out_dir, minutes=minutes, seed=seed, batch_size=batch_size,
-                            crop_size_px=crop_size_px, learning_rate=learning_rate, progress=progress,
-                            should_stop=should_stop)
+    return finetune_images(base_dir, user_images(images_dir, masks_dir), out_dir, minutes=minutes, seed=seed,
+                           batch_size=batch_size, crop_size_px=crop_size_px, learning_rate=learning_rate,
+                           progress=progress, should_stop=should_stop)
 
 
-def finetune_samples(base_dir: Path, samples: list[data.Sample], out_dir: Path, *, minutes: float = 3.0,
-                     seed: int = 0, batch_size: int = 8, crop_size_px: int = 128, learning_rate: float = 1e-4,
-                     progress: Callable[[int, float, float], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None,
-                     regions: dict[str, str] | None = None) -> FinetuneResult:
-    """:func:`finetune` on samples already prepared (:func:`user_sample`, at the base model's scale).
+def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: Path, *, minutes: float = 3.0,
+                    seed: int = 0, batch_size: int = 8, crop_size_px: int = 128, learning_rate: float = 1e-4,
+                    progress: Callable[[int, float, float], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None,
+                    regions: dict[str, str] | None = None) -> FinetuneResult:
+    """:func:`finetune` on the user's images already read (:func:`labelled_image`).
 
-    ``regions`` describes, per image name, the region that was supervised, for the provenance (default:
-    "whole image", or the supervised pixel count at network scale).
+    For an octave model, the last :data:`REFIT_SHARE` of the budget refits its candidate scorer for the
+    tuned weights, with the user's images among its examples (:func:`model.candidate_fit.refit_for_user`);
+    the progress then keeps its last step and loss while the time left runs down. ``regions`` describes, per
+    image name, the region that was supervised, for the provenance (default: "whole image", or the
+    supervised pixel count at network scale).
     """
     import keras
 
     config = read_config(base_dir)
+    samples = [training_sample(image, config.input_scale.target_diameter_px) for image in images]
+    refit = refits_scorer(config)
     check_weights_file(Path(base_dir) / config.weights, len(config.architecture.outputs))
     model = keras.saving.load_model(Path(base_dir) / config.weights, safe_mode=True, compile=False)
     for layer in model.layers:  # batch statistics stay those of the original data (against forgetting)
@@ -236,21 +262,36 @@ def finetune_samples(base_dir: Path, samples: list[data.Sample], out_dir: Path, 
                             size_channel=model.output_shape[-1] > 2)
     keras.utils.set_random_seed(seed)
     budget_s = 60.0 * minutes
+    train_s = budget_s * (1.0 - REFIT_SHARE) if refit else budget_s
     start = time.monotonic()
     steps, losses = 0, []
-    while time.monotonic() - start < budget_s and not (should_stop is not None and should_stop()):
-        x, y = next(batches)
-        loss = float(np.asarray(model.train_on_batch(x, y)).ravel()[0])
-        losses.append(loss)
-        steps += 1
+
+    def stopped() -> bool:
+        return should_stop is not None and should_stop()
+
+    def report() -> None:
         if progress is not None:
-            progress(steps, loss, max(0.0, budget_s - (time.monotonic() - start)))
-    seconds = time.monotonic() - start
+            progress(steps, losses[-1] if losses else float("nan"), max(0.0, budget_s - (time.monotonic() - start)))
+
+    while time.monotonic() - start < train_s and not stopped():
+        x, y = next(batches)
+        losses.append(float(np.asarray(model.train_on_batch(x, y)).ravel()[0]))
+        steps += 1
+        report()
     if regions is None:
         regions = {s.name: "whole image" if s.supervised is None else
                    f"{int(s.supervised.sum())} px at network scale" for s in samples}
-    return _save(model, config, base_dir, out_dir, samples, steps, seconds, seed, minutes, learning_rate,
-                 losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"), regions)
+    result = _save(model, config, base_dir, out_dir, samples, steps, time.monotonic() - start, seed, minutes,
+                   learning_rate, losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
+                   regions)
+    if refit and not stopped():
+        done = refit_for_user(out_dir, images, budget_s - (time.monotonic() - start), seed=seed, tick=report)
+        settings = json.loads((out_dir / CONFIG_NAME).read_text())
+        settings["training"]["finetune"]["candidate_scorer"] = done
+        settings["training"]["finetune"]["seconds"] = round(time.monotonic() - start, 1)
+        (out_dir / CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+        result = dataclasses.replace(result, seconds=time.monotonic() - start)
+    return result
 
 
 def _save(model, config, base_dir: Path, out_dir: Path, samples, steps: int, seconds: float, seed: int,

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.candidate_fit import best_iou, collect, fit_candidate_scorer, main
+from model.candidate_fit import best_iou, collect, fit_candidate_scorer, main, supervised_share
 from model.multiscale import CANDIDATE_FEATURES, OctavePass, candidate_logits
 from model.trees import write_trees
 
@@ -47,6 +47,31 @@ def test_the_fitted_scorer_is_plain_json_that_rates_candidates_as_it_learned(tmp
     logits = candidate_logits(stored, probe)
     assert logits[0] < -1 and logits[1] > 1
     assert np.allclose(logits, candidate_logits(scorer, probe))
+
+
+def test_a_candidates_supervised_share_is_measured_at_its_passs_resolution():
+    fine = np.zeros((64, 64), np.int32)
+    fine[10:20, 10:20] = 1  # inside the region
+    fine[10:20, 26:36] = 2  # 4 of 10 columns inside
+    coarse = np.zeros((32, 32), np.int32)
+    coarse[20:30, 20:30] = 1  # outside
+    passes = [OctavePass(1.0, fine > 0, fine > 0, fine), OctavePass(0.5, coarse > 0, coarse > 0, coarse)]
+    supervised = np.zeros((64, 64), bool)
+    supervised[:, :30] = True
+    share = supervised_share(passes, [(0, 1), (0, 2), (1, 1)], supervised)
+    assert share == pytest.approx([1.0, 0.4, 0.0])
+
+
+def test_an_images_weight_tilts_the_fit_toward_its_examples():
+    rng = np.random.default_rng(1)
+    a = rng.random((200, len(CANDIDATE_FEATURES)))
+    b = rng.random((200, len(CANDIDATE_FEATURES)))
+    ious = [np.where(a[:, 0] > 0.5, 0.9, 0.1), np.where(b[:, 0] > 0.5, 0.1, 0.9)]  # the two images disagree
+    probe = np.full((1, len(CANDIDATE_FEATURES)), 0.5)
+    probe[0, 0] = 0.8
+    for weights, sign in (([20.0, 1.0], 1), ([1.0, 20.0], -1)):
+        scorer = fit_candidate_scorer([a, b], ious, n_trees=20, depth=2, min_leaf=5, image_weights=weights)
+        assert sign * candidate_logits(scorer, probe)[0] > 1
 
 
 def test_the_held_out_seeds_are_refused_for_fitting():

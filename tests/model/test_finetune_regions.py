@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model import data
-from model.finetune import finetune_samples, masked_segmentation_loss, user_sample
+from model.finetune import finetune_images, labelled_image, masked_segmentation_loss
 from model.synthetic import generate_sample
 from model.train import segmentation_loss
 from tests.model.conftest import two_touching_discs
@@ -82,7 +82,7 @@ def test_an_image_without_a_corrected_region_is_refused():
 
     labels = two_touching_discs()
     with pytest.raises(SaemiInputError, match="no corrected region"):
-        user_sample(np.zeros(labels.shape, np.float32), labels, "a", 24.0, np.zeros(labels.shape, bool))
+        labelled_image(np.zeros(labels.shape, np.float32), labels, "a", np.zeros(labels.shape, bool))
 
 
 @pytest.mark.slow
@@ -92,15 +92,17 @@ def test_the_provenance_names_the_supervised_regions(tiny_model_dir, tmp_path):
     gray = generated.image.astype(np.float32) / 255.0
     supervised = np.zeros(gray.shape, bool)
     supervised[40:90, 40:90] = True
-    config = json.loads((tiny_model_dir / "config.json").read_text())
-    target = config["input_scale"]["target_diameter_px"]
-    samples = [user_sample(gray, generated.labels, "part", target, supervised),
-               user_sample(gray, generated.labels, "whole", target)]
-    result = finetune_samples(tiny_model_dir, samples, tmp_path / "tuned", minutes=0.02, seed=1,
-                              regions={"part": "corrected region (2500 px)", "whole": "whole image"})
+    images = [labelled_image(gray, generated.labels, "part", supervised),
+              labelled_image(gray, generated.labels, "whole")]
+    result = finetune_images(tiny_model_dir, images, tmp_path / "tuned", minutes=0.02, seed=1,
+                             regions={"part": "corrected region (2500 px)", "whole": "whole image"})
     record = json.loads((tmp_path / "tuned" / "config.json").read_text())["training"]["finetune"]
     assert result.steps >= 1 and np.isfinite(result.last_loss)
     assert record["regions"] == {"part": "corrected region (2500 px)", "whole": "whole image"}
+    # the learned method's pass scorer does not depend on the tuned weights: it is copied, not refitted
+    selector = json.loads((tiny_model_dir / "config.json").read_text())["input_scale"]["selector_file"]
+    assert (tmp_path / "tuned" / selector).read_bytes() == (tiny_model_dir / selector).read_bytes()
+    assert "candidate_scorer" not in record
 
 
 def test_a_network_with_a_size_map_is_tuned_with_its_size_target_where_supervised(tiny_model, tiny_model_dir,
@@ -138,7 +140,7 @@ def test_a_network_with_a_size_map_is_tuned_with_its_size_target_where_supervise
     sized.save(tiny_model_dir / config["weights"])
     generated = generate_sample(611, 160, 160, modality="sem", median_diameter_px=16, data_bar=False,
                                 scale_bar=False, letters=False)
-    sample = user_sample(generated.image.astype(np.float32) / 255.0, generated.labels, "one", 16.0)
-    finetune_samples(tiny_model_dir, [sample], tmp_path / "tuned", minutes=0.02, seed=1)
+    image = labelled_image(generated.image.astype(np.float32) / 255.0, generated.labels, "one")
+    finetune_images(tiny_model_dir, [image], tmp_path / "tuned", minutes=0.02, seed=1)
     tuned = keras.saving.load_model(tmp_path / "tuned" / "saemi_unet.keras", safe_mode=True, compile=False)
     assert tuned.output_shape[-1] == 3

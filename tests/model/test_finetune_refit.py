@@ -1,0 +1,96 @@
+"""A tune of an octave model refits its candidate scorer with the user's images (model.candidate_fit.refit_for_user,
+model.finetune.finetune_images)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.candidate_fit import SCORER_NAME, fit_candidate_scorer, refit_for_user
+from model.config import name_scorer_file, read_config
+from model.data import LabelledImage
+from model.multiscale import CANDIDATE_FEATURES, candidate_logits
+from model.trees import tree_problem, write_trees
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def octave_model_dir(tmp_path, tiny_model):
+    """The tiny network with a size map, set to the octave method, with a candidate scorer fitted on made-up
+    features (a candidate is a particle when its peak is over 0.5)."""
+    from model.unet import with_size_output
+
+    folder = tmp_path / "octave"
+    folder.mkdir()
+    config = json.loads((Path(__file__).resolve().parents[2] / "model" / "config.json").read_text())
+    with_size_output(tiny_model).save(folder / config["weights"])
+    config["architecture"]["outputs"] = ["foreground_probability", "centre_map", "size_map"]
+    config["input_scale"].pop("selector_file", None)
+    config["test_time_views"] = 1
+    (folder / "config.json").write_text(json.dumps(config))
+    rng = np.random.default_rng(0)
+    x = rng.random((300, len(CANDIDATE_FEATURES)))
+    write_trees(fit_candidate_scorer([x], [np.where(x[:, 0] > 0.5, 0.9, 0.1)], n_trees=10, depth=2, min_leaf=5),
+                folder / SCORER_NAME)
+    name_scorer_file(folder, SCORER_NAME, method="octaves")
+    return folder
+
+
+def _user_images(folder: Path) -> list[LabelledImage]:
+    """Two generated images: on the first the user accepts what the network's finest pass draws, on the
+    second the user says there is no particle. So the user's candidates are of both kinds."""
+    from model.segmenter import UNetSegmenter
+    from model.synthetic import generate_sample
+
+    images = []
+    for seed in (612, 613):
+        sample = generate_sample(seed, 160, 160, modality="sem", median_diameter_px=16, data_bar=False,
+                                 scale_bar=False, letters=False)
+        gray = sample.image.astype(np.float32) / 255.0
+        images.append((f"user{seed}", gray))
+    finest = max(UNetSegmenter(folder, scale_method="octaves").octave_passes(images[0][1]), key=lambda p: p.scale)
+    assert finest.scale == 1.0 and finest.labels.max() >= 1
+    return [LabelledImage(images[0][0], images[0][1], np.asarray(finest.labels, np.int32)),
+            LabelledImage(images[1][0], images[1][1], np.zeros((160, 160), np.int32))]
+
+
+def test_the_refit_learns_from_the_users_images_and_writes_a_valid_scorer(octave_model_dir):
+    before = json.loads((octave_model_dir / SCORER_NAME).read_text())
+    ticks = []
+    said = refit_for_user(octave_model_dir, _user_images(octave_model_dir), 0.0, n_trees=10,
+                          tick=lambda: ticks.append(1))
+    assert said.startswith("refitted after a fine-tune on 2 user images")
+    assert len(ticks) >= 2
+    after = json.loads((octave_model_dir / SCORER_NAME).read_text())
+    assert tree_problem(after) is None and after["trees"] != before["trees"]
+    config = read_config(octave_model_dir)
+    assert config.input_scale.method == "octaves" and config.input_scale.selector["fitted_on"] == said
+    # the old scorer judged by the made-up peak rule; the new one by what the user's images showed
+    probe = np.full((1, len(CANDIDATE_FEATURES)), 0.5)
+    assert not np.allclose(candidate_logits(before, probe), candidate_logits(after, probe))
+
+
+def test_a_supervised_region_leaves_the_candidates_outside_it_out(octave_model_dir):
+    positive, negative = _user_images(octave_model_dir)
+    nowhere_near = np.zeros(negative.gray.shape, bool)
+    nowhere_near[:4, :4] = True  # no candidate of the second image lies mostly in this corner
+    said = refit_for_user(octave_model_dir, [positive, LabelledImage(negative.name, negative.gray, negative.labels,
+                                                                       nowhere_near)], 0.0, n_trees=10)
+    assert said.startswith("the base model's scorer, kept")  # only the first image's particles were left
+
+
+def test_a_tune_of_an_octave_model_refits_its_scorer_within_the_budget(octave_model_dir, tmp_path):
+    from model.finetune import finetune_images
+
+    seen = []
+    result = finetune_images(octave_model_dir, _user_images(octave_model_dir), tmp_path / "tuned", minutes=0.1,
+                             seed=1, progress=lambda step, loss, left: seen.append((step, left)))
+    record = json.loads((tmp_path / "tuned" / "config.json").read_text())["training"]["finetune"]
+    assert record["candidate_scorer"].startswith("refitted after a fine-tune on 2 user images")
+    tuned = read_config(tmp_path / "tuned")
+    assert tuned.input_scale.selector["fitted_on"] == record["candidate_scorer"]
+    assert tree_problem(tuned.input_scale.selector) is None
+    assert result.steps >= 1 and seen[-1][0] == result.steps  # the refit reports the last step while it runs
+    assert result.seconds < 0.1 * 60 + 30  # the budget, plus at most one image's passes and a small fit
