@@ -138,7 +138,8 @@ def _original_cases(seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
 
 
 def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float, *, seed: int = 0,
-                   n_trees: int = 150, tick: Callable[[], object] | None = None) -> str:
+                   n_trees: int = 150, tick: Callable[[], object] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> str:
     """Refit the candidate scorer of the octave model in ``model_dir`` (just fine-tuned) with the user's
     ``images`` among its training images, within about ``budget_s`` seconds; write it there and say what
     was done, for the provenance (with examples of one kind only, the scorer there is kept).
@@ -146,12 +147,18 @@ def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float
     The scorer belongs to the weights it was fitted with, so a tuned network needs its own. The user's
     images count with :data:`USER_IMAGE_WEIGHT`, and only their candidates that lie mostly in the supervised
     region. Original images (:func:`_original_cases`) are added until :data:`REFIT_COLLECT_SHARE` of the
-    budget is spent; ``tick()`` is called after every image.
+    budget is spent; ``tick()`` is called after every image. A true ``should_stop()``, asked after every
+    image, ends the refit and keeps the scorer there.
     """
     start = time.monotonic()
     segmenter = UNetSegmenter(model_dir, scale_method="octaves")
     features, ious, weights = [], [], []
+    def stopped() -> bool:
+        return should_stop is not None and should_stop()
+
     for image in images:
+        if stopped():
+            return "the base model's scorer, kept: its refit was stopped"
         passes = sorted(segmenter.octave_passes(image.gray), key=lambda one: -one.scale)
         x, meta = candidate_features(passes, [measure_candidates(one) for one in passes])
         iou = best_iou(passes, meta, np.asarray(image.labels, np.int32))
@@ -165,6 +172,8 @@ def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float
             tick()
     cases = _original_cases(seed)
     while time.monotonic() - start < REFIT_COLLECT_SHARE * budget_s:
+        if stopped():
+            return "the base model's scorer, kept: its refit was stopped"
         more = collect(segmenter, [next(cases)], progress=tick)
         features += more[0]
         ious += more[1]

@@ -285,7 +285,8 @@ def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: P
                    learning_rate, losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
                    regions)
     if refit and not stopped():
-        done = refit_for_user(out_dir, images, budget_s - (time.monotonic() - start), seed=seed, tick=report)
+        done = refit_for_user(out_dir, images, budget_s - (time.monotonic() - start), seed=seed, tick=report,
+                              should_stop=should_stop)
         settings = json.loads((out_dir / CONFIG_NAME).read_text())
         settings["training"]["finetune"]["candidate_scorer"] = done
         settings["training"]["finetune"]["seconds"] = round(time.monotonic() - start, 1)

@@ -94,3 +94,17 @@ def test_a_tune_of_an_octave_model_refits_its_scorer_within_the_budget(octave_mo
     assert tree_problem(tuned.input_scale.selector) is None
     assert result.steps >= 1 and seen[-1][0] == result.steps  # the refit reports the last step while it runs
     assert result.seconds < 0.1 * 60 + 30  # the budget, plus at most one image's passes and a small fit
+
+
+def test_a_stopped_refit_keeps_the_scorer_there(octave_model_dir):
+    before = (octave_model_dir / SCORER_NAME).read_bytes()
+    asked = []
+
+    def stop_after_the_first_image() -> bool:
+        asked.append(1)
+        return len(asked) > 1
+
+    said = refit_for_user(octave_model_dir, _user_images(octave_model_dir), 60.0, n_trees=10,
+                          should_stop=stop_after_the_first_image)
+    assert said == "the base model's scorer, kept: its refit was stopped"
+    assert (octave_model_dir / SCORER_NAME).read_bytes() == before and len(asked) == 2
