@@ -74,20 +74,6 @@ def best_iou(passes: list[OctavePass], meta: list[tuple[int, int]], truth: np.nd
     return np.array([best[k][i] for k, i in meta])
 
 
-def collect(segmenter: UNetSegmenter, cases: Iterator[tuple[str, np.ndarray, np.ndarray]],
-            progress: Callable[[], object] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Candidate features and best IoUs, one array each per case ``(name, gray, labels)``."""
-    features, ious = [], []
-    for _, gray, truth in cases:
-        passes = sorted(segmenter.octave_passes(gray), key=lambda one: -one.scale)
-        x, meta = candidate_features(passes, [measure_candidates(one) for one in passes])
-        features.append(x)
-        ious.append(best_iou(passes, meta, np.asarray(truth, np.int32)))
-        if progress is not None:
-            progress()
-    return features, ious
-
-
 def supervised_share(passes: list[OctavePass], meta: list[tuple[int, int]], supervised: np.ndarray) -> np.ndarray:
     """Per ``(pass, id)`` of ``meta``: the share of that instance's pixels in ``supervised`` (full-resolution
     bool), compared at the pass's resolution."""
@@ -99,6 +85,32 @@ def supervised_share(passes: list[OctavePass], meta: list[tuple[int, int]], supe
         area = np.bincount(labels.ravel(), minlength=n + 1)
         shares.append(np.bincount(labels.ravel(), weights=inside.ravel(), minlength=n + 1) / np.maximum(area, 1))
     return np.array([shares[k][i] for k, i in meta])
+
+
+def candidate_examples(segmenter: UNetSegmenter, gray: np.ndarray, truth: np.ndarray,
+                       supervised: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate features of one image's octave passes and each candidate's best IoU with ``truth``;
+    with ``supervised`` (bool), only the candidates at least :data:`SUPERVISED_SHARE` inside it."""
+    passes = sorted(segmenter.octave_passes(gray), key=lambda one: -one.scale)
+    x, meta = candidate_features(passes, [measure_candidates(one) for one in passes])
+    iou = best_iou(passes, meta, np.asarray(truth, np.int32))
+    if supervised is not None:
+        keep = supervised_share(passes, meta, supervised) >= SUPERVISED_SHARE
+        x, iou = x[keep], iou[keep]
+    return x, iou
+
+
+def collect(segmenter: UNetSegmenter, cases: Iterator[tuple[str, np.ndarray, np.ndarray]],
+            progress: Callable[[], object] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Candidate features and best IoUs, one array each per case ``(name, gray, labels)``."""
+    features, ious = [], []
+    for _, gray, truth in cases:
+        x, iou = candidate_examples(segmenter, gray, truth)
+        features.append(x)
+        ious.append(iou)
+        if progress is not None:
+            progress()
+    return features, ious
 
 
 def fit_candidate_scorer(features: list[np.ndarray], ious: list[np.ndarray], n_trees: int = 300, depth: int = 4,
@@ -152,32 +164,21 @@ def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float
     """
     start = time.monotonic()
     segmenter = UNetSegmenter(model_dir, scale_method="octaves")
+    originals = _original_cases(seed)
+    users = iter(images)
     features, ious, weights = [], [], []
-    def stopped() -> bool:
-        return should_stop is not None and should_stop()
-
-    for image in images:
-        if stopped():
+    while len(weights) < len(images) or time.monotonic() - start < REFIT_COLLECT_SHARE * budget_s:
+        if should_stop is not None and should_stop():
             return "the base model's scorer, kept: its refit was stopped"
-        passes = sorted(segmenter.octave_passes(image.gray), key=lambda one: -one.scale)
-        x, meta = candidate_features(passes, [measure_candidates(one) for one in passes])
-        iou = best_iou(passes, meta, np.asarray(image.labels, np.int32))
-        if image.supervised is not None:
-            keep = supervised_share(passes, meta, image.supervised) >= SUPERVISED_SHARE
-            x, iou = x[keep], iou[keep]
+        image = next(users, None)
+        if image is None:
+            image = LabelledImage(*next(originals))
+        x, iou = candidate_examples(segmenter, image.gray, image.labels, image.supervised)
         features.append(x)
         ious.append(iou)
-        weights.append(USER_IMAGE_WEIGHT)
+        weights.append(USER_IMAGE_WEIGHT if len(weights) < len(images) else 1.0)
         if tick is not None:
             tick()
-    cases = _original_cases(seed)
-    while time.monotonic() - start < REFIT_COLLECT_SHARE * budget_s:
-        if stopped():
-            return "the base model's scorer, kept: its refit was stopped"
-        more = collect(segmenter, [next(cases)], progress=tick)
-        features += more[0]
-        ious += more[1]
-        weights.append(1.0)
     n_original = len(weights) - len(images)
     labels = np.concatenate(ious) >= MATCH_IOU if features else np.zeros(0, bool)
     if labels.all() or not labels.any():
