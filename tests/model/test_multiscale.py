@@ -264,3 +264,17 @@ def test_a_sized_octave_model_with_a_pass_scorer_is_refused_when_read(tiny_model
     config_path.write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="needs the pass scorer"):
         read_config(tiny_model_dir)
+
+
+def test_the_octave_method_redraws_small_outlines_at_their_half_maximum(tiny_model_dir, monkeypatch):
+    import model.segmenter as segmenter_module
+    from model.segmenter import REFINE_BELOW_PX
+
+    rows, cols = np.indices((64, 64)) + 0.5
+    radius = np.hypot(rows - 32.0, cols - 32.0)
+    gray = np.where(radius <= 3.0, 0.9, 0.1).astype(np.float32)  # a 6 px bright dot
+    too_large = (radius <= 5.5).astype(np.int32)  # the network's outline at the blur's outer end: 11 px
+    assert np.sqrt(4 * too_large.sum() / np.pi) < REFINE_BELOW_PX
+    monkeypatch.setattr(segmenter_module, "fuse_passes", lambda passes, shape, scorer=None: too_large)
+    labels = UNetSegmenter(tiny_model_dir, scale_method="octaves").segment(gray)
+    assert np.sqrt(4 * np.count_nonzero(labels) / np.pi) == pytest.approx(6.0, abs=0.6)

@@ -171,3 +171,25 @@ def test_upsampling_can_keep_each_particles_id():
     renumbered = upsample_instances(small, np.ones((16, 16)), min_area_px=30)
     assert set(np.unique(renumbered)) == {0, 1, 2}
     assert np.array_equal(kept > 0, renumbered > 0)
+
+
+def test_only_particles_under_the_size_limit_are_redrawn_and_never_over_a_neighbour():
+    from model.postprocess import refine_small_outlines
+
+    shape = (64, 160)
+    image = np.full(shape, 0.2, np.float32)
+    small, true_small_px = blurred_disc_image(4.0, 1.0, shape=shape, centre=(31.3, 30.2), inside=0.8, outside=0.2)
+    large, _ = blurred_disc_image(14.0, 1.0, shape=shape, centre=(31.3, 100.6), inside=0.8, outside=0.2)
+    image += small - 0.2 + large - 0.2
+    start = disc_labels(6.5, shape=shape, centre=(31.3, 30.2), value=1)  # 13 px across for an 8 px particle
+    start += disc_labels(17.0, shape=shape, centre=(31.3, 100.6), value=2)  # too large, but large
+    refined = refine_small_outlines(image, start, 16.0)
+    assert np.sqrt(4 * np.count_nonzero(refined == 1) / np.pi) == pytest.approx(true_small_px, abs=0.5)
+    assert np.array_equal(refined == 2, start == 2)
+    assert np.array_equal(refine_small_outlines(image, start, 8.0), start)  # nothing under 8 px: unchanged
+    # a small particle whose too-large outline borders a large particle's: the large one keeps every pixel
+    touching = start.copy()
+    touching[:, :24][start[:, :24] == 0] = 3
+    redrawn = refine_small_outlines(image, touching, 16.0)
+    assert np.array_equal(redrawn == 3, touching == 3)
+    assert np.sqrt(4 * np.count_nonzero(redrawn == 1) / np.pi) < np.sqrt(4 * np.count_nonzero(touching == 1) / np.pi)
