@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model.config import CANDIDATE_SCORER_KIND, CONFIG_NAME, default_model_dir, name_scorer_file
-from model.data import EMPS_FOLDER, LabelledImage, data_root, load_pair, read_split
+from model.config import CANDIDATE_SCORER_KIND, CONFIG_NAME, default_model_dir, name_scorer_file, read_config
+from model.data import EMPS_FOLDER, LabelledImage, available_train_names, data_root, load_pair, read_split
 from model.evaluate import SYNTHETIC_VALIDATION_SEEDS, synthetic_cases
+from model.loading import ShippedModel, load_keras_model
 from model.multiscale import (
     CANDIDATE_FEATURES,
     OctavePass,
@@ -54,6 +55,9 @@ SUPERVISED_SHARE = 0.5
 REFIT_COLLECT_SHARE = 0.75
 #: First seed of the generated images a refit draws on (outside :data:`HELD_OUT_SEEDS`).
 REFIT_SYNTHETIC_SEED = 5000
+#: Trees and learning rate of the refit's scorer: half the trees of a full fit, each step twice as long.
+REFIT_TREES = 150
+REFIT_LEARNING_RATE = 0.1
 
 
 def best_iou(passes: list[OctavePass], meta: list[tuple[int, int]], truth: np.ndarray) -> np.ndarray:
@@ -135,22 +139,22 @@ def fit_candidate_scorer(features: list[np.ndarray], ious: list[np.ndarray], n_t
 
 
 def _original_cases(seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """The original training images in a seeded order, without end: the EMPS training split (when the
-    data folder has it) interleaved with generated 512 px images, four EMPS images to one generated."""
+    """The original training images without end: the EMPS training split (when the data folder has it) in
+    an order drawn with ``seed``, four EMPS images to one generated 512 px image, then generated ones only."""
     root = data_root()
-    names = read_split("train") if (root / EMPS_FOLDER).is_dir() else []
-    names = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
-    generated = synthetic_cases(10 ** 6, REFIT_SYNTHETIC_SEED + 100 * (seed % 10), 512)
+    names = available_train_names(root)
+    emps = iter([names[i] for i in np.random.default_rng(seed).permutation(len(names))])
+    seeds = itertools.count(REFIT_SYNTHETIC_SEED)
     for k in itertools.count():
-        if k % 5 != 4 and names:
-            name = names.pop(0)
+        name = next(emps, None) if k % 5 != 4 else None
+        if name is not None:
             yield (name, *load_pair(root, EMPS_FOLDER, name))
         else:
-            yield next(generated)
+            yield next(synthetic_cases(1, next(seeds), 512))
 
 
 def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float, *, seed: int = 0,
-                   n_trees: int = 150, tick: Callable[[], object] | None = None,
+                   n_trees: int = REFIT_TREES, tick: Callable[[], object] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> str:
     """Refit the candidate scorer of the octave model in ``model_dir`` (just fine-tuned) with the user's
     ``images`` among its training images, within about ``budget_s`` seconds; write it there and say what
@@ -163,7 +167,9 @@ def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float
     image, ends the refit and keeps the scorer there.
     """
     start = time.monotonic()
-    segmenter = UNetSegmenter(model_dir, scale_method="octaves")
+    config = read_config(model_dir)  # the tuned network, loaded here and not kept in the per-process cache
+    network = ShippedModel(load_keras_model(Path(model_dir) / config.weights), config)
+    segmenter = UNetSegmenter(model_dir, scale_method="octaves", network=network)
     originals = _original_cases(seed)
     users = iter(images)
     features, ious, weights = [], [], []
@@ -184,7 +190,7 @@ def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float
     if labels.all() or not labels.any():
         return (f"the base model's scorer, kept: the {len(images)} user images and {n_original} original images "
                 "gave no particle or nothing but particles to learn from")
-    scorer = fit_candidate_scorer(features, ious, n_trees=n_trees, learning_rate=0.05 * 300 / n_trees, seed=seed,
+    scorer = fit_candidate_scorer(features, ious, n_trees=n_trees, learning_rate=REFIT_LEARNING_RATE, seed=seed,
                                   image_weights=weights)
     scorer["fitted_on"] = (f"refitted after a fine-tune on {len(images)} user images (each weighing "
                            f"{USER_IMAGE_WEIGHT:g}) and {n_original} original images, in "

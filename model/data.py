@@ -79,6 +79,11 @@ def read_split(which: str) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+def available_train_names(root: Path) -> list[str]:
+    """The EMPS training split's names when ``root`` holds the EMPS folder, else none (generated data only)."""
+    return read_split("train") if (root / EMPS_FOLDER).is_dir() else []
+
+
 def load_pair(root: Path, folder: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Read ``images/NAME.png`` as float32 gray and ``masks/NAME.png`` as int32 labels."""
     with Image.open(root / folder / "images" / f"{name}.png") as im:
@@ -105,8 +110,9 @@ class Sample:
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """A user's image at its own resolution, as given: ``gray`` 2-D float in [0, 1], ``labels`` int32 instances
-    of the same shape and, optionally, ``supervised`` (bool): the pixels whose labels count (None: all)."""
+    """An image at its own resolution, as given: ``gray`` 2-D float (any range: the network normalises it by
+    percentiles), ``labels`` int32 instances of the same shape and, optionally, ``supervised`` (bool): the
+    pixels whose labels count (None: all)."""
 
     name: str
     gray: np.ndarray

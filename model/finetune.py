@@ -41,6 +41,7 @@ from model.config import (
     CANDIDATE_SCORER_KIND,
     CONFIG_NAME,
     WEIGHTS_NAME,
+    ModelConfig,
     ModelLoadError,
     default_model_dir,
     read_config,
@@ -112,9 +113,7 @@ def user_images(images_dir: Path, masks_dir: Path) -> list[data.LabelledImage]:
 def original_samples(target_diameter_px: float) -> list[data.Sample]:
     """The EMPS training split, prepared as in training, or none when the data folder lacks it."""
     root = data.data_root()
-    if not (root / data.EMPS_FOLDER).is_dir():
-        return []
-    return data.load_emps(root, data.read_split("train"), min_side_px=data.CROP_SIZE_PX,
+    return data.load_emps(root, data.available_train_names(root), min_side_px=data.CROP_SIZE_PX,
                           target_diameter_px=target_diameter_px)
 
 
@@ -204,7 +203,7 @@ def training_sample(image: data.LabelledImage, target_diameter_px: float) -> dat
                                target_diameter_px=target_diameter_px, supervised=image.supervised)
 
 
-def refits_scorer(config) -> bool:
+def refits_scorer(config: ModelConfig) -> bool:
     """Whether a tune of this model refits its scorer: the octave method's candidate scorer belongs to the
     weights it was fitted with (:mod:`model.candidate_fit`)."""
     selector = config.input_scale.selector or {}
@@ -217,8 +216,10 @@ def finetune(base_dir: Path, images_dir: Path, masks_dir: Path, out_dir: Path, *
              should_stop: Callable[[], bool] | None = None) -> FinetuneResult:
     """Fine-tune the model of ``base_dir`` on the pairs in ``images_dir``/``masks_dir`` for ``minutes``.
 
-    ``progress(step, loss, seconds_left)`` is called after every step; ``should_stop()`` (if given) is
-    asked too, and a true answer ends the fine-tune early (the model so far is kept).
+    ``progress(step, loss, seconds_left)`` is called after every step, and while an octave model's scorer
+    is refitted after every image (the same step and loss, less time left); ``should_stop()`` (if given)
+    is asked too, and a true answer ends the fine-tune early: the weights so far are kept (with an octave
+    model, the base model's scorer too, as the provenance says).
 
     Raises
     ------
@@ -247,6 +248,8 @@ def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: P
     """
     import keras
 
+    if not images:
+        raise SaemiInputError("There is no corrected image to learn from.")
     config = read_config(base_dir)
     samples = [training_sample(image, config.input_scale.target_diameter_px) for image in images]
     refit = refits_scorer(config)
@@ -284,9 +287,10 @@ def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: P
     result = _save(model, config, base_dir, out_dir, samples, steps, time.monotonic() - start, seed, minutes,
                    learning_rate, losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
                    regions)
-    if refit and not stopped():
-        done = refit_for_user(out_dir, images, budget_s - (time.monotonic() - start), seed=seed, tick=report,
-                              should_stop=should_stop)
+    if refit:
+        done = ("the base model's scorer, kept: the tune was stopped" if stopped() else
+                refit_for_user(out_dir, images, budget_s - (time.monotonic() - start), seed=seed, tick=report,
+                               should_stop=should_stop))
         settings = json.loads((out_dir / CONFIG_NAME).read_text())
         settings["training"]["finetune"]["candidate_scorer"] = done
         settings["training"]["finetune"]["seconds"] = round(time.monotonic() - start, 1)
@@ -331,8 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    printed = [0]
+
     def report(step: int, loss: float, seconds_left: float) -> None:
-        if step % 10 == 0:
+        if step % 10 == 0 and step != printed[0]:
+            printed[0] = step
             print(f"step {step}: loss {loss:.4f}, {seconds_left:.0f} s left", flush=True)
 
     try:

@@ -7,6 +7,7 @@ from scipy import ndimage
 from skimage.segmentation import watershed
 
 from app.analysis.labels import add_orphan_regions, sequential_labels
+from app.analysis.measure import ecd_from_area
 from model.config import ThresholdConfig
 
 #: Default thresholds (those of :class:`model.config.ThresholdConfig`).
@@ -256,8 +257,7 @@ def refine_small_outlines(image: np.ndarray, labels: np.ndarray, below_px: float
     (True, 400)
     """
     labels = np.asarray(labels, dtype=np.int32)
-    area = np.bincount(labels.ravel())
-    small = np.sqrt(4.0 * area / np.pi) < below_px
+    small = ecd_from_area(np.bincount(labels.ravel())) < below_px
     small[0] = False
     if not small.any():
         return labels

@@ -109,8 +109,10 @@ class QuantizedNetwork:
             return np.array(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
 
 
-_QUANTIZED: dict[int, tuple[object, QuantizedNetwork]] = {}
+_QUANTIZED: OrderedDict[int, tuple[object, QuantizedNetwork]] = OrderedDict()
 _QUANTIZE_LOCK = threading.Lock()
+#: Int8 copies kept per process, the oldest dropped first (tuned models come and go in a worker).
+MAX_QUANTIZED = 4
 
 
 def quantized(model) -> QuantizedNetwork:
@@ -120,4 +122,7 @@ def quantized(model) -> QuantizedNetwork:
         if entry is None or entry[0] is not model:
             entry = (model, QuantizedNetwork(model))
             _QUANTIZED[id(model)] = entry
+            while len(_QUANTIZED) > MAX_QUANTIZED:
+                _QUANTIZED.popitem(last=False)
+        _QUANTIZED.move_to_end(id(model))
         return entry[1]

@@ -38,9 +38,9 @@ from model.scale_select import (
 logger = logging.getLogger(__name__)
 
 #: With the octave method, particles whose ECD is under this (px) get their outlines redrawn at the
-#: half-maximum (:func:`model.postprocess.refine_small_outlines`): on the generated tiny particles the
-#: median |ECD error| falls from 0.148 to 0.061, and larger particles keep the network's outlines, which
-#: follow the people who drew EMPS (model card, "The boundary convention").
+#: half-maximum (:func:`model.postprocess.refine_small_outlines`), where the network's outlines lie at the
+#: blur's outer end; larger particles keep the network's outlines, which follow the people who drew EMPS
+#: (model card, "The boundary convention").
 REFINE_BELOW_PX = 12.0
 
 
@@ -110,13 +110,16 @@ class UNetSegmenter:
         How the scale is found when ``diameter_px`` is not given: the learned choice of one scale per
         image (:meth:`network_maps`), or fixed octave passes fused by particle size (:mod:`model.multiscale`,
         under evaluation for mixed sizes); default: the config's ``input_scale.method``.
+    network : ShippedModel, optional
+        A network and config already loaded (a model just tuned, say), used instead of loading
+        ``model_dir`` through the per-process cache.
     """
 
     name = "unet"
 
     def __init__(self, model_dir: str | os.PathLike | None = None, diameter_px: float | None = None,
                  views: int | None = None, backend: str | None = None,
-                 scale_method: str | None = None) -> None:
+                 scale_method: str | None = None, network: ShippedModel | None = None) -> None:
         if diameter_px is not None and not diameter_px > 0:
             raise SaemiInputError(f"The particle diameter must be a positive number of pixels; got {diameter_px}.")
         if views is not None and (not isinstance(views, (int, np.integer)) or isinstance(views, bool)
@@ -132,9 +135,12 @@ class UNetSegmenter:
         self.diameter_px = diameter_px
         self.views = views
         self.backend = backend
+        self._network = network
 
     def load(self) -> ShippedModel:
         """Load (once per process) and return the network and its config; raises ``ModelLoadError``."""
+        if self._network is not None:
+            return self._network
         return load_shipped_model(self.model_dir)
 
     def network(self, shipped: ShippedModel | None = None):

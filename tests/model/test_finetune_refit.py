@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.candidate_fit import SCORER_NAME, fit_candidate_scorer, refit_for_user
+from model.candidate_fit import SCORER_NAME, candidate_examples, fit_candidate_scorer, refit_for_user
 from model.config import name_scorer_file, read_config
 from model.data import LabelledImage
 from model.multiscale import CANDIDATE_FEATURES, candidate_logits
@@ -17,11 +17,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def octave_model_dir(tmp_path, tiny_model):
+def octave_model_dir(tmp_path, tiny_model, monkeypatch):
     """The tiny network with a size map, set to the octave method, with a candidate scorer fitted on made-up
-    features (a candidate is a particle when its peak is over 0.5)."""
+    features (a candidate is a particle when its peak is over 0.5). The data folder is empty, so the
+    refit's original images are generated ones on every machine."""
     from model.unet import with_size_output
 
+    monkeypatch.setenv("SAEMI_DATA_ROOT", str(tmp_path / "no-datasets"))
     folder = tmp_path / "octave"
     folder.mkdir()
     config = json.loads((Path(__file__).resolve().parents[2] / "model" / "config.json").read_text())
@@ -73,15 +75,19 @@ def test_the_refit_learns_from_the_users_images_and_writes_a_valid_scorer(octave
 
 
 def test_a_supervised_region_leaves_the_candidates_outside_it_out(octave_model_dir):
-    positive, negative = _user_images(octave_model_dir)
-    nowhere_near = np.zeros(negative.gray.shape, bool)
-    nowhere_near[:4, :4] = True  # no candidate of the second image lies mostly in this corner
-    said = refit_for_user(octave_model_dir, [positive, LabelledImage(negative.name, negative.gray, negative.labels,
-                                                                       nowhere_near)], 0.0, n_trees=10)
-    assert said.startswith("the base model's scorer, kept")  # only the first image's particles were left
+    from model.segmenter import UNetSegmenter
+
+    segmenter = UNetSegmenter(octave_model_dir, scale_method="octaves")
+    image = _user_images(octave_model_dir)[0]
+    every, _ = candidate_examples(segmenter, image.gray, image.labels)
+    whole, _ = candidate_examples(segmenter, image.gray, image.labels, np.ones(image.gray.shape, bool))
+    corner = np.zeros(image.gray.shape, bool)
+    corner[:4, :4] = True  # no candidate lies mostly in this corner
+    none, _ = candidate_examples(segmenter, image.gray, image.labels, corner)
+    assert len(every) >= 1 and np.array_equal(whole, every) and len(none) == 0
 
 
-def test_a_tune_of_an_octave_model_refits_its_scorer_within_the_budget(octave_model_dir, tmp_path):
+def test_a_tune_of_an_octave_model_refits_its_scorer_and_says_so(octave_model_dir, tmp_path):
     from model.finetune import finetune_images
 
     seen = []
@@ -92,8 +98,43 @@ def test_a_tune_of_an_octave_model_refits_its_scorer_within_the_budget(octave_mo
     tuned = read_config(tmp_path / "tuned")
     assert tuned.input_scale.selector["fitted_on"] == record["candidate_scorer"]
     assert tree_problem(tuned.input_scale.selector) is None
-    assert result.steps >= 1 and seen[-1][0] == result.steps  # the refit reports the last step while it runs
-    assert result.seconds < 0.1 * 60 + 30  # the budget, plus at most one image's passes and a small fit
+    assert len(seen) > result.steps >= 1  # the refit reports after each of its images too
+    assert [left for _, left in seen] == sorted([left for _, left in seen], reverse=True)
+
+
+def test_the_refit_gets_the_last_share_of_the_budget_and_the_users_images(octave_model_dir, tmp_path, monkeypatch):
+    import model.finetune as finetune_module
+
+    calls = []
+    monkeypatch.setattr(finetune_module, "refit_for_user",
+                        lambda folder, images, budget_s, **kw: calls.append((folder, images, budget_s)) or "done")
+    images = _user_images(octave_model_dir)
+    result = finetune_module.finetune_images(octave_model_dir, images, tmp_path / "tuned", minutes=0.1, seed=1)
+    (folder, passed, budget_s), = calls
+    assert folder == tmp_path / "tuned" and passed == images
+    total_s = 0.1 * 60
+    assert budget_s <= finetune_module.REFIT_SHARE * total_s + 0.5  # training stopped at its share
+    assert budget_s >= finetune_module.REFIT_SHARE * total_s - 1.5  # and did not eat into the refit's
+    assert result.steps >= 1
+
+
+def test_a_tune_stopped_while_training_keeps_the_base_scorer_and_says_so(octave_model_dir, tmp_path):
+    from model.finetune import finetune_images
+
+    answers = iter([False, False, True])
+    finetune_images(octave_model_dir, _user_images(octave_model_dir), tmp_path / "tuned", minutes=1.0, seed=1,
+                    should_stop=lambda: next(answers, True))
+    record = json.loads((tmp_path / "tuned" / "config.json").read_text())["training"]["finetune"]
+    assert record["candidate_scorer"] == "the base model's scorer, kept: the tune was stopped"
+    assert (tmp_path / "tuned" / SCORER_NAME).read_bytes() == (octave_model_dir / SCORER_NAME).read_bytes()
+
+
+def test_a_tune_without_images_is_refused(octave_model_dir, tmp_path):
+    from app.analysis.errors import SaemiInputError
+    from model.finetune import finetune_images
+
+    with pytest.raises(SaemiInputError, match="no corrected image"):
+        finetune_images(octave_model_dir, [], tmp_path / "tuned", minutes=0.1)
 
 
 def test_a_stopped_refit_keeps_the_scorer_there(octave_model_dir):

@@ -66,3 +66,18 @@ def test_quantized_network_keeps_the_models_shapes():
     int8 = quantized(shipped.model)
     assert isinstance(int8, QuantizedNetwork)
     assert int8.output_shape == tuple(shipped.model.output_shape)
+
+
+def test_the_process_keeps_a_few_int8_copies_and_drops_the_oldest(monkeypatch):
+    import model.quantize as quantize
+
+    monkeypatch.setattr(quantize, "_QUANTIZED", type(quantize._QUANTIZED)())
+    monkeypatch.setattr(quantize, "QuantizedNetwork", lambda model: ("int8", model))
+    models = [object() for _ in range(quantize.MAX_QUANTIZED + 2)]
+    first = quantize.quantized(models[0])
+    for model in models[1:]:
+        quantize.quantized(model)
+        quantize.quantized(models[-1])
+    assert len(quantize._QUANTIZED) == quantize.MAX_QUANTIZED
+    assert id(models[0]) not in quantize._QUANTIZED and id(models[-1]) in quantize._QUANTIZED
+    assert quantize.quantized(models[-1]) == ("int8", models[-1]) and first == ("int8", models[0])
