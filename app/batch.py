@@ -326,7 +326,8 @@ def tune_job(job: TuneJob, progress: Callable[[int, float, float], None] | None 
              should_stop: Callable[[], bool] | None = None) -> TuneOutcome:
     """Fine-tune a copy of the job's base model on its examples (:func:`model.finetune.finetune_images`).
 
-    ``progress(step, loss, seconds_left)`` hears every step; a true ``should_stop()`` ends the fine-tune, which
+    ``progress(step, loss, seconds_left, phase)`` hears every step (:func:`model.finetune.finetune_images`); a
+    true ``should_stop()`` ends the fine-tune, which
     is then reported ``cancelled`` (without a model).
     """
     import tempfile
@@ -397,17 +398,17 @@ def _tune_on_worker(job: TuneJob, topic: str) -> TuneOutcome:
             last_look[:] = [now, cancel.is_set()]
         return bool(last_look[1])
 
-    def progress(step: int, loss: float, seconds_left: float) -> None:
-        worker.log_event(topic, (int(step), float(loss), float(seconds_left)))
+    def progress(step: int, loss: float, seconds_left: float, phase: str) -> None:
+        worker.log_event(topic, (int(step), float(loss), float(seconds_left), str(phase)))
 
     return tune_job(job, progress, should_stop)
 
 
-def run_tune(job: TuneJob, *, client=None, on_progress: Callable[[int, float, float], None] | None = None,
+def run_tune(job: TuneJob, *, client=None, on_progress: Callable[[int, float, float, str], None] | None = None,
              cancelled: Callable[[], bool] | None = None, on_wait: Callable[[], None] | None = None) -> TuneOutcome:
     """Run a fine-tune on ``client``'s cluster (or here, without one) and return its outcome.
 
-    ``on_progress(step, loss, seconds_left)`` hears each step; ``cancelled()`` is asked about once a second
+    ``on_progress(step, loss, seconds_left, phase)`` hears each step; ``cancelled()`` is asked about once a second
     (and passed on to the worker); ``on_wait()`` is called then too (a heartbeat). A worker that dies
     mid-way gives ``interrupted``: the fine-tune is never restarted silently.
     """

@@ -55,6 +55,8 @@ USER_FRACTION = 0.5
 EMPS_FRACTION = 0.25
 #: Share of the time budget that refits the candidate scorer when the model uses the octave method.
 REFIT_SHARE = 0.5
+#: The phases a fine-tune's progress names: training the weights, then (octave models) refitting the scorer.
+TRAINING, REFITTING = "training", "refitting"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,12 +214,13 @@ def refits_scorer(config: ModelConfig) -> bool:
 
 def finetune(base_dir: Path, images_dir: Path, masks_dir: Path, out_dir: Path, *, minutes: float = 3.0,
              seed: int = 0, batch_size: int = 8, crop_size_px: int = 128, learning_rate: float = 1e-4,
-             progress: Callable[[int, float, float], None] | None = None,
+             progress: Callable[[int, float, float, str], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> FinetuneResult:
     """Fine-tune the model of ``base_dir`` on the pairs in ``images_dir``/``masks_dir`` for ``minutes``.
 
-    ``progress(step, loss, seconds_left)`` is called after every step, and while an octave model's scorer
-    is refitted after every image (the same step and loss, less time left); ``should_stop()`` (if given)
+    ``progress(step, loss, seconds_left, phase)`` is called after every step (phase :data:`TRAINING`), and
+    while an octave model's scorer is refitted after every image (:data:`REFITTING`: the last step and
+    loss, less time left); ``should_stop()`` (if given)
     is asked too, and a true answer ends the fine-tune early: the weights so far are kept (with an octave
     model, the base model's scorer too, as the provenance says).
 
@@ -235,7 +238,7 @@ def finetune(base_dir: Path, images_dir: Path, masks_dir: Path, out_dir: Path, *
 
 def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: Path, *, minutes: float = 3.0,
                     seed: int = 0, batch_size: int = 8, crop_size_px: int = 128, learning_rate: float = 1e-4,
-                    progress: Callable[[int, float, float], None] | None = None,
+                    progress: Callable[[int, float, float, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     regions: dict[str, str] | None = None) -> FinetuneResult:
     """:func:`finetune` on the user's images already read (:func:`labelled_image`).
@@ -272,9 +275,10 @@ def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: P
     def stopped() -> bool:
         return should_stop is not None and should_stop()
 
-    def report() -> None:
+    def report(phase: str = TRAINING) -> None:
         if progress is not None:
-            progress(steps, losses[-1] if losses else float("nan"), max(0.0, budget_s - (time.monotonic() - start)))
+            progress(steps, losses[-1] if losses else float("nan"), max(0.0, budget_s - (time.monotonic() - start)),
+                     phase)
 
     while time.monotonic() - start < train_s and not stopped():
         x, y = next(batches)
@@ -289,7 +293,8 @@ def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: P
                    regions)
     if refit:
         done = ("the base model's scorer, kept: the tune was stopped" if stopped() else
-                refit_for_user(out_dir, images, budget_s - (time.monotonic() - start), seed=seed, tick=report,
+                refit_for_user(out_dir, images, budget_s - (time.monotonic() - start), seed=seed,
+                               tick=lambda: report(REFITTING),
                                should_stop=should_stop))
         settings = json.loads((out_dir / CONFIG_NAME).read_text())
         settings["training"]["finetune"]["candidate_scorer"] = done
@@ -335,12 +340,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    printed = [0]
+    printed = [0, TRAINING]
 
-    def report(step: int, loss: float, seconds_left: float) -> None:
-        if step % 10 == 0 and step != printed[0]:
-            printed[0] = step
+    def report(step: int, loss: float, seconds_left: float, phase: str) -> None:
+        if phase == REFITTING and printed[1] != REFITTING:
+            print(f"{step} steps done; refitting the particle scorer for the tuned network, "
+                  f"{seconds_left:.0f} s left", flush=True)
+        elif phase == TRAINING and step % 10 == 0 and step != printed[0]:
             print(f"step {step}: loss {loss:.4f}, {seconds_left:.0f} s left", flush=True)
+        printed[:] = [step, phase]
 
     try:
         result = finetune(args.model_dir or default_model_dir(), args.images, args.masks, args.out,

@@ -54,6 +54,7 @@ from app.session.batchstore import BatchStore, new_batch_id
 from app.session.samples import _d50
 from app.session.stores import table_from_json
 from model.config import ModelLoadError, default_model_dir, read_config
+from model.finetune import REFITTING
 from model.loading import MAX_MODEL_ZIP_BYTES, model_folder_zip, unpack_model_zip
 
 logger = logging.getLogger(__name__)
@@ -188,8 +189,8 @@ def _follow(store: BatchStore, batch_id: str, job: TuneJob) -> None:
     state = _state(store, batch_id)
     last_write = [0.0]
 
-    def on_progress(step: int, loss: float, seconds_left: float) -> None:
-        state.update(step=int(step), loss=float(loss), seconds_left=float(seconds_left))
+    def on_progress(step: int, loss: float, seconds_left: float, phase: str) -> None:
+        state.update(step=int(step), loss=float(loss), seconds_left=float(seconds_left), phase=str(phase))
         if _now() - last_write[0] > 0.3 or seconds_left <= 0:
             last_write[0] = _now()
             _write(store, batch_id, state)
@@ -315,8 +316,12 @@ def teach_view(store: BatchStore, batch_id: str) -> TeachView:
     if kind == "running":
         left = float(state.get("seconds_left") or 0)
         loss = state.get("loss")
-        text = (f"Fine-tuning on {len(state.get('images', []))} corrected images: step {state.get('step', 0)}, "
-                + (f"loss {loss:.4f}, " if loss is not None else "") + f"{left:.0f} s left.")
+        if state.get("phase") == REFITTING:
+            text = (f"Fine-tuned on {len(state.get('images', []))} corrected images ({state.get('step', 0)} steps); "
+                    f"now refitting the particle scorer for the tuned network: {left:.0f} s left.")
+        else:
+            text = (f"Fine-tuning on {len(state.get('images', []))} corrected images: step {state.get('step', 0)}, "
+                    + (f"loss {loss:.4f}, " if loss is not None else "") + f"{left:.0f} s left.")
         return TeachView(total - left, total, text, polling=True, running=True, model=model)
     if kind == "resegmenting":
         done = len(set(state.get("indices", [])) - set(store.unfinished(batch_id)))

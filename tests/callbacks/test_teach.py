@@ -303,3 +303,19 @@ def test_two_teach_presses_at_once_start_one_fine_tune(batch):
     started = [r for r in results if isinstance(r, str)]
     assert len(started) == 1 and all("under way" in str(r) for r in results if r not in started)
     _wait(store, batch_id, ("review",))
+
+
+def test_the_page_says_when_the_particle_scorer_is_refitted(batch):
+    from model.finetune import REFITTING, TRAINING
+
+    store, batch_id, _ = batch
+    state = {"tune_id": "t", "status": "running", "images": ["img0.png"], "step": 40, "loss": 0.5,
+             "seconds_left": 30.0, "minutes": 3}
+    teach._write(store, batch_id, {**state, "phase": TRAINING})
+    assert teach.teach_view(store, batch_id).text == ("Fine-tuning on 1 corrected images: step 40, loss 0.5000, "
+                                                      "30 s left.")
+    teach._write(store, batch_id, {**state, "phase": REFITTING})
+    view = teach.teach_view(store, batch_id)
+    assert view.text == ("Fine-tuned on 1 corrected images (40 steps); now refitting the particle scorer for the "
+                         "tuned network: 30 s left.")
+    assert view.running and view.polling

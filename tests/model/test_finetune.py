@@ -57,7 +57,7 @@ def test_a_finetune_writes_a_model_folder_that_analyze_uses(tiny_model_dir, pair
     out = tmp_path / "tuned"
     steps = []
     result = finetune(tiny_model_dir, images, masks, out, minutes=0.05, seed=3,
-                      progress=lambda step, loss, left: steps.append((step, loss, left)))
+                      progress=lambda step, loss, left, phase: steps.append((step, loss, left)))
     assert result.steps == len(steps) > 0 and np.isfinite(result.last_loss)
     check_model_folder(out)  # a valid SAEMI U-Net folder
     settings = json.loads((out / "config.json").read_text())

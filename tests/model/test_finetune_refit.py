@@ -92,14 +92,17 @@ def test_a_tune_of_an_octave_model_refits_its_scorer_and_says_so(octave_model_di
 
     seen = []
     result = finetune_images(octave_model_dir, _user_images(octave_model_dir), tmp_path / "tuned", minutes=0.1,
-                             seed=1, progress=lambda step, loss, left: seen.append((step, left)))
+                             seed=1, progress=lambda step, loss, left, phase: seen.append((step, left, phase)))
     record = json.loads((tmp_path / "tuned" / "config.json").read_text())["training"]["finetune"]
     assert record["candidate_scorer"].startswith("refitted after a fine-tune on 2 user images")
     tuned = read_config(tmp_path / "tuned")
     assert tuned.input_scale.selector["fitted_on"] == record["candidate_scorer"]
     assert tree_problem(tuned.input_scale.selector) is None
-    assert len(seen) > result.steps >= 1  # the refit reports after each of its images too
-    assert [left for _, left in seen] == sorted([left for _, left in seen], reverse=True)
+    phases = [phase for _, _, phase in seen]
+    assert phases == ["training"] * result.steps + ["refitting"] * (len(seen) - result.steps)
+    assert len(seen) >= result.steps + 2  # the refit reports after each of its images (2 of the user's at least)
+    assert all(step == result.steps for step, _, phase in seen if phase == "refitting")
+    assert [left for _, left, _ in seen] == sorted([left for _, left, _ in seen], reverse=True)
 
 
 def test_the_refit_gets_the_last_share_of_the_budget_and_the_users_images(octave_model_dir, tmp_path, monkeypatch):
