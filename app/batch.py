@@ -322,13 +322,12 @@ TUNE_INTERRUPTED = ("The fine-tune was interrupted (its worker stopped), so the 
 TUNE_FAILED = "The fine-tune failed unexpectedly; the details are in the log. The previous model stays in use."
 
 
-def tune_job(job: TuneJob, progress: Callable[[int, float, float], None] | None = None,
+def tune_job(job: TuneJob, progress: Callable[[int, float, float, str], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> TuneOutcome:
     """Fine-tune a copy of the job's base model on its examples (:func:`model.finetune.finetune_images`).
 
     ``progress(step, loss, seconds_left, phase)`` hears every step (:func:`model.finetune.finetune_images`); a
-    true ``should_stop()`` ends the fine-tune, which
-    is then reported ``cancelled`` (without a model).
+    true ``should_stop()`` ends the fine-tune, which is then reported ``cancelled`` (without a model).
     """
     import tempfile
     from pathlib import Path

@@ -245,9 +245,9 @@ def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: P
 
     For an octave model, the last :data:`REFIT_SHARE` of the budget refits its candidate scorer for the
     tuned weights, with the user's images among its examples (:func:`model.candidate_fit.refit_for_user`);
-    the progress then keeps its last step and loss while the time left runs down. ``regions`` describes, per
-    image name, the region that was supervised, for the provenance (default: "whole image", or the
-    supervised pixel count at network scale).
+    the progress then names the phase :data:`REFITTING` and keeps its last step and loss while the time
+    left runs down. ``regions`` describes, per image name, the region that was supervised, for the
+    provenance (default: "whole image", or the supervised pixel count at network scale).
     """
     import keras
 
