@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from model.config import BACKENDS, MODEL_DIR_ENV, SCALE_METHODS, default_model_dir  # noqa: E402
+from model.config import BACKENDS, MODEL_DIR_ENV, default_model_dir  # noqa: E402
 from model.metrics import matched_ecd_errors, recall_by_size, score_image  # noqa: E402
 from model.synthetic import SIZE_CASE_BENCH_SEEDS, SIZE_CASES, size_case_samples  # noqa: E402
 
@@ -85,18 +85,15 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def derived_model_dir(base: Path, backend: str | None, scale_method: str | None) -> Path:
-    """A temporary model folder: ``base``'s files, with the config's backend and scale method replaced.
+def derived_model_dir(base: Path, backend: str) -> Path:
+    """A temporary model folder: ``base``'s files, with the config's backend replaced.
 
     The app's upload path builds its own segmenter from the model folder, so options reach it only
     through a config.
     """
     folder = Path(tempfile.mkdtemp(prefix="saemi-bench-model-"))
     config = json.loads((base / "config.json").read_text())
-    if backend:
-        config["inference_backend"] = backend
-    if scale_method:
-        config.setdefault("input_scale", {})["method"] = scale_method
+    config["inference_backend"] = backend
     (folder / "config.json").write_text(json.dumps(config, indent=1))
     for path in base.iterdir():
         if path.name != "config.json" and path.is_file():
@@ -183,12 +180,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--csv", type=Path, default=None, help="write one row per image to this file")
     parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="run the network this way (default: the model config's inference_backend)")
-    parser.add_argument("--scale-method", choices=SCALE_METHODS, default=None,
-                        help="find the scale this way (default: the model config's input_scale.method)")
     args = parser.parse_args(argv)
     runs = 1 if args.quick else max(1, args.runs)
-    if args.backend or args.scale_method:
-        args.model_dir = derived_model_dir(args.model_dir or default_model_dir(), args.backend, args.scale_method)
+    if args.backend:
+        args.model_dir = derived_model_dir(args.model_dir or default_model_dir(), args.backend)
     if args.model_dir is not None:
         os.environ[MODEL_DIR_ENV] = str(args.model_dir.resolve())  # the upload path reads it
 

@@ -7,7 +7,7 @@ resized to it). The images are the EMPS training split, generated images of the 
 seeds) and generated images of the size cases of issue #19 (:data:`model.synthetic.SIZE_CASES`, other
 seeds than the benchmark's). The scorer is fitted with scikit-learn's gradient boosting, stored as plain
 numbers (:mod:`model.trees`) beside the model's ``config.json``, and named there by
-``input_scale.selector_file``. It belongs to the weights it was fitted with: refit it after training.
+``input_scale.scorer_file``. It belongs to the weights it was fitted with: refit it after training.
 A fine-tune refits it within its time budget (:func:`refit_for_user`), on the user's images and as many
 original images as the time allows.
 """
@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model.config import CANDIDATE_SCORER_KIND, CONFIG_NAME, default_model_dir, name_scorer_file, read_config
+from model.config import (
+    CANDIDATE_SCORER_KIND,
+    CONFIG_NAME,
+    SCORER_NAME,
+    default_model_dir,
+    name_scorer_file,
+    read_config,
+)
 from model.data import EMPS_FOLDER, LabelledImage, available_train_names, data_root, load_pair, read_split
 from model.evaluate import SYNTHETIC_VALIDATION_SEEDS, synthetic_cases
 from model.loading import ShippedModel, load_keras_model
@@ -42,8 +49,6 @@ from model.trees import fit_boosted_trees, write_trees
 
 #: A candidate is a positive example when its best IoU with a true particle is at least this.
 MATCH_IOU = 0.5
-#: File the scorer is written to, beside ``config.json``.
-SCORER_NAME = "candidate_scorer.json"
 #: Benchmark seeds (bench/bench_real_sizes.py) and synthetic validation seeds: never trained on.
 HELD_OUT_SEEDS = (SYNTHETIC_VALIDATION_SEEDS, SIZE_CASE_BENCH_SEEDS)
 #: In the refit after a fine-tune (:func:`refit_for_user`), each of the user's images weighs as much as
@@ -169,7 +174,7 @@ def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float
     start = time.monotonic()
     config = read_config(model_dir)  # the tuned network, loaded here and not kept in the per-process cache
     network = ShippedModel(load_keras_model(Path(model_dir) / config.weights), config)
-    segmenter = UNetSegmenter(model_dir, scale_method="octaves", network=network)
+    segmenter = UNetSegmenter(model_dir, network=network)
     originals = _original_cases(seed)
     users = iter(images)
     features, ious, weights = [], [], []
@@ -196,7 +201,7 @@ def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float
                            f"{USER_IMAGE_WEIGHT:g}) and {n_original} original images, in "
                            f"{time.monotonic() - start:.0f} s")
     write_trees(scorer, Path(model_dir) / SCORER_NAME)
-    name_scorer_file(model_dir, SCORER_NAME, method="octaves")
+    name_scorer_file(model_dir, SCORER_NAME)
     return scorer["fitted_on"]
 
 
@@ -211,7 +216,7 @@ def _held_out(seeds: range) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Fit the candidate scorer of a model with a size map; write it beside its config.json."""
+    """Fit a model's candidate scorer; write it beside its config.json."""
     parser = argparse.ArgumentParser(prog="python -m model.candidate_fit", description=main.__doc__)
     parser.add_argument("--model-dir", type=Path, default=None, help="model folder (default: the shipped one)")
     parser.add_argument("--synthetic-seeds", default="5000:5060",
@@ -226,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if _held_out(range(start, stop)) or _held_out(size_seeds):
         parser.error("the synthetic validation seeds 1000-1019 and the benchmark's 1900-1939 must not be used")
     model_dir = Path(args.model_dir) if args.model_dir else default_model_dir()
-    segmenter = UNetSegmenter(model_dir, scale_method="octaves")
-    if len(segmenter.load().config.architecture.outputs) < 3:
-        parser.error("this model has no size map; the octave method's scorer needs one")
+    segmenter = UNetSegmenter(model_dir)
     names = read_split("train")
     root = data_root()
     n_size = args.size_case_repeats * len(SIZE_CASES) * len(MODALITIES)
@@ -245,9 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                            f"model.candidate_fit --synthetic-seeds {start}:{stop} --size-case-seed "
                            f"{args.size_case_seed} --size-case-repeats {args.size_case_repeats}")
     write_trees(scorer, model_dir / SCORER_NAME)
-    name_scorer_file(model_dir, SCORER_NAME, method="octaves")
-    print(f"Scorer written to {model_dir / SCORER_NAME} and named in {model_dir / CONFIG_NAME} "
-          "(input_scale.method octaves).")
+    name_scorer_file(model_dir, SCORER_NAME)
+    print(f"Scorer written to {model_dir / SCORER_NAME} and named in {model_dir / CONFIG_NAME}.")
     return 0
 
 

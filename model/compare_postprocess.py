@@ -1,7 +1,8 @@
 """Compare post-processing choices on the same network outputs: ``python -m model.compare_postprocess``.
 
-For each image the U-Net maps are computed once (with the segmenter's own size estimate), then
-turned into instances by several methods; the mean metrics of each method are printed. Used to pick
+For each image the U-Net maps are computed once, at the scale that brings the image's true median particle
+to the trained size (as with a diameter typed by the user), then turned into instances by several
+methods; the mean metrics of each method are printed. Images without a true particle are skipped. Used to pick
 the post-processing and its thresholds (on training images) and to report the alternatives (on the
 validation list) in the model card.
 
@@ -12,8 +13,6 @@ Methods
 - ``components``: connected components of the thresholded foreground (no splitting);
 - ``distance``: watershed on the distance transform of the foreground with h-maxima markers
   (what the classical segmenter does, on the network's foreground);
-- ``centre@oracle-scale``: the shipped method at the scale given by the true particle size
-  (measures what the automatic size estimate costs);
 - ``upsampling=K/C``: the shipped method with the watershed at K times the network's resolution
   (capped at the image's) and centre threshold C, the instances then carried to full resolution
   (:meth:`model.segmenter.UNetSegmenter.instances`); ``K=full`` is the image's resolution.
@@ -33,10 +32,9 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from model.evaluate import folder_cases, synthetic_cases
-from model.inference import predict_at_scale
 from model.metrics import score_image
 from model.postprocess import maps_to_instances
-from model.preprocess import median_diameter_px, normalize_percentile
+from model.preprocess import median_diameter_px
 from model.segmenter import UNetSegmenter
 
 METRICS = ("dice", "obj_f1", "count_err", "ecd_err")
@@ -95,8 +93,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--centre-thresholds", type=thresholds, default=CENTRE_THRESHOLDS,
                         metavar="C,C,...", help="centre thresholds of the centre@F/C grid")
     args = parser.parse_args(argv)
-    segmenter = UNetSegmenter(args.model_dir)
-    cfg = segmenter.load().config
     if args.synthetic:
         cases = synthetic_cases(args.synthetic, args.seed)
     else:
@@ -104,7 +100,11 @@ def main(argv: list[str]) -> int:
         cases = folder_cases(args.images, args.masks, names, args.limit)
     scores: dict[str, list[dict]] = {}
     for name, gray, labels in cases:
-        net_maps, scale, _ = segmenter.network_maps(gray)
+        true_diameter_px = median_diameter_px(labels)
+        if true_diameter_px is None:
+            continue
+        segmenter = UNetSegmenter(args.model_dir, diameter_px=true_diameter_px)
+        net_maps, scale = segmenter.network_maps(gray)
         maps = segmenter.resize_maps(net_maps, gray.shape)
         results = methods_for(maps, scale, args.foreground_thresholds, args.centre_thresholds)
         for upsampling in (1.0, 2.0, math.inf):
@@ -113,16 +113,7 @@ def main(argv: list[str]) -> int:
                 results[key] = segmenter.instances(
                     net_maps, scale, gray.shape,
                     thresholds={"postprocess_upsampling": upsampling, "centre": c_thr})
-        true_diameter_px = median_diameter_px(labels)
-        if true_diameter_px is not None:
-            oracle = float(np.clip(cfg.input_scale.target_diameter_px / true_diameter_px,
-                                   cfg.input_scale.min_scale, cfg.input_scale.max_scale))
-            oracle_maps = predict_at_scale(segmenter.load().model, normalize_percentile(gray), oracle,
-                                           tile=cfg.tile_px, overlap=cfg.overlap_px)
-            results["centre@oracle-scale"] = maps_to_instances(
-                oracle_maps[..., 0], oracle_maps[..., 1], min_marker_area_px=max(1, int(round(4 / oracle ** 2))),
-                min_area_px=max(1, int(round(4 / oracle ** 2))))
-            print(f"{name}: scale {scale:.2f}, oracle {oracle:.2f}", flush=True)
+        print(f"{name}: scale {scale:.2f}", flush=True)
         for method, predicted in results.items():
             scores.setdefault(method, []).append(score_image(labels, predicted))
     for method, rows in scores.items():

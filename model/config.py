@@ -1,9 +1,10 @@
 """The model folder and its settings: one frozen, typed view of ``config.json``.
 
-A model folder holds the weights (``saemi_unet.keras``), their settings (``config.json``) and the scale
-scorer that ``config.json`` names (``scale_selector.json``). Every default of those settings lives in
-the dataclasses below; a key missing from ``config.json`` takes that default. The folder itself comes
-from ``$SAEMI_MODEL_DIR``, else the folder of this package, where the shipped weights are.
+A model folder holds the weights (``saemi_unet.keras``), their settings (``config.json``) and the
+candidate scorer that ``config.json`` names (``candidate_scorer.json``, :mod:`model.candidate_fit`).
+Every default of those settings lives in the dataclasses below; a key missing from ``config.json`` takes
+that default. The folder itself comes from ``$SAEMI_MODEL_DIR``, else the folder of this package, where
+the shipped weights are.
 
 Examples
 --------
@@ -27,14 +28,15 @@ from typing import Any
 MODEL_DIR_ENV = "SAEMI_MODEL_DIR"
 WEIGHTS_NAME = "saemi_unet.keras"
 CONFIG_NAME = "config.json"
-#: The learned scale scorer, beside ``config.json`` (named there by ``input_scale.selector_file``).
-SELECTOR_NAME = "scale_selector.json"
+#: The candidate scorer, beside ``config.json`` (named there by ``input_scale.scorer_file``).
+SCORER_NAME = "candidate_scorer.json"
 #: The ``kind`` of the octave method's candidate scorer file (:mod:`model.candidate_fit`).
 CANDIDATE_SCORER_KIND = "octave_candidates"
 #: How the network can run (``inference_backend``): TensorFlow float32, or the int8 copy of :mod:`model.quantize`.
 BACKENDS = ("tensorflow", "int8")
-#: How the scale is found (``input_scale.method``): see :class:`ScaleConfig`.
-SCALE_METHODS = ("learned", "octaves")
+#: The network's output maps, in order: particle probability, centre map and size map
+#: (:func:`model.preprocess.encode_size`).
+OUTPUTS = ("foreground_probability", "centre_map", "size_map")
 
 
 class ModelLoadError(RuntimeError):
@@ -54,7 +56,7 @@ class ArchitectureConfig:
     filters: tuple[int, ...] = (20, 40, 80, 160)
     convs_per_block: int = 2
     input_channels: int = 1
-    outputs: tuple[str, ...] = ("foreground_probability", "centre_map")
+    outputs: tuple[str, ...] = OUTPUTS
 
 
 @dataclass(frozen=True)
@@ -67,42 +69,24 @@ class NormalisationConfig:
 
 @dataclass(frozen=True)
 class ScaleConfig:
-    """How the scale the network sees the image at is chosen (see :class:`model.segmenter.UNetSegmenter`).
+    """The scales the network sees the image at (see :class:`model.segmenter.UNetSegmenter`).
 
-    The network was trained on particles about ``target_diameter_px`` across. Optional settings
-    (None) switch their step off: without ``selector`` the confidence rule chooses the scale; without
-    ``ambiguity_logit_margin`` or ``ambiguity_peak_margin`` no uncertain-size note is written; without
-    ``estimate_window_px`` the pyramid always sees the whole image.
+    Without a particle diameter from the user, the network runs at the octaves of the image, full
+    resolution down to a short side of :data:`model.multiscale.MIN_SIDE_PX`, and the candidate scorer
+    (``scorer_file``, read into ``scorer``) chooses among their instances (:mod:`model.multiscale`). With
+    one, the image is resized once so that it appears ``target_diameter_px`` across, the size training
+    centres its crops on, within ``min_scale`` to ``max_scale``. No pass is larger than
+    ``max_scaled_pixels``.
     """
 
     target_diameter_px: float = 16.0
-    #: "learned": one scale per image, chosen among pyramid passes; "octaves": :mod:`model.multiscale`.
-    method: str = "learned"
-    estimate_max_side_px: int = 512
-    estimate_max_scale: float = 2.0
     min_scale: float = 0.05
     max_scale: float = 4.0
     max_scaled_pixels: int = 67_108_864
-    rescale_tolerance: float = 1.3
-    estimate_levels: int = 7
-    accept_peak: float = 0.7
-    accept_max_ratio: float | None = None
-    verify_candidates: int = 1
-    ambiguity_peak_margin: float | None = None
-    ambiguity_scale_ratio: float = 1.5
-    estimate_min_side_px: int = 32
-    pyramid_min_side_px: int = 16
-    magnify_steps: int = 2
-    ambiguity_logit_margin: float | None = None
-    accept_start_peak: float | None = None
-    #: The learned scorer's file: with method "learned" the pass scorer (:mod:`model.scale_fit`), with
-    #: "octaves" and a size map the candidate scorer (:mod:`model.candidate_fit`).
-    selector_file: str | None = None
-    #: The scorer read from ``selector_file`` (JSON object), or None.
-    selector: Mapping[str, Any] | None = None
-    estimate_window_px: int | None = None
-    magnify_below: float = 1.0
-    magnify_further_steps: int = 0
+    #: The candidate scorer's file (:mod:`model.candidate_fit`), beside ``config.json``.
+    scorer_file: str | None = None
+    #: The scorer read from ``scorer_file`` (JSON object), or None.
+    scorer: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,18 +128,12 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.inference_backend not in BACKENDS:
             raise ValueError(f"inference_backend must be one of {', '.join(BACKENDS)}")
-        if self.input_scale.method not in SCALE_METHODS:
-            raise ValueError(f"input_scale.method must be one of {', '.join(SCALE_METHODS)}")
-        scorer = self.input_scale.selector
-        if scorer is not None:
-            is_candidate_scorer = scorer.get("kind") == CANDIDATE_SCORER_KIND
-            if self.input_scale.method == "octaves" and "size_map" in self.architecture.outputs \
-                    and not is_candidate_scorer:
-                raise ValueError("with a size map, input_scale.method octaves needs the candidate scorer of "
-                                 "python -m model.candidate_fit as its selector_file")
-            if self.input_scale.method == "learned" and is_candidate_scorer:
-                raise ValueError("input_scale.method learned needs the pass scorer of python -m model.scale_fit, "
-                                 "not the octave method's candidate scorer")
+        if tuple(self.architecture.outputs) != OUTPUTS:
+            raise ValueError(f"architecture.outputs must be {', '.join(OUTPUTS)}: a network without a size map "
+                             "cannot be fused across scales")
+        scorer = self.input_scale.scorer
+        if scorer is not None and scorer.get("kind") != CANDIDATE_SCORER_KIND:
+            raise ValueError("input_scale.scorer_file must name the candidate scorer of python -m model.candidate_fit")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
@@ -178,9 +156,9 @@ class ModelConfig:
             raise ModelLoadError(f"The model settings are not valid ({err}).") from err
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready settings (the loaded ``selector`` left out: it has its own file)."""
+        """JSON-ready settings (the loaded ``scorer`` left out: it has its own file)."""
         data = dataclasses.asdict(self)
-        data["input_scale"].pop("selector")
+        data["input_scale"].pop("scorer")
         return json.loads(json.dumps(data))
 
     def replace(self, **sections: Mapping[str, Any]) -> ModelConfig:
@@ -204,8 +182,8 @@ def _build(cls, values: Mapping[str, Any]):
 
 
 def read_config(model_dir: str | os.PathLike) -> ModelConfig:
-    """The typed settings of the model folder ``model_dir``, with the scale scorer its
-    ``input_scale.selector_file`` names loaded into ``input_scale.selector``.
+    """The typed settings of the model folder ``model_dir``, with the candidate scorer its
+    ``input_scale.scorer_file`` names loaded into ``input_scale.scorer``.
 
     Raises
     ------
@@ -215,21 +193,19 @@ def read_config(model_dir: str | os.PathLike) -> ModelConfig:
     folder = Path(model_dir)
     data = read_json(folder / CONFIG_NAME, "model settings file")
     scaling = dict(data.get("input_scale", {}))
-    if scaling.get("selector_file"):
-        scaling["selector"] = read_json(folder / scaling["selector_file"], "scale selector file")
+    if scaling.get("scorer_file"):
+        scaling["scorer"] = read_json(folder / str(scaling["scorer_file"]), "candidate scorer file")
         data = {**data, "input_scale": scaling}
     return ModelConfig.from_dict(data)
 
 
-def name_scorer_file(model_dir: str | os.PathLike, file_name: str, method: str | None = None) -> None:
-    """Name ``file_name`` (beside it) as the scorer in ``model_dir``'s ``config.json``
-    (``input_scale.selector_file``), and set ``input_scale.method`` when ``method`` is given."""
+def name_scorer_file(model_dir: str | os.PathLike, file_name: str) -> None:
+    """Name ``file_name`` (beside it) as the candidate scorer in ``model_dir``'s ``config.json``
+    (``input_scale.scorer_file``)."""
     path = Path(model_dir) / CONFIG_NAME
     settings = json.loads(path.read_text())
-    settings["input_scale"].pop("selector", None)
-    settings["input_scale"]["selector_file"] = file_name
-    if method is not None:
-        settings["input_scale"]["method"] = method
+    settings.setdefault("input_scale", {}).pop("scorer", None)
+    settings["input_scale"]["scorer_file"] = file_name
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 

@@ -7,10 +7,10 @@ connected components). The user's images are mixed with a share of the original 
 (crops of the synthetic generator), so that the model does not forget what it knew; crops are augmented
 (scale, rotation, mirror, intensity) as in training. The tuned model is written as a model folder: the
 weights, ``config.json`` (the base model's settings, a new version, and the fine-tune's provenance under
-``training.finetune``) and the scale scorer, so ``analyze --model-dir`` and ``evaluate --model-dir`` can
-use it. The learned method's pass scorer is copied; the octave method's candidate scorer belongs to the
-weights, so it is refitted for the tuned ones within the same budget, with the user's images among its
-examples (:data:`REFIT_SHARE`, :func:`model.candidate_fit.refit_for_user`).
+``training.finetune``) and the candidate scorer, so ``analyze --model-dir`` and ``evaluate --model-dir``
+can use it. The candidate scorer belongs to the weights, so it is refitted for the tuned ones within the
+same budget, with the user's images among its examples (:data:`REFIT_SHARE`,
+:func:`model.candidate_fit.refit_for_user`).
 
 Only the supervised pixels of a user's image count in the loss (:func:`masked_segmentation_loss`): an
 image may come with a ``supervised`` mask (in the samples view, the region the user corrected, or the
@@ -38,10 +38,8 @@ from app.analysis.imageio import decode_image
 from model import data
 from model.candidate_fit import refit_for_user
 from model.config import (
-    CANDIDATE_SCORER_KIND,
     CONFIG_NAME,
     WEIGHTS_NAME,
-    ModelConfig,
     ModelLoadError,
     default_model_dir,
     read_config,
@@ -205,13 +203,6 @@ def training_sample(image: data.LabelledImage, target_diameter_px: float) -> dat
                                target_diameter_px=target_diameter_px, supervised=image.supervised)
 
 
-def refits_scorer(config: ModelConfig) -> bool:
-    """Whether a tune of this model refits its scorer: the octave method's candidate scorer belongs to the
-    weights it was fitted with (:mod:`model.candidate_fit`)."""
-    selector = config.input_scale.selector or {}
-    return config.input_scale.method == "octaves" and selector.get("kind") == CANDIDATE_SCORER_KIND
-
-
 def finetune(base_dir: Path, images_dir: Path, masks_dir: Path, out_dir: Path, *, minutes: float = 3.0,
              seed: int = 0, batch_size: int = 8, crop_size_px: int = 128, learning_rate: float = 1e-4,
              progress: Callable[[int, float, float, str], None] | None = None,
@@ -243,11 +234,11 @@ def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: P
                     regions: dict[str, str] | None = None) -> FinetuneResult:
     """:func:`finetune` on the user's images already read (:func:`labelled_image`).
 
-    For an octave model, the last :data:`REFIT_SHARE` of the budget refits its candidate scorer for the
-    tuned weights, with the user's images among its examples (:func:`model.candidate_fit.refit_for_user`);
-    the progress then names the phase :data:`REFITTING` and keeps its last step and loss while the time
-    left runs down. ``regions`` describes, per image name, the region that was supervised, for the
-    provenance (default: "whole image", or the supervised pixel count at network scale).
+    The last :data:`REFIT_SHARE` of the budget refits the candidate scorer for the tuned weights, with the
+    user's images among its examples (:func:`model.candidate_fit.refit_for_user`); the progress then names
+    the phase :data:`REFITTING` and keeps its last step and loss while the time left runs down. ``regions``
+    describes, per image name, the region that was supervised, for the provenance (default: "whole image",
+    or the supervised pixel count at network scale).
     """
     import keras
 
@@ -255,7 +246,6 @@ def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: P
         raise SaemiInputError("There is no corrected image to learn from.")
     config = read_config(base_dir)
     samples = [training_sample(image, config.input_scale.target_diameter_px) for image in images]
-    refit = refits_scorer(config)
     check_weights_file(Path(base_dir) / config.weights, len(config.architecture.outputs))
     model = keras.saving.load_model(Path(base_dir) / config.weights, safe_mode=True, compile=False)
     for layer in model.layers:  # batch statistics stay those of the original data (against forgetting)
@@ -268,7 +258,7 @@ def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: P
                             size_channel=model.output_shape[-1] > 2)
     keras.utils.set_random_seed(seed)
     budget_s = 60.0 * minutes
-    train_s = budget_s * (1.0 - REFIT_SHARE) if refit else budget_s
+    train_s = budget_s * (1.0 - REFIT_SHARE)
     start = time.monotonic()
     steps, losses = 0, []
 
@@ -291,17 +281,14 @@ def finetune_images(base_dir: Path, images: list[data.LabelledImage], out_dir: P
     result = _save(model, config, base_dir, out_dir, samples, steps, time.monotonic() - start, seed, minutes,
                    learning_rate, losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
                    regions)
-    if refit:
-        done = ("the base model's scorer, kept: the tune was stopped" if stopped() else
-                refit_for_user(out_dir, images, budget_s - (time.monotonic() - start), seed=seed,
-                               tick=lambda: report(REFITTING),
-                               should_stop=should_stop))
-        settings = json.loads((out_dir / CONFIG_NAME).read_text())
-        settings["training"]["finetune"]["candidate_scorer"] = done
-        settings["training"]["finetune"]["seconds"] = round(time.monotonic() - start, 1)
-        (out_dir / CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
-        result = dataclasses.replace(result, seconds=time.monotonic() - start)
-    return result
+    done = ("the base model's scorer, kept: the tune was stopped" if stopped() else
+            refit_for_user(out_dir, images, budget_s - (time.monotonic() - start), seed=seed,
+                           tick=lambda: report(REFITTING), should_stop=should_stop))
+    settings = json.loads((out_dir / CONFIG_NAME).read_text())
+    settings["training"]["finetune"]["candidate_scorer"] = done
+    settings["training"]["finetune"]["seconds"] = round(time.monotonic() - start, 1)
+    (out_dir / CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+    return dataclasses.replace(result, seconds=time.monotonic() - start)
 
 
 def _save(model, config, base_dir: Path, out_dir: Path, samples, steps: int, seconds: float, seed: int,
@@ -323,8 +310,8 @@ def _save(model, config, base_dir: Path, out_dir: Path, samples, steps: int, sec
         "steps": steps, "seconds": round(seconds, 1), "budget_minutes": minutes, "seed": seed,
         "shares": {"user": USER_FRACTION, "emps_train": EMPS_FRACTION, "synthetic": 1 - USER_FRACTION - EMPS_FRACTION},
         "learning_rate": learning_rate}, "base": dict(config.training)}
-    if config.input_scale.selector_file:
-        shutil.copy(Path(base_dir) / config.input_scale.selector_file, out_dir)
+    if config.input_scale.scorer_file:  # the base model's, until the refit replaces it
+        shutil.copy(Path(base_dir) / config.input_scale.scorer_file, out_dir)
     (out_dir / CONFIG_NAME).write_text(json.dumps(settings, indent=2) + "\n")
     return FinetuneResult(out_dir, version, steps, seconds, first_loss, last_loss)
 

@@ -22,6 +22,11 @@ from model.trees import tree_problem
 logger = logging.getLogger(__name__)
 
 
+#: Why a model folder without a candidate scorer cannot segment.
+NO_SCORER = ("The model folder has no candidate scorer (input_scale.scorer_file); fit one with "
+             "python -m model.candidate_fit.")
+
+
 @dataclass(frozen=True)
 class ShippedModel:
     """A loaded network with the settings it was trained and validated with."""
@@ -90,9 +95,12 @@ def model_problem(model_dir: str | os.PathLike | None = None) -> str | None:
     """
     folder = Path(model_dir) if model_dir is not None else default_model_dir()
     try:
-        weights = folder / read_config(folder).weights
+        config = read_config(folder)
     except ModelLoadError as exc:
         return f"{exc} The classical segmenter is used instead."
+    if config.input_scale.scorer is None:
+        return f"{NO_SCORER} The classical segmenter is used instead."
+    weights = folder / config.weights
     if not weights.is_file():
         return (f"The U-Net weights {weights.name} are missing; the classical segmenter is used instead. "
                 "Reinstall the model folder to restore the U-Net.")
@@ -160,25 +168,27 @@ def check_model_folder(model_dir: str | os.PathLike) -> None:
     if not folder.is_dir():
         raise ModelLoadError(f"The model folder {folder.name} does not exist.")
     config = read_config(folder)
-    scorer = config.input_scale.selector
-    if scorer is not None and "trees" in scorer:
+    scorer = config.input_scale.scorer
+    if scorer is None:
+        raise ModelLoadError(NO_SCORER)
+    if "trees" in scorer:
         problem = tree_problem(scorer)
         if problem is not None:
-            raise ModelLoadError(f"The scorer file {config.input_scale.selector_file} cannot be used: {problem}.")
+            raise ModelLoadError(f"The scorer file {config.input_scale.scorer_file} cannot be used: {problem}.")
     check_weights_file(folder / config.weights, len(config.architecture.outputs))
 
 
-#: Largest model ``.zip`` accepted (the weights, ``config.json`` and the scale scorer), and its most entries.
+#: Largest model ``.zip`` accepted (the weights, ``config.json`` and the candidate scorer), and its most entries.
 MAX_MODEL_ZIP_BYTES = 60_000_000
 MAX_MODEL_ZIP_ENTRIES = 8
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
 
 
 def model_folder_zip(model_dir: str | os.PathLike) -> bytes:
-    """A model folder as a ``.zip``: the weights, ``config.json`` and the scale scorer it names, at the top."""
+    """A model folder as a ``.zip``: the weights, ``config.json`` and the candidate scorer it names, at the top."""
     folder = Path(model_dir)
     config = read_config(folder)
-    names = [config.weights, CONFIG_NAME] + ([config.input_scale.selector_file] if config.input_scale.selector_file
+    names = [config.weights, CONFIG_NAME] + ([config.input_scale.scorer_file] if config.input_scale.scorer_file
                                              else [])
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -193,7 +203,7 @@ def unpack_model_zip(data: bytes, model_dir: str | os.PathLike) -> ModelConfig:
 
     Checked in this order: the size of the upload, that it is a zip, its entries (at most
     :data:`MAX_MODEL_ZIP_ENTRIES` plain names at the top, no folders, no paths, nothing above
-    :data:`MAX_UNPACKED_BYTES` unpacked), a ``config.json`` whose weights and scale scorer are entries of
+    :data:`MAX_UNPACKED_BYTES` unpacked), a ``config.json`` whose weights and candidate scorer are entries of
     the zip, then the weights (size, safe mode, layer allow-list, input and outputs).
 
     Raises
@@ -243,7 +253,7 @@ def unpack_model_zip(data: bytes, model_dir: str | os.PathLike) -> ModelConfig:
 
 
 def _check_named_files(archive: zipfile.ZipFile, names: list[str]) -> None:
-    """Refuse a ``config.json`` (read raw, before anything is unpacked) whose weights or scale scorer are not
+    """Refuse a ``config.json`` (read raw, before anything is unpacked) whose weights or candidate scorer are not
     files of the zip, so that reading the folder never opens a file outside it."""
     import json
 
@@ -255,8 +265,8 @@ def _check_named_files(archive: zipfile.ZipFile, names: list[str]) -> None:
         raise ModelLoadError(f"The {CONFIG_NAME} of the model .zip is not JSON.") from err
     scaling = settings.get("input_scale") if isinstance(settings, dict) else None
     wanted = [settings.get("weights", WEIGHTS_NAME) if isinstance(settings, dict) else None]
-    if isinstance(scaling, dict) and scaling.get("selector_file"):
-        wanted.append(scaling["selector_file"])
+    if isinstance(scaling, dict) and scaling.get("scorer_file"):
+        wanted.append(scaling["scorer_file"])
     missing = [str(name) for name in wanted if not isinstance(name, str) or name not in names]
     if missing:
         raise ModelLoadError(f"The model .zip lacks {', '.join(missing)}, which its {CONFIG_NAME} names.")

@@ -1,37 +1,19 @@
-"""Octave passes fused by particle size: the scale method under evaluation for issue #19.
+"""Octave passes fused by particle size: how the segmenter covers every particle size in one image.
 
-Today's segmenter chooses one scale per image (a pyramid rated by a learned scorer), which loses the
-small particles of a polydisperse powder and is slow. This module runs the network at fixed octaves of
-the image (1, 1/2, 1/4, ... down to a short side of :data:`MIN_SIDE_PX`) and keeps each particle from the
-pass where it appears at a size the network sees well (:data:`BAND_PX`, in the pass's pixels). The passes
-cost about 4/3 of the full-resolution one together.
-
-With a network that has a size map, every instance of every pass is a candidate, as a multi-scale
-detector treats its levels (:func:`fuse_by_confidence`). A scorer fitted on images with known particles
-(gradient-boosted trees, :mod:`model.candidate_fit`, stored beside the weights) rates each candidate
-from its own measures (centre peak, mean particle probability, solidity, measured diameter against the
-network's size for it), from how the neighbouring passes show it (IoU with their instances: a real
-particle shows at two scales, a hallucination of one pass does not) and from how it compares with the
-image's confident particles (a speck beside large particles is dust or texture; a small particle among
-many of its kind is not). Candidates likely enough to be particles (:data:`KEEP_PROBABILITY`) are kept
-greedily, most likely first, each where no more than :data:`MAX_TAKEN` of it is already taken. A pass
-that gives only a few particles, small in area beside the others (:data:`STRAY_COUNT`), gives none: on
-the EMPS training images these were mostly panel letters, dust and texture.
-
-Without a size map, from the coarsest pass to the finest:
-
-- a particle is kept from a pass when its measured diameter is inside the band; the coarsest pass also
-  keeps larger ones, the finest also smaller ones;
-- a weak particle (centre-map peak under :data:`FRAGMENT_PEAK`) touching a kept one is a piece of that
-  one's rim or halo, and dropped;
-- a coarse particle that the next finer pass shows as two or more separate particles (split by
-  background), each inside the band there, is a merge, and left to the finer pass.
-
-Either way, a particle mostly covered by one already kept is dropped.
-
-It is selected with ``UNetSegmenter(scale_method="octaves")``; the default is still the learned scale
-choice, until the benchmark (``bench/bench_real_sizes.py``) says otherwise with a network trained over
-the whole band.
+The network runs at fixed octaves of the image (1, 1/2, 1/4, ... down to a short side of
+:data:`MIN_SIDE_PX`); together the passes cost about 4/3 of the full-resolution one. Each particle is
+kept from the pass where it appears at a size the network sees well, as a multi-scale detector treats
+its levels: every instance of every pass is a candidate (:func:`fuse_passes`). A scorer fitted on
+images with known particles (gradient-boosted trees, :mod:`model.candidate_fit`, stored beside the
+weights) rates each candidate from its own measures (centre peak, mean particle probability, solidity,
+measured diameter against the network's size map for it), from how the neighbouring passes show it
+(IoU with their instances: a real particle shows at two scales, a hallucination of one pass does not)
+and from how it compares with the image's confident particles (a speck beside large particles is dust
+or texture; a small particle among many of its kind is not). Candidates likely enough to be particles
+(:data:`KEEP_PROBABILITY`) are kept greedily, most likely first, each where no more than
+:data:`MAX_TAKEN` of it is already taken. A pass that gives only a few particles, small in area beside
+the others (:data:`STRAY_COUNT`), gives none: on the EMPS training images these were mostly panel
+letters, dust and texture.
 """
 
 from __future__ import annotations
@@ -39,26 +21,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from app.analysis.labels import sequential_labels
 from model.config import CANDIDATE_SCORER_KIND
 from model.postprocess import upsample_instances
 from model.preprocess import decode_size, resize_labels, scaled_shape
 from model.trees import boosted_tree_logits
 
-#: Apparent diameters (px of the pass) a particle is kept at.
-BAND_PX = (7.0, 20.0)
 #: A pass whose shorter side would be under this is not run.
 MIN_SIDE_PX = 24
-#: Centre-map peak below which a particle touching a kept coarser one counts as a piece of it.
-FRAGMENT_PEAK = 0.8
 #: Instances of at least this many pixels get a solidity (area over convex-hull area); smaller ones 1.
 SOLIDITY_MIN_AREA_PX = 30
-#: With a size map: a candidate is kept when the fitted candidate scorer gives it at least this
+#: A candidate is kept when the fitted candidate scorer gives it at least this
 #: probability of matching a particle (IoU >= 0.5).
 KEEP_PROBABILITY = 0.4
-#: With a size map: "strong" candidates, the context every candidate is compared with, have at least
+#: "Strong" candidates, the context every candidate is compared with, have at least
 #: this centre peak and mean particle probability.
 STRONG_PEAK = 0.7
 STRONG_FOREGROUND = 0.85
@@ -69,14 +45,15 @@ CANDIDATE_FEATURES = (
     "log1p_strong_in_pass", "log2_diameter_over_strong_median", "log2_scale", "touches_frame",
     "pass_share_of_strong_area", "log2_diameter_over_strong_max", "n_passes",
 )
-#: With a size map: a candidate is dropped when more than this share of it is already taken.
+#: A particle kept from a coarse pass is drawn with the outline of its match in the next finer pass (and so on)
+#: while their IoU is at least this (:func:`finest_outlines`); None: each keeps its own pass's outline.
+OUTLINE_IOU = 0.7
+#: A candidate is dropped when more than this share of it is already taken.
 MAX_TAKEN = 0.2
-#: With a size map: a pass that contributes fewer particles than this, and less than
+#: A pass that contributes fewer particles than this, and less than
 #: :data:`STRAY_AREA_SHARE` of the kept particles' area, contributes none (stray text, dust, texture).
 STRAY_COUNT = 10
 STRAY_AREA_SHARE = 0.05
-#: Finer-pass foreground share of a coarse particle above which a split there is believed.
-MERGE_COVER = 0.6
 
 
 def octave_scales(shape: tuple[int, int], max_scale: float = 1.0, min_side_px: int = MIN_SIDE_PX) -> list[float]:
@@ -101,7 +78,7 @@ class OctavePass:
     foreground: np.ndarray
     centre: np.ndarray
     labels: np.ndarray
-    size: np.ndarray | None = None  # the network's size map (encode_size), when it has one
+    size: np.ndarray  # the network's size map (encode_size)
 
 
 def nearest_ids(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -122,50 +99,23 @@ def pair_counts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return pairs // base, pairs % base, counts
 
 
-def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], band_px: tuple[float, float] = BAND_PX,
-                fragment_peak: float = FRAGMENT_PEAK, merge_cover: float = MERGE_COVER,
-                scorer: dict | None = None) -> np.ndarray:
-    """One label image of ``shape`` from passes at several scales (see the module's rules).
-
-    With a size map in every pass the candidates of all passes compete, rated by ``scorer`` (the model's
-    candidate scorer, :mod:`model.candidate_fit`; required then) (:func:`fuse_by_confidence`; ``band_px``
-    and the two rules after it are not used); without, the measured sizes decide, coarsest
-    pass first (:func:`_keep_by_measured_size`), every decision taken at the pass's own resolution
-    (what is already kept is shrunk to it). Either way only the kept instances are carried to full
-    resolution, with outlines from the pass's particle probability.
+def fuse_passes(passes: list[OctavePass], shape: tuple[int, int], scorer: dict | None) -> np.ndarray:
+    """One label image of ``shape`` from passes at several scales, their candidates rated by ``scorer``
+    (the model's candidate scorer, :mod:`model.candidate_fit`) and kept by :func:`fuse_by_confidence`.
 
     Returns
     -------
     numpy.ndarray
         int32 labels, ids 1..n.
+
+    Raises
+    ------
+    ValueError
+        Without a scorer.
     """
-    if passes and all(one.size is not None for one in passes):
-        if scorer is None:
-            raise ValueError("A network with a size map needs its candidate scorer (python -m model.candidate_fit).")
-        return fuse_by_confidence(passes, shape, scorer)
-    ordered = sorted(passes, key=lambda one: one.scale)
-    out = np.zeros(shape, np.int32)
-    next_id = 1
-    for k, one in enumerate(ordered):
-        labels = np.asarray(one.labels, np.int32)
-        n = int(labels.max())
-        if n == 0:
-            continue
-        area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
-        taken = nearest_ids(out > 0, labels.shape) > 0
-        keep = area > 0
-        keep[0] = False
-        keep &= np.bincount(labels[taken], minlength=n + 1) / np.maximum(area, 1) <= 0.2  # not kept already
-        keep &= _keep_by_measured_size(one, labels, area, taken, ordered[k + 1] if k < len(ordered) - 1 else None,
-                                       band_px, fragment_peak, merge_cover, first=k == 0)
-        kept = np.where(keep[labels], labels, 0)
-        if not kept.any():
-            continue
-        big = kept if kept.shape == tuple(shape) else upsample_instances(kept, one.foreground, shape=shape)
-        painted = (big > 0) & (out == 0)
-        out[painted] = big[painted] + (next_id - 1)
-        next_id += int(big.max())
-    return sequential_labels(out, min_area_px=1, in_place=True)
+    if scorer is None:
+        raise ValueError("The octave fusion needs the model's candidate scorer (python -m model.candidate_fit).")
+    return fuse_by_confidence(passes, shape, scorer)
 
 
 @dataclass(frozen=True)
@@ -182,7 +132,7 @@ class Candidates:
 
 
 def measure_candidates(one: OctavePass) -> Candidates:
-    """Measures of every instance of a pass with a size map."""
+    """Measures of every instance of a pass."""
     labels = np.asarray(one.labels, np.int32)
     n = int(labels.max())
     flat = labels.ravel()
@@ -207,7 +157,8 @@ def measure_candidates(one: OctavePass) -> Candidates:
                       (order, starts, ends))
 
 
-def candidate_features(passes: list[OctavePass], candidates: list[Candidates]) -> tuple[np.ndarray, list]:
+def candidate_features(passes: list[OctavePass], candidates: list[Candidates],
+                       support: tuple | None = None) -> tuple[np.ndarray, list]:
     """One row of :data:`CANDIDATE_FEATURES` per instance of every pass (``passes`` finest first, with
     their :func:`measure_candidates`), and the ``(pass, id)`` of each row.
 
@@ -218,7 +169,7 @@ def candidate_features(passes: list[OctavePass], candidates: list[Candidates]) -
     area share there. That context is what tells a speck beside large particles from a small
     particle among its kind.
     """
-    finer, coarser = neighbour_support(passes)
+    finer, coarser, _ = support if support is not None else neighbour_support(passes)
     strong = []
     for one, c in zip(passes, candidates):
         is_strong = (c.measured_px > 0) & (c.peak >= STRONG_PEAK) & (c.mean_foreground >= STRONG_FOREGROUND)
@@ -303,12 +254,14 @@ def hull_areas(labels: np.ndarray, n: int, n_directions: int = 32,
     return areas
 
 
-def neighbour_support(passes: list[OctavePass]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def neighbour_support(passes: list[OctavePass]) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Per pass (``passes`` finest first), per id: the best IoU of the instance with an instance of the
     next finer pass, and with one of the next coarser pass (0 where there is none), compared at the
-    finer pass's resolution (the coarser labels resized to it by nearest neighbour)."""
+    finer pass's resolution (the coarser labels resized to it by nearest neighbour); and the id of that
+    best instance of the next finer pass (0 where there is none)."""
     finer = [np.zeros(int(np.asarray(one.labels).max()) + 1) for one in passes]
     coarser = [np.zeros_like(f) for f in finer]
+    finer_match = [np.zeros(f.size, np.int64) for f in finer]
     for k in range(len(passes) - 1):
         fine = np.asarray(passes[k].labels, np.int32)
         coarse = nearest_ids(passes[k + 1].labels, fine.shape)
@@ -321,7 +274,10 @@ def neighbour_support(passes: list[OctavePass]) -> tuple[list[np.ndarray], list[
         iou = overlap / (fine_area[fine_ids] + coarse_area[coarse_ids] - overlap)
         np.maximum.at(coarser[k], fine_ids, iou)
         np.maximum.at(finer[k + 1], coarse_ids, iou)
-    return finer, coarser
+        order = np.lexsort((iou, coarse_ids))  # by coarse id, its best pair last
+        best = order[np.append(np.diff(coarse_ids[order]) != 0, True)]
+        finer_match[k + 1][coarse_ids[best]] = fine_ids[best]
+    return finer, coarser, finer_match
 
 
 def _pixel_lists(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -355,7 +311,8 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int], scorer:
     """
     passes = sorted(passes, key=lambda one: -one.scale)
     candidates = [measure_candidates(one) for one in passes]
-    features, meta = candidate_features(passes, candidates)
+    support = neighbour_support(passes)
+    features, meta = candidate_features(passes, candidates, support)
     if not meta:
         return np.zeros(shape, np.int32)
     logits = candidate_logits(scorer, features)
@@ -371,7 +328,26 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int], scorer:
         else:
             nearest.append(_pixel_lists(nearest_ids(one.labels, shape)))
     kept = _keep_greedily(ranked, nearest, int(np.prod(shape)), len(passes))
+    if OUTLINE_IOU is not None:
+        kept = finest_outlines(kept, support)
     return _draw(passes, kept, shape)
+
+
+def finest_outlines(kept: list[tuple[int, int]], support: tuple) -> list[tuple[int, int]]:
+    """``kept`` with each particle drawn from the finest pass that shows it whole: a candidate kept from a
+    coarse pass is replaced by its best match in the next finer pass while their IoU is at least
+    :data:`OUTLINE_IOU` (``support`` is :func:`neighbour_support`'s) and that match is not kept already.
+    The coarse pass decides that there is a particle; the finer one has more pixels for its outline."""
+    finer_iou, _, finer_match = support
+    used = set(kept)
+    out = []
+    for k, i in kept:
+        while k > 0 and finer_iou[k][i] >= OUTLINE_IOU and (k - 1, int(finer_match[k][i])) not in used:
+            used.discard((k, i))
+            k, i = k - 1, int(finer_match[k][i])
+            used.add((k, i))
+        out.append((k, i))
+    return out
 
 
 def _keep_greedily(ranked: list[tuple[int, int]], nearest: list, n_pixels: int, n_passes: int) -> list[tuple[int, int]]:
@@ -423,48 +399,3 @@ def _draw(passes: list[OctavePass], kept: list[tuple[int, int]], shape: tuple[in
             out[pixels] = next_id
             next_id += 1
     return out.reshape(shape)
-
-
-def _keep_by_measured_size(one: OctavePass, labels: np.ndarray, area: np.ndarray, taken: np.ndarray,
-                           finer: OctavePass | None, band_px: tuple[float, float], fragment_peak: float,
-                           merge_cover: float, *, first: bool) -> np.ndarray:
-    """Per id, coarsest pass first: the measured diameter is inside the band (the coarsest pass also keeps
-    larger particles, the finest smaller ones), the instance is not a weak piece beside a kept particle,
-    and the next finer pass does not show it as several particles (:func:`_merges`)."""
-    low, high = band_px
-    measured = np.sqrt(4.0 * area / np.pi)
-    keep = np.ones(area.size, bool)
-    if finer is not None:
-        keep &= measured >= low
-        keep &= ~_merges(labels, area, finer, one.scale, low, high, merge_cover)
-    if not first:
-        keep &= measured <= high
-        if taken.any():
-            near = np.bincount(labels[ndimage.binary_dilation(taken, iterations=2)], minlength=area.size) > 0
-            peak = np.asarray(ndimage.maximum(np.asarray(one.centre), labels, index=np.arange(area.size)))
-            keep &= ~(near & (peak < fragment_peak))
-    return keep
-
-
-def _merges(labels: np.ndarray, area: np.ndarray, finer: OctavePass, scale: float, low: float, high: float,
-            merge_cover: float) -> np.ndarray:
-    """Per id of ``labels`` (a pass at ``scale``): the next finer pass shows it as 2+ separate particles
-    (foreground components) inside the band, covering most of it."""
-    n = area.size - 1
-    merged = np.zeros(n + 1, bool)
-    finer_own = np.asarray(finer.labels, np.int32)
-    if finer_own.max() == 0:
-        return merged
-    finer_diameter = np.sqrt(4.0 * np.bincount(finer_own.ravel()) / np.pi)
-    finer_in_band = (finer_diameter >= low) & (finer_diameter <= high)
-    finer_labels = nearest_ids(finer_own, labels.shape)
-    cover = np.bincount(labels[finer_labels > 0], minlength=n + 1) / np.maximum(area, 1)
-    components, _ = ndimage.label(finer_labels > 0)
-    coarse, _, _ = pair_counts(labels, components)
-    n_components = np.bincount(coarse, minlength=n + 1)
-    coarse_f, fine_ids, _ = pair_counts(labels, finer_labels)
-    in_band_share = (np.bincount(coarse_f, weights=finer_in_band[fine_ids].astype(float), minlength=n + 1)
-                     / np.maximum(np.bincount(coarse_f, minlength=n + 1), 1))
-    merged = (n_components >= 2) & (cover > merge_cover) & (in_band_share > 0.8)
-    merged[0] = False
-    return merged

@@ -1,9 +1,8 @@
 """Gradient-boosted trees stored as plain numbers (JSON), scored with numpy.
 
-Two learned scorers use them: the pass scorer of the learned scale choice (:mod:`model.scale_select`)
-and the candidate scorer of the octave method (:mod:`model.multiscale`). They are fitted with
-scikit-learn (:func:`trees_from_sklearn` reads a fitted model's trees) and scored here without it and
-without pickle.
+The candidate scorer of the octave fusion (:mod:`model.multiscale`, fitted by :mod:`model.candidate_fit`)
+is one. It is fitted with scikit-learn (:func:`trees_from_sklearn` reads a fitted model's trees) and
+scored here without it and without pickle.
 """
 
 from __future__ import annotations
@@ -135,7 +134,7 @@ def boosted_tree_logits(model: Mapping[str, Any], features: np.ndarray) -> np.nd
 
 
 def write_trees(model: Mapping[str, Any], path: Path) -> None:
-    """Write a scorer as JSON, one tree per line (the file a model's ``input_scale.selector_file`` names)."""
+    """Write a scorer as JSON, one tree per line (the file a model's ``input_scale.scorer_file`` names)."""
     head = {key: value for key, value in model.items() if key != "trees"}
     text = json.dumps(head, indent=1)
     if "trees" in model:

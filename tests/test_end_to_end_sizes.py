@@ -72,14 +72,11 @@ def analysed(request):
 
 
 @needs_model
-def test_full_chain_d50_within_two_percent(analysed, request):
+def test_full_chain_d50_within_two_percent(analysed):
     modality, result, truth = analysed
-    if modality == "sem":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="the shipped U-Net draws SEM particles about 8% too large (see model/README.md)"))
     row = result.summary()
     assert row["n_particles"] == pytest.approx(len(truth), rel=0.05)
-    assert row["d50_ecd_nm"] == pytest.approx(np.median(truth["ecd_nm"]), rel=0.02)
+    assert row["d50_ecd_nm"] == pytest.approx(np.median(truth["ecd_nm"]), rel=0.02), modality
 
 
 @needs_model

@@ -142,8 +142,8 @@ def _model_dir(store: BatchStore, batch_id: str) -> Path:
 
 def _base_files(model_dir: Path) -> dict[str, bytes]:
     settings = read_config(model_dir)
-    names = [settings.weights, "config.json"] + ([settings.input_scale.selector_file]
-                                                 if settings.input_scale.selector_file else [])
+    names = [settings.weights, "config.json"] + ([settings.input_scale.scorer_file]
+                                                 if settings.input_scale.scorer_file else [])
     return {name: (model_dir / name).read_bytes() for name in names}
 
 

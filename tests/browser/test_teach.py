@@ -45,11 +45,11 @@ def tiny_cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_model")
     shipped = Path(__file__).resolve().parents[2] / "model"
     keras.utils.set_random_seed(0)
-    build_unet(filters=(4, 8), convs_per_block=1).save(folder / "saemi_unet.keras")
+    build_unet(filters=(4, 8), convs_per_block=1, n_outputs=3).save(folder / "saemi_unet.keras")
     config = json.loads((shipped / "config.json").read_text())
     config["test_time_views"] = 1
     (folder / "config.json").write_text(json.dumps(config))
-    shutil.copy(shipped / config["input_scale"]["selector_file"], folder)
+    shutil.copy(shipped / config["input_scale"]["scorer_file"], folder)
     settings = {"SAEMI_MODEL_DIR": str(folder), "SAEMI_TEACH_MINUTES": "0.05"}
     previous = {name: os.environ.get(name) for name in (*settings, SCHEDULER_ENV)}
     os.environ.update(settings)
@@ -149,7 +149,7 @@ def test_teach_on_a_correction_then_download_and_upload_the_model(dash_duo, tiny
     wait(lambda: os.path.isfile(path) and zipfile.is_zipfile(path), "the tuned model was not downloaded")
     time.sleep(0.5)
     with zipfile.ZipFile(path) as archive:
-        assert sorted(archive.namelist()) == ["config.json", "saemi_unet.keras", "scale_selector.json"]
+        assert sorted(archive.namelist()) == ["candidate_scorer.json", "config.json", "saemi_unet.keras"]
         assert json.loads(archive.read("config.json"))["version"] == version
     duo.find_element(f"#{ids.MODEL_UPLOAD} input[type=file]").send_keys(path)
     wait(lambda: "uploaded model" in duo.find_element(f"#{ids.MODEL_IN_USE}").text,

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 
 import pytest
 
@@ -9,6 +10,7 @@ from app.engine import default_segmenter_name, get_segmenter
 from app.layout import ids
 from app.session.guard import public_text
 from app.webapp import create_app
+from model.config import default_model_dir
 from model.loading import model_problem
 
 
@@ -30,19 +32,19 @@ def model_dir(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("damage", ["missing", "garbage", "bad-config", "no-selector"])
+@pytest.mark.parametrize("damage", ["missing", "garbage", "bad-config", "no-scorer"])
 def test_broken_model_is_reported_at_startup(model_dir, damage, caplog):
     if damage == "garbage":
         (model_dir / "saemi_unet.keras").write_bytes(b"PK\x03\x04 this is not a keras archive")
     elif damage == "bad-config":
         (model_dir / "config.json").write_text("{ not json")
-    elif damage == "no-selector":  # the config names a scale selector file that is not there
+    elif damage == "no-scorer":  # the config names a candidate scorer file that is not there
         (model_dir / "config.json").write_text(json.dumps(
-            {"weights": "saemi_unet.keras", "input_scale": {"selector_file": "scale_selector.json"}}))
+            {"weights": "saemi_unet.keras", "input_scale": {"scorer_file": "candidate_scorer.json"}}))
     problem = model_problem(model_dir)
     assert problem is not None and problem.count("classical segmenter") == 1  # said once, clearly
-    if damage == "no-selector":
-        assert "scale selector file" in problem
+    if damage == "no-scorer":
+        assert "candidate scorer file" in problem
     assert default_segmenter_name(model_dir) == "classical"
     with caplog.at_level(logging.ERROR, logger="app.webapp"):
         app = create_app(model_dir=model_dir)
@@ -58,6 +60,9 @@ def test_sound_archive_passes_the_check(model_dir):
 
     with zipfile.ZipFile(model_dir / "saemi_unet.keras", "w") as archive:
         archive.writestr("config.json", "{}")
+    (model_dir / "config.json").write_text(json.dumps(
+        {"weights": "saemi_unet.keras", "input_scale": {"scorer_file": "candidate_scorer.json"}}))
+    shutil.copy(default_model_dir() / "candidate_scorer.json", model_dir)
     assert model_problem(model_dir) is None
 
 

@@ -159,11 +159,11 @@ def test_a_model_downloads_and_uploads_again(batch, tiny_model_dir):  # noqa: F8
     assert folder and os.path.basename(folder).startswith("upload-")
     payload = teach.model_download(store, batch_id)
     with zipfile.ZipFile(io.BytesIO(base64.b64decode(payload["content"]))) as archive:
-        assert sorted(archive.namelist()) == ["config.json", "saemi_unet.keras", "scale_selector.json"]
+        assert sorted(archive.namelist()) == ["candidate_scorer.json", "config.json", "saemi_unet.keras"]
 
 
 def _model_zip_with(tiny_model_dir, weights: bytes) -> bytes:  # noqa: F811
-    files = {name: (tiny_model_dir / name).read_bytes() for name in ("config.json", "scale_selector.json")}
+    files = {name: (tiny_model_dir / name).read_bytes() for name in ("config.json", "candidate_scorer.json")}
     return zip_bytes({**files, "saemi_unet.keras": weights})
 
 
@@ -178,7 +178,7 @@ def _keras_bytes(tmp_path, build) -> bytes:
 
 @pytest.mark.parametrize("kind, refusal", [
     ("lambda", "corrupted or unreadable"),
-    ("shape", "one grayscale image and give two maps"),
+    ("shape", "one grayscale image and give three maps"),
     ("bomb", "would unpack to more than"),
     ("path", "folders or paths"),
     ("not a zip", "not a .zip"),
@@ -191,7 +191,7 @@ def test_a_malicious_or_wrong_model_upload_is_refused(batch, tiny_model_dir, tmp
         data = _model_zip_with(tiny_model_dir, _keras_bytes(tmp_path, lambda keras, x: keras.layers.Lambda(
             lambda t: keras.ops.concatenate([t, t], axis=-1))(x)))
     elif kind == "shape":
-        data = _model_zip_with(tiny_model_dir, _keras_bytes(tmp_path, lambda keras, x: keras.layers.Conv2D(3, 1)(x)))
+        data = _model_zip_with(tiny_model_dir, _keras_bytes(tmp_path, lambda keras, x: keras.layers.Conv2D(2, 1)(x)))
     elif kind == "bomb":
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -203,7 +203,7 @@ def test_a_malicious_or_wrong_model_upload_is_refused(batch, tiny_model_dir, tmp
         data = zip_bytes({"../../evil/config.json": b"{}", "saemi_unet.keras": b"x"})
     elif kind == "outside":
         settings = json.loads((tiny_model_dir / "config.json").read_text())
-        settings["input_scale"]["selector_file"] = "../../etc/passwd"
+        settings["input_scale"]["scorer_file"] = "../../etc/passwd"
         data = zip_bytes({"config.json": json.dumps(settings).encode(),
                      "saemi_unet.keras": (tiny_model_dir / "saemi_unet.keras").read_bytes()})
     elif kind == "not a zip":

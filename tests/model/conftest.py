@@ -13,13 +13,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    """A two-level U-Net with a handful of filters and fixed random weights."""
+    """A two-level U-Net with a handful of filters, the three output maps and fixed random weights."""
     import keras
 
     from model.unet import build_unet
 
     keras.utils.set_random_seed(0)
-    return build_unet(filters=(4, 8), convs_per_block=1)
+    return build_unet(filters=(4, 8), convs_per_block=1, n_outputs=3)
 
 
 def two_touching_discs(shape=(64, 96), radius=14):
@@ -36,10 +36,10 @@ def two_touching_discs(shape=(64, 96), radius=14):
 
 @pytest.fixture
 def tiny_model_dir(tmp_path, tiny_model):
-    """A model folder holding the tiny network and the shipped config and scale selector.
+    """A model folder holding the tiny network with the shipped config and candidate scorer.
 
-    The config shows the network one view of the image (``test_time_views`` 1), so that the tests of
-    the scale choice count and reuse passes of their own; the extra views have tests of their own.
+    The config shows the network one view of the image (``test_time_views`` 1), so that the tests count
+    passes of their own; the extra views have tests of their own.
     """
     import shutil
     from pathlib import Path
@@ -49,17 +49,5 @@ def tiny_model_dir(tmp_path, tiny_model):
     config = json.loads((shipped / "config.json").read_text())
     config["test_time_views"] = 1
     (tmp_path / "config.json").write_text(json.dumps(config))
-    shutil.copy(shipped / config["input_scale"]["selector_file"], tmp_path)
+    shutil.copy(shipped / config["input_scale"]["scorer_file"], tmp_path)
     return tmp_path
-
-
-@pytest.fixture
-def confidence_rule_dir(tiny_model_dir):
-    """``tiny_model_dir`` without the learned scale selector: the segmenter then chooses the scale
-    with the confidence rule (used by configs without one)."""
-    path = tiny_model_dir / "config.json"
-    config = json.loads(path.read_text())
-    config["input_scale"].pop("selector", None)
-    config["input_scale"].pop("selector_file", None)
-    path.write_text(json.dumps(config))
-    return tiny_model_dir

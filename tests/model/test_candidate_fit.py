@@ -16,6 +16,10 @@ def _disc(shape, centre, radius):
     return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2
 
 
+def _pass(scale, labels):
+    return OctavePass(scale, labels > 0, labels > 0, labels, np.zeros(labels.shape, np.float32))
+
+
 def test_each_candidate_is_labelled_with_its_best_iou_at_its_passs_resolution():
     truth = np.zeros((64, 64), np.int32)
     truth[_disc(truth.shape, (20, 20), 8)] = 1
@@ -25,7 +29,7 @@ def test_each_candidate_is_labelled_with_its_best_iou_at_its_passs_resolution():
     fine[_disc(fine.shape, (44, 52), 8)] = 2  # shifted by its radius: IoU about 0.24
     coarse = np.zeros((32, 32), np.int32)
     coarse[_disc(coarse.shape, (10, 10), 4)] = 1
-    passes = [OctavePass(1.0, fine > 0, fine > 0, fine), OctavePass(0.5, coarse > 0, coarse > 0, coarse)]
+    passes = [_pass(1.0, fine), _pass(0.5, coarse)]
     iou = best_iou(passes, [(0, 1), (0, 2), (1, 1)], truth)
     assert iou[0] == pytest.approx(1.0)
     assert 0.15 < iou[1] < 0.35
@@ -55,7 +59,7 @@ def test_a_candidates_supervised_share_is_measured_at_its_passs_resolution():
     fine[10:20, 26:36] = 2  # 4 of 10 columns inside
     coarse = np.zeros((32, 32), np.int32)
     coarse[20:30, 20:30] = 1  # outside
-    passes = [OctavePass(1.0, fine > 0, fine > 0, fine), OctavePass(0.5, coarse > 0, coarse > 0, coarse)]
+    passes = [_pass(1.0, fine), _pass(0.5, coarse)]
     supervised = np.zeros((64, 64), bool)
     supervised[:, :30] = True
     share = supervised_share(passes, [(0, 1), (0, 2), (1, 1)], supervised)
@@ -82,20 +86,17 @@ def test_the_held_out_seeds_are_refused_for_fitting():
 
 
 @pytest.mark.slow
-def test_candidates_are_collected_from_a_sized_networks_octave_passes(tmp_path, tiny_model):
+def test_candidates_are_collected_from_a_networks_octave_passes_before_it_has_a_scorer(tmp_path, tiny_model):
     from model.segmenter import UNetSegmenter
     from model.synthetic import generate_sample
-    from model.unet import with_size_output
 
     shipped = json.loads((Path(__file__).resolve().parents[2] / "model" / "config.json").read_text())
-    with_size_output(tiny_model).save(tmp_path / "saemi_unet.keras")
-    shipped["architecture"]["outputs"] = ["foreground_probability", "centre_map", "size_map"]
-    shipped["input_scale"]["method"] = "octaves"
-    shipped["input_scale"].pop("selector_file", None)
+    tiny_model.save(tmp_path / "saemi_unet.keras")
+    shipped["input_scale"].pop("scorer_file")  # a network just trained: its scorer is fitted from these
     shipped["test_time_views"] = 1
     (tmp_path / "config.json").write_text(json.dumps(shipped))
     sample = generate_sample(7, 96, 128, modality="tem")
     cases = [("one", sample.image.astype(np.float32) / 255, sample.labels)]
-    features, ious = collect(UNetSegmenter(tmp_path, scale_method="octaves"), iter(cases))
+    features, ious = collect(UNetSegmenter(tmp_path), iter(cases))
     assert len(features) == 1 and features[0].shape[1] == len(CANDIDATE_FEATURES)
     assert len(ious[0]) == len(features[0]) and ((ious[0] >= 0) & (ious[0] <= 1)).all()

@@ -15,7 +15,7 @@ from PIL import Image
 
 from app.config import REPO_ROOT
 from model.config import ModelLoadError
-from model.finetune import finetune, read_masks
+from model.finetune import REFITTING, TRAINING, finetune, read_masks
 from model.loading import MAX_UNPACKED_BYTES, check_model_folder, check_weights_file
 from model.synthetic import generate_sample
 
@@ -57,8 +57,10 @@ def test_a_finetune_writes_a_model_folder_that_analyze_uses(tiny_model_dir, pair
     out = tmp_path / "tuned"
     steps = []
     result = finetune(tiny_model_dir, images, masks, out, minutes=0.05, seed=3,
-                      progress=lambda step, loss, left, phase: steps.append((step, loss, left)))
-    assert result.steps == len(steps) > 0 and np.isfinite(result.last_loss)
+                      progress=lambda step, loss, left, phase: steps.append((step, loss, left, phase)))
+    training = [s for s in steps if s[3] == TRAINING]
+    assert result.steps == len(training) > 0 and np.isfinite(result.last_loss)
+    assert steps[-1][3] == REFITTING and steps[-1][0] == result.steps  # then the scorer is refitted
     check_model_folder(out)  # a valid SAEMI U-Net folder
     settings = json.loads((out / "config.json").read_text())
     assert settings["version"] == result.version and "+ft." in result.version

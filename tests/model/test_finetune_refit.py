@@ -1,4 +1,4 @@
-"""A tune of an octave model refits its candidate scorer with the user's images (model.candidate_fit.refit_for_user,
+"""A tune refits the model's candidate scorer with the user's images (model.candidate_fit.refit_for_user,
 model.finetune.finetune_images)."""
 
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.candidate_fit import SCORER_NAME, candidate_examples, fit_candidate_scorer, refit_for_user
-from model.config import name_scorer_file, read_config
+from model.candidate_fit import candidate_examples, fit_candidate_scorer, refit_for_user
+from model.config import SCORER_NAME, name_scorer_file, read_config
 from model.data import LabelledImage
 from model.multiscale import CANDIDATE_FEATURES, candidate_logits
 from model.trees import tree_problem, write_trees
@@ -18,25 +18,22 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def octave_model_dir(tmp_path, tiny_model, monkeypatch):
-    """The tiny network with a size map, set to the octave method, with a candidate scorer fitted on made-up
-    features (a candidate is a particle when its peak is over 0.5). The data folder is empty, so the
-    refit's original images are generated ones on every machine."""
-    from model.unet import with_size_output
-
+    """The tiny network with a candidate scorer fitted on made-up features (a candidate is a particle
+    when its peak is over 0.5). The data folder is empty, so the refit's original images are generated ones
+    on every machine."""
     monkeypatch.setenv("SAEMI_DATA_ROOT", str(tmp_path / "no-datasets"))
     folder = tmp_path / "octave"
     folder.mkdir()
     config = json.loads((Path(__file__).resolve().parents[2] / "model" / "config.json").read_text())
-    with_size_output(tiny_model).save(folder / config["weights"])
-    config["architecture"]["outputs"] = ["foreground_probability", "centre_map", "size_map"]
-    config["input_scale"].pop("selector_file", None)
+    tiny_model.save(folder / config["weights"])
+    config["input_scale"].pop("scorer_file")
     config["test_time_views"] = 1
     (folder / "config.json").write_text(json.dumps(config))
     rng = np.random.default_rng(0)
     x = rng.random((300, len(CANDIDATE_FEATURES)))
     write_trees(fit_candidate_scorer([x], [np.where(x[:, 0] > 0.5, 0.9, 0.1)], n_trees=10, depth=2, min_leaf=5),
                 folder / SCORER_NAME)
-    name_scorer_file(folder, SCORER_NAME, method="octaves")
+    name_scorer_file(folder, SCORER_NAME)
     return folder
 
 
@@ -52,7 +49,7 @@ def _user_images(folder: Path) -> list[LabelledImage]:
                                  scale_bar=False, letters=False)
         gray = sample.image.astype(np.float32) / 255.0
         images.append((f"user{seed}", gray))
-    finest = max(UNetSegmenter(folder, scale_method="octaves").octave_passes(images[0][1]), key=lambda p: p.scale)
+    finest = max(UNetSegmenter(folder).octave_passes(images[0][1]), key=lambda p: p.scale)
     assert finest.scale == 1.0 and finest.labels.max() >= 1
     return [LabelledImage(images[0][0], images[0][1], np.asarray(finest.labels, np.int32)),
             LabelledImage(images[1][0], images[1][1], np.zeros((160, 160), np.int32))]
@@ -68,7 +65,7 @@ def test_the_refit_learns_from_the_users_images_and_writes_a_valid_scorer(octave
     after = json.loads((octave_model_dir / SCORER_NAME).read_text())
     assert tree_problem(after) is None and after["trees"] != before["trees"]
     config = read_config(octave_model_dir)
-    assert config.input_scale.method == "octaves" and config.input_scale.selector["fitted_on"] == said
+    assert config.input_scale.scorer["fitted_on"] == said
     # the old scorer judged by the made-up peak rule; the new one by what the user's images showed
     probe = np.full((1, len(CANDIDATE_FEATURES)), 0.5)
     assert not np.allclose(candidate_logits(before, probe), candidate_logits(after, probe))
@@ -77,7 +74,7 @@ def test_the_refit_learns_from_the_users_images_and_writes_a_valid_scorer(octave
 def test_a_supervised_region_leaves_the_candidates_outside_it_out(octave_model_dir):
     from model.segmenter import UNetSegmenter
 
-    segmenter = UNetSegmenter(octave_model_dir, scale_method="octaves")
+    segmenter = UNetSegmenter(octave_model_dir)
     image = _user_images(octave_model_dir)[0]
     every, _ = candidate_examples(segmenter, image.gray, image.labels)
     whole, _ = candidate_examples(segmenter, image.gray, image.labels, np.ones(image.gray.shape, bool))
@@ -96,8 +93,8 @@ def test_a_tune_of_an_octave_model_refits_its_scorer_and_says_so(octave_model_di
     record = json.loads((tmp_path / "tuned" / "config.json").read_text())["training"]["finetune"]
     assert record["candidate_scorer"].startswith("refitted after a fine-tune on 2 user images")
     tuned = read_config(tmp_path / "tuned")
-    assert tuned.input_scale.selector["fitted_on"] == record["candidate_scorer"]
-    assert tree_problem(tuned.input_scale.selector) is None
+    assert tuned.input_scale.scorer["fitted_on"] == record["candidate_scorer"]
+    assert tree_problem(tuned.input_scale.scorer) is None
     phases = [phase for _, _, phase in seen]
     assert phases == ["training"] * result.steps + ["refitting"] * (len(seen) - result.steps)
     assert len(seen) >= result.steps + 2  # the refit reports after each of its images (2 of the user's at least)

@@ -24,7 +24,7 @@ def test_tiled_and_whole_image_inference_agree(tiny_model):
     image = smooth_image((150, 230))
     whole = predict_whole(tiny_model, image)
     tiled = predict_tiled(tiny_model, image, tile=64, overlap=32, batch_size=3)
-    assert tiled.shape == whole.shape == (150, 230, 2)
+    assert tiled.shape == whole.shape == (150, 230, 3)
     assert np.abs(tiled - whole).mean() < 0.001
     assert np.abs(tiled - whole).max() < 0.01
 
@@ -40,14 +40,14 @@ def test_tiles_without_overlap_show_seams_that_blending_removes(tiny_model):
 def test_image_smaller_than_a_tile(tiny_model):
     image = smooth_image((20, 37))
     out = predict_tiled(tiny_model, image, tile=64, overlap=16)
-    assert out.shape == (20, 37, 2)
+    assert out.shape == (20, 37, 3)
     assert np.isfinite(out).all()
 
 
 def test_rescaled_prediction_returns_maps_at_image_resolution(tiny_model):
     image = smooth_image((90, 70))
-    assert predict_at_scale(tiny_model, image, 0.5, tile=64, overlap=16).shape == (90, 70, 2)
-    assert predict_at_scale(tiny_model, image, 1.7, tile=64, overlap=16).shape == (90, 70, 2)
+    assert predict_at_scale(tiny_model, image, 0.5, tile=64, overlap=16).shape == (90, 70, 3)
+    assert predict_at_scale(tiny_model, image, 1.7, tile=64, overlap=16).shape == (90, 70, 3)
 
 
 def test_blend_window_is_one_inside_and_tapers_at_edges():
@@ -98,7 +98,7 @@ def predict_tiled_padded(model, image, *, tile, overlap, batch_size=1):
     tile_cols, col_starts, padded_cols = _tile_layout(cols, tile, overlap)
     padded = np.pad(image, ((margin, padded_rows - rows - margin), (margin, padded_cols - cols - margin)),
                     mode="reflect")
-    accumulated = np.zeros((padded_rows, padded_cols, 2), np.float32)
+    accumulated = np.zeros((padded_rows, padded_cols, 3), np.float32)
     weight_sum = np.zeros((padded_rows, padded_cols), np.float32)
     window = blend_window(tile_rows, overlap, tile_cols)
     for r in row_starts:

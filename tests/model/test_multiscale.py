@@ -1,13 +1,11 @@
-"""Octave passes fused by size (model/multiscale.py) on hand-made passes, and the segmenter's option."""
+"""Octave passes fused by the candidate scorer (model/multiscale.py) on hand-made passes, and the segmenter."""
 
 import json
 
 import numpy as np
 import pytest
 
-from app.analysis.errors import SaemiInputError
 from model.config import ModelLoadError, read_config
-from model.loading import load_shipped_model
 from model.multiscale import OctavePass, fuse_passes, octave_scales
 from model.segmenter import UNetSegmenter
 
@@ -20,98 +18,31 @@ def _discs(shape, centres, radius):
     return labels
 
 
-def _pass(scale, labels, peak=1.0):
-    return OctavePass(scale, (labels > 0).astype(np.float32), np.where(labels > 0, peak, 0.0).astype(np.float32),
-                      labels)
-
-
-def test_a_big_particle_is_taken_whole_from_the_coarse_pass_and_its_fine_fragments_dropped():
-    coarse = _discs((64, 64), [(32, 32)], 12)  # 24 px across at scale 0.5 ... 48 px in the image
-    fine = _discs((128, 128), [(64, 64)], 24)
-    rows, cols = np.indices(fine.shape)
-    fine = np.where(fine > 0, 1 + (rows > 64) + 2 * (cols > 64), 0).astype(np.int32)  # four touching pieces
-    fused = fuse_passes([_pass(1.0, fine), _pass(0.5, coarse)], (128, 128), band_px=(7, 30))
-    assert fused.max() == 1
-    assert abs((fused > 0).sum() - (fine > 0).sum()) < 0.05 * (fine > 0).sum()
-
-
-def test_a_coarse_blob_that_the_finer_pass_shows_as_separate_particles_is_a_merge():
-    fine = _discs((128, 128), [(64, 50), (64, 78)], 10)  # two 20 px particles 8 px apart
-    coarse = np.zeros((64, 64), np.int32)
-    coarse[28:37, 21:43] = 1  # one blob at half scale
-    fused = fuse_passes([_pass(1.0, fine), _pass(0.5, coarse)], (128, 128), band_px=(7, 30))
-    assert fused.max() == 2
-    # without the finer pass's separation the blob stays one particle
-    joined = fine.copy()
-    joined[60:68, 58:71] = 1
-    joined[joined == 2] = 1
-    assert fuse_passes([_pass(1.0, joined), _pass(0.5, coarse)], (128, 128), band_px=(7, 30)).max() == 1
-
-
-def test_each_particle_comes_from_the_pass_where_it_is_in_the_band():
-    fine = np.zeros((128, 128), np.int32)
-    fine[10:16, 10:16] = 1  # 6.8 px: only the finest pass sees it; it also keeps what is below the band
-    coarse = np.zeros((64, 64), np.int32)
-    coarse[29:35, 29:35] = 1  # 6.8 px at half scale: below the band there, so left to the finer pass
-    fine[60:68, 60:68] = 2  # the same particle at full scale, 9 px: in the band
-    fused = fuse_passes([_pass(1.0, fine), _pass(0.5, coarse)], (128, 128), band_px=(7, 30))
-    assert fused.max() == 2
-    assert (fused == fused[64, 64]).sum() == 64  # the finer pass's outline, not the coarse 12 x 12 one
-    coarse[28:36, 28:36] = 1  # 9 px at half scale: in the band, so the coarse pass keeps it
-    fused = fuse_passes([_pass(1.0, fine), _pass(0.5, coarse)], (128, 128), band_px=(7, 30))
-    assert (fused == fused[64, 64]).sum() == 256
-
-
-def test_a_weak_piece_beside_a_kept_particle_goes_and_a_confident_neighbour_stays():
-    coarse = _discs((64, 64), [(32, 32)], 12)
-    fine_big = _discs((128, 128), [(64, 64)], 24)
-    for peak, expected in ((0.3, 1), (0.95, 2)):
-        fine = np.where(fine_big > 0, 1, 0).astype(np.int32)
-        rim_piece = _discs((128, 128), [(64, 93)], 5)  # just outside the big particle's edge
-        fine[(rim_piece > 0) & (fine == 0)] = 2
-        centre = np.where(fine == 2, peak, np.where(fine > 0, 1.0, 0.0)).astype(np.float32)
-        fine_pass = OctavePass(1.0, (fine > 0).astype(np.float32), centre, fine)
-        assert fuse_passes([fine_pass, _pass(0.5, coarse)], (128, 128), band_px=(7, 30)).max() == expected
-
-
 def test_octave_scales_stop_at_the_smallest_useful_pass():
     assert octave_scales((768, 1024)) == [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125]
     assert octave_scales((100, 100), max_scale=0.5) == [0.5, 0.25]
 
 
-def test_segmenter_refuses_an_unknown_scale_method():
-    with pytest.raises(SaemiInputError, match="scale method must be one of learned, octaves"):
-        UNetSegmenter(scale_method="guess")
-
-
 def test_octave_segmentation_runs_end_to_end_with_any_network(tiny_model_dir):
     gray = np.random.default_rng(1).random((96, 128)).astype(np.float32)
     calls = []
-    labels = UNetSegmenter(tiny_model_dir, scale_method="octaves").segment(
-        gray, progress=lambda fraction, message: calls.append(fraction))
+    labels = UNetSegmenter(tiny_model_dir).segment(gray, progress=lambda fraction, message: calls.append(fraction))
     assert labels.shape == gray.shape and labels.dtype == np.int32
     assert calls[-1] == 1.0 and calls == sorted(calls)
 
 
-def test_the_model_config_chooses_the_scale_method(tiny_model_dir, monkeypatch):
+def test_a_network_without_a_size_map_or_a_settings_file_of_the_old_scale_choice_is_refused(tiny_model_dir):
     config_path = tiny_model_dir / "config.json"
+    shipped = json.loads(config_path.read_text())
     config = json.loads(config_path.read_text())
-    used = []
-    monkeypatch.setattr(UNetSegmenter, "_octave_labels",
-                        lambda self, gray, progress=None: used.append("octaves") or np.zeros(gray.shape, np.int32))
-    gray = np.random.default_rng(2).random((64, 64)).astype(np.float32)
-    UNetSegmenter(tiny_model_dir).segment(gray)
-    assert used == []  # the shipped settings: one learned scale
-    config["input_scale"]["method"] = "octaves"
+    config["architecture"]["outputs"] = ["foreground_probability", "centre_map"]
     config_path.write_text(json.dumps(config))
-    load_shipped_model.cache_clear()
-    UNetSegmenter(tiny_model_dir).segment(gray)
-    assert used == ["octaves"]
-    UNetSegmenter(tiny_model_dir, scale_method="learned").segment(gray)
-    assert used == ["octaves"]  # the argument wins over the config
-    config["input_scale"]["method"] = "guess"
+    with pytest.raises(ModelLoadError, match="without a size map cannot be fused across scales"):
+        read_config(tiny_model_dir)
+    config = json.loads(json.dumps(shipped))
+    config["input_scale"]["method"] = "learned"  # a v3 model's settings
     config_path.write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="input_scale.method must be one of learned, octaves"):
+    with pytest.raises(ModelLoadError, match="unknown setting.*method"):
         read_config(tiny_model_dir)
 
 
@@ -171,16 +102,37 @@ def test_a_pass_that_adds_only_a_few_small_particles_adds_none():
     def fused_count(n_small):
         fine = _discs((160, 160), [(8, 8 + 12 * k) for k in range(n_small)], 3.5)
         passes = [_sized(1.0, fine, 7.0), _sized(0.5, coarse, 15.0)]
-        return int(fuse_passes(passes, (160, 160), scorer=_scorer()).max())
+        return int(fuse_passes(passes, (160, 160), _scorer()).max())
 
     assert fused_count(0) == 12
     assert fused_count(3) == 12  # three small ones: dropped
     assert fused_count(12) == 24  # as many small ones as large: a second population, kept
 
 
+def test_a_particle_found_in_a_coarse_pass_is_drawn_with_the_finer_passs_outline_of_it():
+    from model.multiscale import OUTLINE_IOU
+
+    rows, cols = np.indices((128, 128))
+    fine = ((rows - 64) ** 2 + (cols - 64) ** 2 <= 10.5 ** 2).astype(np.int32)  # 21 px at full resolution
+    coarse = _discs((64, 64), [(32, 32)], 5)  # the same particle at half scale, a little smaller
+    scorer = _scorer([_stump("peak", 0.75, -0.5, 0.5)], init=1.0)  # the coarse candidate is the more likely
+
+    def fused(fine_labels):
+        return fuse_passes([_sized(1.0, fine_labels, 21.0, peak=0.5), _sized(0.5, coarse, 10.0, peak=1.0)],
+                           (128, 128), scorer)
+
+    whole = fused(fine)
+    assert whole.max() == 1 and np.array_equal(whole > 0, fine > 0)  # the finer outline of the same particle
+    split = fine.copy()
+    split[:, 64:] *= 2  # the finer pass shows two halves: no instance of it matches the coarse one
+    halves = fused(split)
+    assert halves.max() == 1 and (halves > 0).sum() != (fine > 0).sum()  # the coarse outline, carried up
+    assert OUTLINE_IOU is not None and 0.5 < OUTLINE_IOU < 1
+
+
 def test_the_more_likely_candidate_wins_the_pixels_it_shares_with_a_less_likely_one():
     fine = _discs((128, 128), [(64, 64)], 10)
-    coarse = _discs((64, 64), [(32, 32)], 6)  # a little larger there
+    coarse = _discs((64, 64), [(32, 32)], 7)  # larger there: too unlike the fine one to lend it its outline
     scorer = _scorer([_stump("peak", 0.75, -0.5, 0.5)], init=1.0)  # probabilities 0.62 and 0.82: both kept
     areas = []
     for fine_peak, coarse_peak in ((1.0, 0.5), (0.5, 1.0)):
@@ -234,12 +186,12 @@ def test_candidate_features_describe_each_instance_and_its_context():
     assert row["log2_measured_over_predicted"][0] == pytest.approx(0, abs=0.1)
 
 
-def test_a_sized_network_needs_a_candidate_scorer_and_a_pass_scorer_is_refused():
+def test_the_fusion_needs_a_candidate_scorer_fitted_on_its_features():
     from model.multiscale import candidate_logits
 
     passes = [_sized(1.0, _discs((64, 64), [(32, 32)], 8), 16.0), _sized(0.5, _discs((32, 32), [(16, 16)], 4), 8.0)]
     with pytest.raises(ValueError, match="candidate scorer"):
-        fuse_passes(passes, (64, 64))
+        fuse_passes(passes, (64, 64), None)
     pass_scorer = {"kind": "boosted_trees", "features": ["peak"], "init": 0.0, "learning_rate": 0.1, "trees": []}
     with pytest.raises(ValueError, match="refit it with python -m model.candidate_fit"):
         candidate_logits(pass_scorer, np.zeros((1, 18)))
@@ -248,22 +200,25 @@ def test_a_sized_network_needs_a_candidate_scorer_and_a_pass_scorer_is_refused()
         candidate_logits(renamed, np.zeros((1, 18)))
 
 
-def test_a_sized_octave_model_with_a_pass_scorer_is_refused_when_read(tiny_model_dir):
+def test_a_model_folder_without_a_candidate_scorer_or_with_another_kind_of_scorer_is_refused(tiny_model_dir):
+    from model.loading import check_model_folder, model_problem
+
     config_path = tiny_model_dir / "config.json"
     config = json.loads(config_path.read_text())
-    config["architecture"]["outputs"] = ["foreground_probability", "centre_map", "size_map"]
-    config["input_scale"]["method"] = "octaves"  # the folder still names the learned method's pass scorer
-    config_path.write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="needs the candidate scorer"):
+    scorer_path = tiny_model_dir / config["input_scale"]["scorer_file"]
+    check_model_folder(tiny_model_dir)  # the shipped scorer
+    scorer_path.write_text(json.dumps({"kind": "boosted_trees", "features": ["peak"], "init": 0.0,
+                                       "learning_rate": 0.1, "trees": []}))  # the v3 scale choice's pass scorer
+    with pytest.raises(ModelLoadError, match="must name the candidate scorer"):
         read_config(tiny_model_dir)
-    (tiny_model_dir / "candidate_scorer.json").write_text(json.dumps(_scorer()))
-    config["input_scale"]["selector_file"] = "candidate_scorer.json"
+    del config["input_scale"]["scorer_file"]
     config_path.write_text(json.dumps(config))
-    assert read_config(tiny_model_dir).input_scale.selector["kind"] == "octave_candidates"
-    config["input_scale"]["method"] = "learned"  # and the learned method refuses the candidate scorer
-    config_path.write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="needs the pass scorer"):
-        read_config(tiny_model_dir)
+    assert read_config(tiny_model_dir).input_scale.scorer is None  # a network just trained: fit one next
+    with pytest.raises(ModelLoadError, match="has no candidate scorer.*python -m model.candidate_fit"):
+        check_model_folder(tiny_model_dir)
+    with pytest.raises(ModelLoadError, match="has no candidate scorer"):
+        UNetSegmenter(tiny_model_dir).segment(np.zeros((32, 32), np.float32))
+    assert "has no candidate scorer" in model_problem(tiny_model_dir)  # said at start-up, before any image
 
 
 def test_the_octave_method_redraws_small_outlines_at_their_half_maximum(tiny_model_dir, monkeypatch):
@@ -275,6 +230,6 @@ def test_the_octave_method_redraws_small_outlines_at_their_half_maximum(tiny_mod
     gray = np.where(radius <= 3.0, 0.9, 0.1).astype(np.float32)  # a 6 px bright dot
     too_large = (radius <= 5.5).astype(np.int32)  # the network's outline at the blur's outer end: 11 px
     assert np.sqrt(4 * too_large.sum() / np.pi) < REFINE_BELOW_PX
-    monkeypatch.setattr(segmenter_module, "fuse_passes", lambda passes, shape, scorer=None: too_large)
-    labels = UNetSegmenter(tiny_model_dir, scale_method="octaves").segment(gray)
+    monkeypatch.setattr(segmenter_module, "fuse_passes", lambda passes, shape, scorer: too_large)
+    labels = UNetSegmenter(tiny_model_dir).segment(gray)
     assert np.sqrt(4 * np.count_nonzero(labels) / np.pi) == pytest.approx(6.0, abs=0.6)

@@ -55,7 +55,7 @@ def test_a_walk_on_a_cyclic_tree_still_ends():
 
 def test_a_model_folder_with_a_broken_scorer_is_refused_with_a_sentence(tiny_model_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())
-    path = tiny_model_dir / config["input_scale"]["selector_file"]
+    path = tiny_model_dir / config["input_scale"]["scorer_file"]
     check_model_folder(tiny_model_dir)  # the shipped scorer is fine
     scorer = json.loads(path.read_text())
     scorer["trees"][0]["left"][0] = 0
