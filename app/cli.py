@@ -47,7 +47,8 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-bar", default="auto", help="'auto', 'off' or rows 'y0:y1' to exclude")
     p.add_argument("--scale-bar-label", default=None, help="scale bar label, e.g. '500 nm', if OCR fails")
     p.add_argument("--diameter-px", type=float, default=None, metavar="FLOAT",
-                   help="typical particle diameter in pixels for the U-Net (default: estimated automatically)")
+                   help="typical particle diameter in pixels: the U-Net looks once, at its scale "
+                        "(default: at every octave)")
     p.add_argument("--views", type=int, default=None, metavar="N",
                    help="views of each image the U-Net averages, 1 to 4: each adds one network pass; "
                         "2 was slightly more accurate on the validation images (default: the model's, 1)")

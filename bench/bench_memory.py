@@ -1,10 +1,10 @@
 """Peak memory and time of the U-Net segmenter on a very large image: ``python bench/bench_memory.py``.
 
 The image (default 8192 x 8192) is a generated 1024 x 1024 SEM sample repeated in a grid, so its
-particles are realistic and their size is known. The whole segmenter runs once (size estimate,
-tiled inference, post-processing), with tqdm showing the progress. Printed: wall time, the peak
-resident memory of the process (``ru_maxrss``) before and after, and the memory the image itself
-takes as float32, so the overhead of inference can be read off. Tiles are at most
+particles are realistic and their size is known. The whole segmenter runs once (the octave passes
+with their tiled inference, the fusion, the small outlines redrawn), with tqdm showing the progress.
+Printed: wall time, the peak resident memory of the process (``ru_maxrss``) before and after, and the
+memory the image itself takes as float32, so the overhead of inference can be read off. Tiles are at most
 ``tile_px`` (model/config.json) on a side, so the network's own memory does not grow with the image,
 and the steps around it work a band of rows at a time. Goal: at most 2 GB (2048 MiB) after.
 """
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--median-diameter-px", type=float, default=30.0)
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--views", type=int, default=None,
-                        help="views the U-Net averages at its chosen scale (default: the model's)")
+                        help="views the U-Net averages in each pass (default: the model's)")
     args = parser.parse_args(argv)
 
     block = generate_sample(5, height=1024, width=1024, modality="sem", data_bar=False,

@@ -6,8 +6,8 @@ each particle ECD (4, 6, 8, 12, 16, 32, 64 px), polarity (SEM: bright particles,
 and blur (Gaussian point-spread sigma 0.7 and 1.5 px), the bench generates images of isolated
 round particles of that one size (``sigma_log`` 0, fixed seeds, several images per cell so the
 appearance draws vary, at least ``--min-particles`` particles that do not touch the frame),
-segments them with the shipped model (:class:`model.segmenter.UNetSegmenter`) with its automatic
-scale choice (``auto``) and with the true diameter given (``given``), matches predictions to the
+segments them with the shipped model (:class:`model.segmenter.UNetSegmenter`) at every
+octave (``auto``) and with the true diameter given (``given``), matches predictions to the
 truth (IoU >= 0.5, :func:`model.metrics.matched_ecd_px`) and prints per cell the bias, the median
 of (predicted - true) ECD in px, and the recall. Goal (issue 19): |bias| <= 0.3 px in every cell.
 

@@ -60,11 +60,12 @@ class AnalysisParams:
     scale_bar_label : str or None
         The user's reading of the scale bar label (``"500 nm"``), used when OCR cannot read it.
     diameter_px : float or None
-        Typical particle diameter in image pixels given by the user; the U-Net then skips its automatic
-        size estimate. Ignored by the classical segmenter.
+        Typical particle diameter in image pixels given by the user; the U-Net then looks once, at the
+        scale that brings it to the trained size, instead of at every octave. Ignored by the classical
+        segmenter.
     views : int or None
-        Views of the image the U-Net averages at its chosen scale (1 to 4; None: the model's
-        default). Each view adds one network pass. Ignored by the classical segmenter.
+        Views of the image the U-Net averages in each of its passes (1 to 4; None: the model's
+        default). Each view adds the cost of one more look. Ignored by the classical segmenter.
     model_dir : str or None
         The U-Net's model folder, for a fine-tuned model (None: the shipped one). Ignored by the
         classical segmenter; written into the provenance only when set.
@@ -91,7 +92,7 @@ class AnalysisParams:
         if self.diameter_px is not None and not _is_positive_number(self.diameter_px):
             raise SaemiInputError(
                 f"The typical particle diameter must be a positive number of pixels (got {self.diameter_px}); "
-                "leave it empty to let the U-Net estimate it."
+                "leave it empty to let the U-Net look at every particle size."
             )
 
     def to_dict(self) -> dict:

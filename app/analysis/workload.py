@@ -5,9 +5,11 @@ is still busy with them while the others wait (on the 40-image benchmark, 1024 x
 0.6 s to 7.3 s each, and the two heaviest came last). Starting the heaviest first ("longest
 processing time first", a classical list-scheduling rule) leaves only light images for the end.
 
-What makes an image heavy for the U-Net is the magnification it needs: images of small particles are
-enlarged two or three times before the network looks again, and the cost grows with the square of
-the scale. So the guess is the number of pixels divided by the square of the image's texture scale:
+The guess was made for the U-Net up to model v3, which enlarged images of small particles two or
+three times before looking again, at a cost that grows with the square of the scale. From v4 the
+network looks at every octave of every image (a cost that grows with the pixels alone), and what still
+grows with the number of particles is the work on each of them (candidates rated, outlines drawn). So
+the guess is the number of pixels divided by the square of the image's texture scale:
 the half-width of its autocorrelation, about the radius of a typical particle
 (:func:`texture_scale_px`). Pixel noise decorrelates at one pixel and does not move it. The guess
 only orders the work; a wrong guess costs time, never a result.

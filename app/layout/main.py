@@ -130,7 +130,7 @@ def settings_panel(default_segmenter: str) -> html.Div:
             # "automatic"; without it a 0 or a negative value reaches the server and gets a sentence.
             _field("Typical particle diameter (px)",
                    dcc.Input(id=ids.DIAMETER_PX, type="number", placeholder="auto", debounce=True),
-                   "Optional, used by the U-Net only: leave empty to let it estimate the particle size."),
+                   "Optional, used by the U-Net only: leave empty to let it look at every particle size at once."),
             _field("Model views",
                    dcc.Checklist(id=ids.VIEWS, options=[{"label": " Look twice", "value": "twice"}], value=[]),
                    "U-Net only: also shows it the image turned by 180° and averages the two. About twice "

@@ -23,7 +23,7 @@ DEMO_IMAGE = config.DEMO_DIR / "demo_sem.png"
 class PageSettings:
     """The segmentation settings as the page's controls send them (any of them may be None).
 
-    ``diameter_px`` is the typical particle diameter typed for the U-Net (None: estimated);
+    ``diameter_px`` is the typical particle diameter typed for the U-Net (None: every octave);
     ``look_twice`` asks the U-Net to average two views.
     """
 
