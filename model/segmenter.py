@@ -35,6 +35,12 @@ logger = logging.getLogger(__name__)
 #: end; larger particles keep the network's outlines, which follow the people who drew EMPS (model card,
 #: "The boundary convention").
 REFINE_BELOW_PX = 12.0
+#: An image with a side over ``WINDOW_PX + 2 * MARGIN_PX`` is segmented in windows (:func:`windows`): cores of
+#: at most ``WINDOW_PX`` a side, each seen with ``MARGIN_PX`` of its surroundings, so a particle up to about
+#: twice the margin across whose centre lies in a core is whole in its window, and the memory of the passes
+#: and their fusion stays that of one window (an 8192 x 8192 image in 1.9 GB; bench/bench_memory.py).
+WINDOW_PX = 1536
+MARGIN_PX = 256
 
 
 def _as_gray(gray: np.ndarray) -> np.ndarray:
@@ -176,7 +182,7 @@ class UNetSegmenter:
         scale : float
         """
         views = self.views or self.load().config.test_time_views
-        image, run = self._runner(gray, progress)
+        run = self._runner(self.levelled(gray), progress)
         shape = np.shape(gray)[:2]
         scale = self.scale_for(self.diameter_px, shape) if self.diameter_px is not None else min(
             1.0, self._max_scale(shape))
@@ -187,16 +193,19 @@ class UNetSegmenter:
         scaling = self.load().config.input_scale
         return min(scaling.max_scale, float(np.sqrt(scaling.max_scaled_pixels / (shape[0] * shape[1]))))
 
-    def _runner(self, gray: np.ndarray, progress: Progress | None = None):
-        """The normalised image and ``run(scale, first, span, views=(0,))``: the network on it resized by
-        ``scale``, averaged over ``views`` (:func:`model.inference.predict_tiled`), reporting progress from
-        ``first`` over ``span``."""
+    def levelled(self, gray: np.ndarray) -> LevelledImage:
+        """``gray`` with its normalisation levels (the config's percentiles over the whole image). The image is
+        normalised lazily: each pass resizes the raw image band by band, so a large image is never held a
+        second time as a normalised copy."""
+        return LevelledImage.of(_as_gray(gray), *self.load().config.normalisation.percentiles)
+
+    def _runner(self, image: LevelledImage, progress: Progress | None = None):
+        """``run(scale, first, span, views=(0,))``: the network on ``image`` resized by ``scale``, averaged
+        over ``views`` (:func:`model.inference.predict_tiled`), reporting progress from ``first`` over
+        ``span``."""
         shipped = self.load()
         cfg = shipped.config
         network = self.network(shipped)
-        # The image is normalised lazily: each pass resizes the raw image band by band, so a
-        # large image is never held a second time as a normalised copy.
-        image = LevelledImage.of(_as_gray(gray), *cfg.normalisation.percentiles)
 
         def run(scale: float, first: float, span: float, views: Sequence[int] = (0,)) -> np.ndarray:
             def report(fraction: float, message: str) -> None:
@@ -208,7 +217,7 @@ class UNetSegmenter:
             return predict_tiled(network, scaled, tile=cfg.tile_px, overlap=cfg.overlap_px,
                                  batch_size=cfg.batch_size, progress=report, views=views)
 
-        return image, run
+        return run
 
     def instances(self, maps: np.ndarray, scale: float, shape: tuple[int, int],
                   thresholds: dict | None = None) -> np.ndarray:
@@ -252,12 +261,15 @@ class UNetSegmenter:
                 "min_marker_area_px": max(1, int(round(thresholds.min_marker_area_px * area_factor))),
                 "min_area_px": max(1, int(round(thresholds.min_area_px * area_factor)))}
 
-    def octave_passes(self, gray: np.ndarray, progress: Progress | None = None) -> list[OctavePass]:
+    def octave_passes(self, gray: np.ndarray | LevelledImage, progress: Progress | None = None) -> list[OctavePass]:
         """The network's maps and instances at every octave of the image (:func:`model.multiscale.octave_scales`),
-        each pass's maps averaged over the ``views`` (the constructor's, else the config's ``test_time_views``)."""
+        each pass's maps averaged over the ``views`` (the constructor's, else the config's ``test_time_views``).
+        ``gray`` may be a :class:`model.preprocess.LevelledImage` already (a window with the whole image's
+        levels)."""
         cfg = self.load().config
         views = range(self.views or cfg.test_time_views)
-        image, run = self._runner(gray, progress)
+        image = gray if isinstance(gray, LevelledImage) else self.levelled(gray)
+        run = self._runner(image, progress)
         scales = octave_scales(image.shape, min(1.0, self._max_scale(image.shape)))
         costs = np.array(scales) ** 2
         done = np.concatenate([[0.0], np.cumsum(costs) / costs.sum()]) * 0.9
@@ -270,12 +282,77 @@ class UNetSegmenter:
 
     def _octave_labels(self, gray: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Instances from the octave passes fused by the candidate scorer (:func:`model.multiscale.fuse_passes`),
-        the outlines of particles under :data:`REFINE_BELOW_PX` redrawn at their half-maximum."""
-        scorer = self.load().config.input_scale.scorer
-        if scorer is None:
+        the outlines of particles under :data:`REFINE_BELOW_PX` redrawn at their half-maximum; an image larger
+        than one window (:func:`windows`) window by window, each particle kept from the window whose core
+        holds its centre."""
+        if self.load().config.input_scale.scorer is None:
             raise ModelLoadError(NO_SCORER)
-        passes = self.octave_passes(gray, progress)
+        image = self.levelled(gray)
+        plan = windows(image.shape)
+        if len(plan) == 1:
+            return self._window_labels(image, progress)
+        out = np.zeros(image.shape, np.int32)
+        next_id = 1
+        for k, (core, box) in enumerate(plan):
+            def shown(fraction: float, message: str, k: int = k) -> None:
+                if progress is not None:
+                    progress(0.95 * (k + fraction) / len(plan), f"{message} (part {k + 1} of {len(plan)})")
+
+            labels = self._window_labels(image[box], shown)
+            n = int(labels.max())
+            if n == 0:
+                continue
+            rows, cols = np.indices(labels.shape, dtype=np.float64)
+            area = np.bincount(labels.ravel(), minlength=n + 1)
+            centre_row = np.bincount(labels.ravel(), weights=rows.ravel(), minlength=n + 1) / np.maximum(area, 1)
+            centre_col = np.bincount(labels.ravel(), weights=cols.ravel(), minlength=n + 1) / np.maximum(area, 1)
+            top, left = core[0].start - box[0].start, core[1].start - box[1].start
+            bottom, right = core[0].stop - box[0].start, core[1].stop - box[1].start
+            keep = ((centre_row >= top) & (centre_row < bottom) & (centre_col >= left) & (centre_col < right)
+                    & (area > 0))
+            keep[0] = False
+            lookup = np.zeros(n + 1, np.int32)
+            lookup[keep] = np.arange(next_id, next_id + int(keep.sum()), dtype=np.int32)
+            next_id += int(keep.sum())
+            region = out[box]
+            free = region == 0
+            region[free] = lookup[labels[free]]
+        if progress is not None:
+            progress(0.95, "Separating particles")
+        return out
+
+    def _window_labels(self, image: LevelledImage, progress: Progress | None = None) -> np.ndarray:
+        """:meth:`_octave_labels` of one window (or of a whole image that fits in one)."""
+        passes = self.octave_passes(image, progress)
         if progress is not None:
             progress(0.92, "Separating particles")
-        labels = fuse_passes(passes, np.shape(gray)[:2], scorer)
-        return refine_small_outlines(_as_gray(gray), labels, REFINE_BELOW_PX)
+        labels = fuse_passes(passes, image.shape, self.load().config.input_scale.scorer)
+        del passes
+        return refine_small_outlines(image.gray, labels, REFINE_BELOW_PX)
+
+
+def windows(shape: tuple[int, int], window_px: int | None = None,
+            margin_px: int | None = None) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """How an image of ``shape`` is cut for the octave method: ``(core, box)`` slices per window, the cores
+    tiling the image in equal parts of at most ``window_px`` a side and each box its core grown by
+    ``margin_px`` (clipped to the image). A side of at most ``window_px + 2 * margin_px`` is not cut.
+    Defaults: :data:`WINDOW_PX` and :data:`MARGIN_PX`.
+
+    >>> windows((768, 1024)) == [((slice(0, 768), slice(0, 1024)),) * 2]
+    True
+    >>> [core for core, _ in windows((6000, 1000))][1]
+    (slice(1500, 3000, None), slice(0, 1000, None))
+    >>> [box for _, box in windows((6000, 1000))][1]
+    (slice(1244, 3256, None), slice(0, 1000, None))
+    """
+    window_px = WINDOW_PX if window_px is None else window_px
+    margin_px = MARGIN_PX if margin_px is None else margin_px
+
+    def cuts(n: int) -> list[tuple[slice, slice]]:
+        if n <= window_px + 2 * margin_px:
+            return [(slice(0, n), slice(0, n))]
+        parts = -(-n // window_px)
+        edges = [round(k * n / parts) for k in range(parts + 1)]
+        return [(slice(a, b), slice(max(0, a - margin_px), min(n, b + margin_px))) for a, b in zip(edges, edges[1:])]
+
+    return [((rc, cc), (rb, cb)) for rc, rb in cuts(shape[0]) for cc, cb in cuts(shape[1])]

@@ -233,3 +233,35 @@ def test_the_octave_method_redraws_small_outlines_at_their_half_maximum(tiny_mod
     monkeypatch.setattr(segmenter_module, "fuse_passes", lambda passes, shape, scorer: too_large)
     labels = UNetSegmenter(tiny_model_dir).segment(gray)
     assert np.sqrt(4 * np.count_nonzero(labels) / np.pi) == pytest.approx(6.0, abs=0.6)
+
+
+def test_a_large_image_is_segmented_window_by_window_and_every_particle_kept_once_and_whole(tiny_model_dir,
+                                                                                          monkeypatch):
+    from scipy import ndimage
+
+    import model.segmenter as segmenter_module
+
+    monkeypatch.setattr(segmenter_module, "WINDOW_PX", 64)
+    monkeypatch.setattr(segmenter_module, "MARGIN_PX", 16)
+    rng = np.random.default_rng(5)
+    rows, cols = np.indices((200, 260))
+    gray = np.zeros((200, 260), np.float32)
+    for _ in range(40):  # discs up to 24 px across, many of them over a window's edge
+        r, c, radius = rng.uniform(0, 200), rng.uniform(0, 260), rng.uniform(3, 12)
+        gray[(rows - r) ** 2 + (cols - c) ** 2 <= radius ** 2] = 1.0
+    truth, _ = ndimage.label(gray > 0.5)
+    seen = []
+
+    def window_labels(self, image, progress=None):  # a perfect segmenter of what the window shows
+        seen.append(image.shape)
+        return ndimage.label(image.gray > 0.5)[0].astype(np.int32)
+
+    monkeypatch.setattr(UNetSegmenter, "_window_labels", window_labels)
+    calls = []
+    labels = UNetSegmenter(tiny_model_dir).segment(gray, progress=lambda fraction, message: calls.append(fraction))
+    assert len(seen) == 4 * 5 and max(seen) <= (64 + 2 * 16 + 1, 64 + 2 * 16 + 1)
+    assert labels.max() == truth.max()  # each particle once
+    for i in range(1, truth.max() + 1):  # and whole: one found label covers exactly its pixels
+        found = np.unique(labels[truth == i])
+        assert found.size == 1 and found[0] > 0 and np.array_equal(labels == found[0], truth == i)
+    assert calls == sorted(calls) and calls[-1] == 1.0
