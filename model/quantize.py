@@ -15,6 +15,7 @@ every process.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -115,12 +116,22 @@ _QUANTIZE_LOCK = threading.Lock()
 MAX_QUANTIZED = 4
 
 
+def network_threads() -> int:
+    """The threads an interpreter computes with: TensorFlow's intra-op setting when one was made (a batch
+    worker gives its network one thread per task thread, ``app.batch``; a CLI or bench sets
+    ``TF_NUM_INTRAOP_THREADS``), else 2. So N single-thread workers on N cores do not start 2N."""
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or int(os.environ.get("TF_NUM_INTRAOP_THREADS")
+                                                                        or 2)
+
+
 def quantized(model) -> QuantizedNetwork:
     """The int8 copy of ``model``, made once per process and loaded model (the cache keeps the model alive)."""
     with _QUANTIZE_LOCK:
         entry = _QUANTIZED.get(id(model))
         if entry is None or entry[0] is not model:
-            entry = (model, QuantizedNetwork(model))
+            entry = (model, QuantizedNetwork(model, threads=network_threads()))
             _QUANTIZED[id(model)] = entry
             while len(_QUANTIZED) > MAX_QUANTIZED:
                 _QUANTIZED.popitem(last=False)

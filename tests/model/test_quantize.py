@@ -81,3 +81,17 @@ def test_the_process_keeps_a_few_int8_copies_and_drops_the_oldest(monkeypatch):
     assert len(quantize._QUANTIZED) == quantize.MAX_QUANTIZED
     assert id(models[0]) not in quantize._QUANTIZED and id(models[-1]) in quantize._QUANTIZED
     assert quantize.quantized(models[-1]) == ("int8", models[-1]) and first == ("int8", models[0])
+
+
+def test_an_interpreter_computes_with_the_threads_tensorflow_was_given(monkeypatch):
+    import tensorflow as tf
+
+    from model.quantize import network_threads
+
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 1)
+    assert network_threads() == 1  # a single-thread batch worker (app.batch)
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 0)
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")
+    assert network_threads() == 3
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
+    assert network_threads() == 2
