@@ -27,6 +27,8 @@ appearance
 sampling
     Conditions, size distribution and placement; :func:`generate_sample`, :func:`generate_crop`
     and :class:`SyntheticSample`.
+styles
+    Out-of-domain styles for measuring fine-tuning: :func:`halo_sample`.
 
 The package depends only on numpy, scipy, scikit-image, Pillow and :mod:`app.analysis.errors`.
 """
@@ -52,9 +54,12 @@ from .sampling import (
     size_case_samples,
 )
 from .shapes import SHAPES
+from .styles import HALO_EVAL_SEEDS, HALO_TRAIN_SEEDS, halo_sample
 
 __all__ = [
     "ARRANGEMENTS",
+    "HALO_EVAL_SEEDS",
+    "HALO_TRAIN_SEEDS",
     "MIN_PARTICLE_AREA_PX",
     "MODALITIES",
     "SHAPES",
@@ -66,6 +71,7 @@ __all__ = [
     "format_length",
     "generate_crop",
     "generate_sample",
+    "halo_sample",
     "nice_scale_length_nm",
     "render_data_bar",
     "render_panel_letter",
