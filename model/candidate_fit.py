@@ -161,7 +161,7 @@ def _original_cases(seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
 def refit_for_user(model_dir: Path, images: list[LabelledImage], budget_s: float, *, seed: int = 0,
                    n_trees: int = REFIT_TREES, tick: Callable[[], object] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> str:
-    """Refit the candidate scorer of the octave model in ``model_dir`` (just fine-tuned) with the user's
+    """Refit the candidate scorer of the model in ``model_dir`` (just fine-tuned) with the user's
     ``images`` among its training images, within about ``budget_s`` seconds; write it there and say what
     was done, for the provenance (with examples of one kind only, the scorer there is kept).
 

@@ -67,9 +67,8 @@ def evaluate(cases, segmenters: dict[str, object], min_area_px: int = MIN_AREA_P
     """Segment every case with every segmenter, print one line per image; return the score rows.
 
     ``out`` is the stream printed to (default: standard output). With ``true_diameter`` the U-Net
-    is given each image's true median particle diameter instead of estimating it (a diagnostic).
-    Each row's ``noted`` is 1 when the segmenter added a note for the user (the U-Net's uncertain
-    particle size), else 0.
+    is given each image's true median particle diameter, and looks once at its scale instead of at every
+    octave (a diagnostic). Each row's ``noted`` is 1 when the segmenter added a note for the user, else 0.
     """
     out = sys.stdout if out is None else out
     rows = []
@@ -122,7 +121,7 @@ def noted_lines(rows: list[dict]) -> list[str]:
             if group:
                 means = "  ".join(f"{m}={np.mean([r[m] for r in group]):.3f}" for m in ("obj_f1", "ecd_err"))
                 groups.append(f"{label}: {means}")
-        lines.append(f"  {seg_name:<10}images with a note for the user (uncertain size) vs the rest: "
+        lines.append(f"  {seg_name:<10}images with a note for the user vs the rest: "
                      + "; ".join(groups))
     return lines
 

@@ -1,4 +1,4 @@
-"""Octave passes fused by particle size: how the segmenter covers every particle size in one image.
+"""Octave passes fused by a candidate scorer: how the segmenter covers every particle size in one image.
 
 The network runs at fixed octaves of the image (1, 1/2, 1/4, ... down to a short side of
 :data:`MIN_SIDE_PX`); together the passes cost about 4/3 of the full-resolution one. Each particle is
@@ -13,7 +13,9 @@ or texture; a small particle among many of its kind is not). Candidates likely e
 (:data:`KEEP_PROBABILITY`) are kept greedily, most likely first, each where no more than
 :data:`MAX_TAKEN` of it is already taken. A pass that gives only a few particles, small in area beside
 the others (:data:`STRAY_COUNT`), gives none: on the EMPS training images these were mostly panel
-letters, dust and texture.
+letters, dust and texture. A particle kept from a coarse pass is drawn with the outline of its match in
+the next finer pass while they agree (:data:`OUTLINE_IOU`, :func:`finest_outlines`): the finer pass has
+more pixels for its edge.
 """
 
 from __future__ import annotations
@@ -301,8 +303,9 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int], scorer:
     probability of at least :data:`KEEP_PROBABILITY` kept best first, each where at most
     :data:`MAX_TAKEN` of it is taken (judged on the passes' instances carried to ``shape`` by nearest
     neighbour), a pass's few small ones dropped
-    (:data:`STRAY_COUNT`, :data:`STRAY_AREA_SHARE`); the kept ones are then drawn with outlines from
-    their pass's particle probability, in the same order, each on the pixels still free.
+    (:data:`STRAY_COUNT`, :data:`STRAY_AREA_SHARE`); the kept ones are then drawn, in the same order, each
+    on the pixels still free, with the outline of the finest pass that shows them whole
+    (:func:`finest_outlines`) carried to full resolution from that pass's particle probability.
 
     Returns
     -------

@@ -84,8 +84,8 @@ class LevelledImage:
 
     The segmenter keeps one of these instead of a normalised copy of the whole image: a network
     pass at another scale resizes the raw image band by band (:func:`resize_float` with
-    ``levels``), and the size estimate on a large image's central window normalises that window
-    only. The result equals ``resize_float(normalize_percentile(gray), shape)`` exactly.
+    ``levels``), and a window of a large image is normalised with the whole image's levels, only where it
+    is needed. The result equals ``resize_float(normalize_percentile(gray), shape)`` exactly.
     """
 
     def __init__(self, gray: np.ndarray, levels: tuple[float, float] | None) -> None:

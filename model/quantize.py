@@ -122,8 +122,11 @@ def network_threads() -> int:
     ``TF_NUM_INTRAOP_THREADS``), else 2. So N single-thread workers on N cores do not start 2N."""
     import tensorflow as tf
 
-    return tf.config.threading.get_intra_op_parallelism_threads() or int(os.environ.get("TF_NUM_INTRAOP_THREADS")
-                                                                        or 2)
+    configured = tf.config.threading.get_intra_op_parallelism_threads()
+    if configured:
+        return configured
+    text = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    return int(text) if text.isdigit() and int(text) > 0 else 2
 
 
 def quantized(model) -> QuantizedNetwork:

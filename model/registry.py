@@ -25,10 +25,11 @@ def make_segmenter(name: str, *, diameter_px: float | None = None, views: int | 
     name : str
         One of :data:`SEGMENTER_NAMES`.
     diameter_px : float, optional
-        Typical particle diameter in image pixels; the U-Net then skips its automatic size estimate.
+        Typical particle diameter in image pixels; the U-Net then looks once, at its scale, instead of at
+        every octave.
         The classical segmenter ignores it.
     views : int, optional
-        Views of the image the U-Net averages at its chosen scale (1 to 4; default: its config's).
+        Views of the image the U-Net averages in each pass (1 to 4; default: its config's).
         The classical segmenter ignores it.
     model_dir : path, optional
         The U-Net's model folder (default :func:`model.config.default_model_dir`).

@@ -5,9 +5,10 @@ lazily, once per process, in Keras safe mode. Segmentation normalises the image 
 its octaves (full resolution, 1/2, 1/4, ...); each particle is kept from the pass where the candidate
 scorer finds it most convincing (:mod:`model.multiscale`), so particles of a few pixels and of hundreds
 are found in the same image. Small particles then have their outlines redrawn at the half-maximum of
-their edge. When the user gives the typical particle diameter, the network instead runs once, at the
-scale that brings that diameter to the size it was trained on, and a marker-controlled watershed turns
-its maps into instances.
+their edge. An image with a side over 2,048 px is segmented window by window (:func:`windows`), so the
+memory stays that of one window. When the user gives the typical particle diameter, the network instead
+runs once, at the scale that brings that diameter to the size it was trained on, and a marker-controlled
+watershed turns its maps into instances.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from app.analysis.errors import SaemiInputError
+from app.analysis.labels import sequential_labels
 from model.config import BACKENDS, ModelConfig, ModelLoadError, default_model_dir
 from model.inference import VIEWS, Progress, predict_tiled
 from model.loading import NO_SCORER, ShippedModel, load_shipped_model
@@ -308,18 +310,21 @@ class UNetSegmenter:
             centre_col = np.bincount(labels.ravel(), weights=cols.ravel(), minlength=n + 1) / np.maximum(area, 1)
             top, left = core[0].start - box[0].start, core[1].start - box[1].start
             bottom, right = core[0].stop - box[0].start, core[1].stop - box[1].start
+            region = out[box]
+            taken = np.bincount(labels[region > 0], minlength=n + 1)
+            # its centre in this window's core, and not mostly drawn already (a particle wider than twice the
+            # margin can have its centre in two cores, as two cut pieces)
             keep = ((centre_row >= top) & (centre_row < bottom) & (centre_col >= left) & (centre_col < right)
-                    & (area > 0))
+                    & (area > 0) & (taken <= 0.5 * area))
             keep[0] = False
             lookup = np.zeros(n + 1, np.int32)
             lookup[keep] = np.arange(next_id, next_id + int(keep.sum()), dtype=np.int32)
             next_id += int(keep.sum())
-            region = out[box]
             free = region == 0
             region[free] = lookup[labels[free]]
         if progress is not None:
             progress(0.95, "Separating particles")
-        return out
+        return sequential_labels(out, min_area_px=1, in_place=True)
 
     def _window_labels(self, image: LevelledImage, progress: Progress | None = None) -> np.ndarray:
         """:meth:`_octave_labels` of one window (or of a whole image that fits in one)."""

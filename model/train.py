@@ -178,9 +178,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--val-zooms", type=_zooms, default=(1.0,), metavar="Z1,Z2,...",
                         help="validation crops at these zooms of the prepared size (default 1: particles at "
                              "--target-diameter-px); e.g. 0.25,1,3 for a network trained over a band of sizes")
-    parser.add_argument("--size-head", action="store_true",
-                        help="a third output, each particle's size (a size map; model.preprocess.encode_size); "
-                             "an --init network with two outputs gains it")
+    parser.add_argument("--size-head", action=argparse.BooleanOptionalAction, default=True,
+                        help="a third output, each particle's size (a size map; model.preprocess.encode_size), "
+                             "which the segmenter needs; an --init network with two outputs gains it (default: "
+                             "on; --no-size-head trains the two maps alone, for studies)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.keras exists")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from the weights of this .keras model (for example one made by "
@@ -234,7 +235,8 @@ def main(argv: list[str]) -> int:
     # (and re-generating) every batch already consumed.
     stream = {"batch_size": args.batch_size, "seed": args.seed + 1000 * state["epoch"],
               "synthetic_fraction": args.synthetic_fraction, "crop_size_px": args.crop_size,
-              "target_diameter_px": target_px, "scale_jitter": args.scale_jitter, "size_channel": args.size_head}
+              "target_diameter_px": target_px, "scale_jitter": args.scale_jitter,
+              "size_channel": model.output_shape[-1] > 2}  # a resumed run: what its network has
     if args.workers > 0:
         batches = data.parallel_batches(train_samples, workers=args.workers, use_synthetic=synthetic is not None,
                                         **stream)

@@ -37,8 +37,8 @@ class Segmenter(Protocol):
                 notes: list[str] | None = None) -> np.ndarray:
         """Return an int32 label image (0 = background) of the same shape as ``gray`` (float32, [0, 1]).
 
-        Sentences for the user about this result (for example an uncertain particle size) are
-        appended to ``notes`` when a list is given.
+        Sentences for the user about this result are appended to ``notes`` when a list is given (no
+        segmenter of SAEMI writes one today; the engine's own notes go the same way).
         """
         ...
 

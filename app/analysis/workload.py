@@ -6,13 +6,13 @@ is still busy with them while the others wait (on the 40-image benchmark, 1024 x
 processing time first", a classical list-scheduling rule) leaves only light images for the end.
 
 The guess was made for the U-Net up to model v3, which enlarged images of small particles two or
-three times before looking again, at a cost that grows with the square of the scale. From v4 the
-network looks at every octave of every image (a cost that grows with the pixels alone), and what still
-grows with the number of particles is the work on each of them (candidates rated, outlines drawn). So
-the guess is the number of pixels divided by the square of the image's texture scale:
-the half-width of its autocorrelation, about the radius of a typical particle
-(:func:`texture_scale_px`). Pixel noise decorrelates at one pixel and does not move it. The guess
-only orders the work; a wrong guess costs time, never a result.
+three times before looking again, at a cost that grows with the square of the scale. So the guess is
+the number of pixels divided by the square of the image's texture scale: the half-width of its
+autocorrelation, about the radius of a typical particle (:func:`texture_scale_px`). Pixel noise
+decorrelates at one pixel and does not move it. From model v4 the network looks at every octave of
+every image, at a cost that grows with the pixels alone; the guess still grows with the number of
+particles, whose candidates are rated and outlines drawn one by one, but how well it orders v4's work
+has not been measured. The guess only orders the work; a wrong guess costs time, never a result.
 """
 
 from __future__ import annotations

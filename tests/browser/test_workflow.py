@@ -262,8 +262,8 @@ def test_bad_upload_shows_a_sentence_and_the_app_keeps_serving(duo, tmp_path, di
 
 
 def test_a_segmenters_note_is_listed_on_the_page(dash_duo, monkeypatch, disc_png):
-    """What the segmenter says about its result (the U-Net's uncertain particle size) reaches the
-    user: the sentence is listed under the image's notes."""
+    """What the segmenter says about its result reaches the user: the sentence is listed under the
+    image's notes."""
     from app import engine
     from app.analysis.segmentation import ClassicalSegmenter
 

@@ -157,7 +157,7 @@ def test_look_twice_asks_the_unet_for_two_views_and_is_recorded(monkeypatch, tic
     assert f"# param_views: {views or ''}\n" in csv["content"]
 
 
-def test_empty_diameter_lets_the_unet_estimate_it(segmenter_calls):
+def test_an_empty_diameter_gives_the_unet_none_so_it_looks_at_every_size(segmenter_calls):
     analyse(ids.UPLOAD, [upload_url()], settings("unet"), ["discs.png"])
     assert segmenter_calls == [("unet", None)]
 

@@ -76,8 +76,8 @@ def test_scale_bar_is_read_while_the_segmenter_works(sample, monkeypatch):
 
 
 def test_the_segmenters_notes_reach_the_result(sample):
-    """A sentence the segmenter has about its result (the U-Net's uncertain size) joins the
-    result's notes, which the page lists and the CLI prints."""
+    """A sentence the segmenter has about its result joins the result's notes, which the page lists and
+    the CLI prints."""
 
     class DoubtfulSegmenter(ClassicalSegmenter):
         def segment(self, gray, progress=None, notes=None):

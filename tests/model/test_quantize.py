@@ -72,7 +72,7 @@ def test_the_process_keeps_a_few_int8_copies_and_drops_the_oldest(monkeypatch):
     import model.quantize as quantize
 
     monkeypatch.setattr(quantize, "_QUANTIZED", type(quantize._QUANTIZED)())
-    monkeypatch.setattr(quantize, "QuantizedNetwork", lambda model: ("int8", model))
+    monkeypatch.setattr(quantize, "QuantizedNetwork", lambda model, threads: ("int8", model))
     models = [object() for _ in range(quantize.MAX_QUANTIZED + 2)]
     first = quantize.quantized(models[0])
     for model in models[1:]:

@@ -76,7 +76,9 @@ def test_training_can_start_from_a_pruned_network(tiny_dataset, tmp_path):
     out = tmp_path / "run_init"
     assert main(_args(tiny_dataset, out, 1, "--filters", "16,32,64", "--init", str(init))) == 0
     final = keras.saving.load_model(out / "final.keras", compile=False)
-    assert final.count_params() == keras.saving.load_model(init, compile=False).count_params()
+    # the pruned filters are kept; the size map (on by default) adds one 1x1 output over the 4 top filters
+    assert final.count_params() == keras.saving.load_model(init, compile=False).count_params() + 4 + 1
+    assert final.output_shape[-1] == 3
 
 
 def test_batch_workers_and_the_samples_cache(tiny_dataset, tmp_path):
