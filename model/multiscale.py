@@ -50,6 +50,10 @@ CANDIDATE_FEATURES = (
 #: A particle kept from a coarse pass is drawn with the outline of its match in the next finer pass (and so on)
 #: while their IoU is at least this (:func:`finest_outlines`); None: each keeps its own pass's outline.
 OUTLINE_IOU = 0.7
+#: ... and while it measures under this many px across in the coarser pass: the size the network was trained
+#: at (``input_scale.target_diameter_px``). Above it the coarse pass's outline is not limited by its pixels,
+#: and the finer pass sees the particle larger than the network knows best.
+OUTLINE_BELOW_PX = 16.0
 #: A candidate is dropped when more than this share of it is already taken.
 MAX_TAKEN = 0.2
 #: A pass that contributes fewer particles than this, and less than
@@ -332,20 +336,23 @@ def fuse_by_confidence(passes: list[OctavePass], shape: tuple[int, int], scorer:
             nearest.append(_pixel_lists(nearest_ids(one.labels, shape)))
     kept = _keep_greedily(ranked, nearest, int(np.prod(shape)), len(passes))
     if OUTLINE_IOU is not None:
-        kept = finest_outlines(kept, support)
+        kept = finest_outlines(kept, support, [c.measured_px for c in candidates])
     return _draw(passes, kept, shape)
 
 
-def finest_outlines(kept: list[tuple[int, int]], support: tuple) -> list[tuple[int, int]]:
+def finest_outlines(kept: list[tuple[int, int]], support: tuple,
+                    measured_px: list[np.ndarray]) -> list[tuple[int, int]]:
     """``kept`` with each particle drawn from the finest pass that shows it whole: a candidate kept from a
-    coarse pass is replaced by its best match in the next finer pass while their IoU is at least
+    coarse pass, where it measures under :data:`OUTLINE_BELOW_PX` across (``measured_px``, per pass and
+    id, px of the pass), is replaced by its best match in the next finer pass while their IoU is at least
     :data:`OUTLINE_IOU` (``support`` is :func:`neighbour_support`'s) and that match is not kept already.
     The coarse pass decides that there is a particle; the finer one has more pixels for its outline."""
     finer_iou, _, finer_match = support
     used = set(kept)
     out = []
     for k, i in kept:
-        while k > 0 and finer_iou[k][i] >= OUTLINE_IOU and (k - 1, int(finer_match[k][i])) not in used:
+        while (k > 0 and finer_iou[k][i] >= OUTLINE_IOU and measured_px[k][i] < OUTLINE_BELOW_PX
+               and (k - 1, int(finer_match[k][i])) not in used):
             used.discard((k, i))
             k, i = k - 1, int(finer_match[k][i])
             used.add((k, i))

@@ -130,6 +130,18 @@ def test_a_particle_found_in_a_coarse_pass_is_drawn_with_the_finer_passs_outline
     assert OUTLINE_IOU is not None and 0.5 < OUTLINE_IOU < 1
 
 
+def test_a_particle_the_coarse_pass_sees_at_the_trained_size_keeps_the_coarse_outline():
+    from model.multiscale import OUTLINE_BELOW_PX
+
+    rows, cols = np.indices((128, 128))
+    fine = ((rows - 64) ** 2 + (cols - 64) ** 2 <= 21.5 ** 2).astype(np.int32)  # 43 px at full resolution
+    coarse = _discs((64, 64), [(32, 32)], 10)  # 21 px at half scale: over OUTLINE_BELOW_PX there
+    assert np.sqrt(4 * coarse.sum() / np.pi) >= OUTLINE_BELOW_PX
+    scorer = _scorer([_stump("peak", 0.75, -0.5, 0.5)], init=1.0)
+    fused = fuse_passes([_sized(1.0, fine, 43.0, peak=0.5), _sized(0.5, coarse, 21.0, peak=1.0)], (128, 128), scorer)
+    assert fused.max() == 1 and not np.array_equal(fused > 0, fine > 0)  # its own outline, carried up
+
+
 def test_the_more_likely_candidate_wins_the_pixels_it_shares_with_a_less_likely_one():
     fine = _discs((128, 128), [(64, 64)], 10)
     coarse = _discs((64, 64), [(32, 32)], 7)  # larger there: too unlike the fine one to lend it its outline
